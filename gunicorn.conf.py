@@ -1,0 +1,54 @@
+"""gunicorn settings for the heart-rate service; ``./ops/serve`` starts gunicorn with it.
+
+Command-line flags override anything here (``--bind``, ``--workers`` ...). Nothing here
+imports the service or Polars: state is created in each worker after fork.
+"""
+
+import os
+import shutil
+import tempfile
+
+# multiprocess metrics need their directory before prometheus_client is first imported
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hr-prometheus-")
+    _OWN_METRICS_DIR = True
+else:
+    _OWN_METRICS_DIR = False
+
+wsgi_app = "service.app:app"
+bind = os.environ.get("HR_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("HR_WORKERS", "0")) or max(2, os.cpu_count() or 1)
+worker_class = "uvicorn_worker.UvicornWorker"
+preload_app = False  # Polars pools and file locks must be created after fork
+max_requests = 0  # every new worker pid adds metric files that each scrape reads
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+control_socket_disable = True
+accesslog = os.environ.get("HR_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("HR_LOG_LEVEL", "info").lower()
+
+
+def on_starting(server):
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+
+
+def post_fork(server, worker):
+    # Polars reads this once at import: share the cores between the workers
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, cores // server.cfg.workers)))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

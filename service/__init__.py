@@ -1,0 +1,1 @@
+"""Heart-rate metrics service: durable multi-worker ingestion and per-minute queries."""

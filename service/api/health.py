@@ -1,0 +1,54 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.api.runtime import Runtime, runtime
+
+router = APIRouter(tags=["operations"])
+
+_FLUSH_FAILURES_NOT_READY = 3
+
+
+@router.get("/health", summary="Liveness: the worker answers")
+async def health() -> dict[str, str]:
+    return {"status": "healthy", "service": "heart-rate-metrics"}
+
+
+@router.get("/ready", summary="Readiness: storage is writable, readable and has room")
+async def ready(request: Request) -> JSONResponse:
+    rt = runtime(request)
+    problems = await anyio.to_thread.run_sync(_check, rt)
+    if rt.ingestor.flush_failures >= _FLUSH_FAILURES_NOT_READY:
+        problems.append(f"the last {rt.ingestor.flush_failures} flushes failed")
+    if problems:
+        return JSONResponse({"status": "not ready", "reasons": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def _check(rt: Runtime) -> list[str]:
+    problems: list[str] = []
+    root = rt.store.root
+    probe = root / f".ready-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        problems.append(f"data directory {root} is not writable: {exc.strerror}")
+    try:
+        rt.store.manifest.read()
+    except (OSError, ValueError) as exc:
+        problems.append(f"manifest is not readable: {exc}")
+    try:
+        free = shutil.disk_usage(root).free
+        if free < rt.settings.min_free_bytes:
+            problems.append(f"only {free} bytes free, below {rt.settings.min_free_bytes}")
+    except OSError as exc:
+        problems.append(f"free space unknown: {exc.strerror}")
+    return problems

@@ -1,0 +1,103 @@
+"""Ingestion routes: one reading, or a batch; 202 once durable."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+from fastapi import APIRouter, Request, Response
+
+from service import metrics
+from service.api.runtime import runtime
+from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
+from service.catalog import MetricSpec
+from service.errors import InvalidInput, PayloadTooLarge
+from service.validation import validate_batch, validate_one
+
+_ACCEPTED = b'{"status":"accepted"}'
+_OFFLOAD_BYTES = 64 * 1024  # validate larger bodies in a thread
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused early when over ``limit``; any content type is read as JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"body over {limit} bytes", [{"field": "body", "reason": f"at most {limit} bytes"}]
+    )
+
+
+def ingest_router(spec: MetricSpec) -> APIRouter:
+    path = "/metrics/" + spec.name.replace("_", "-")
+    router = APIRouter(tags=["ingest"])
+
+    @router.post(
+        path,
+        status_code=202,
+        response_model=Accepted,
+        responses=ERROR_RESPONSES,
+        summary=f"Store one {spec.name} reading",
+    )
+    async def post_one(request: Request) -> Response:
+        rt = runtime(request)
+        body = await read_body(request, rt.settings.max_body_bytes)
+        try:
+            rows = validate_one(body, spec)
+        except InvalidInput as exc:
+            for item in exc.detail:
+                metrics.READINGS_REJECTED.labels("single", str(item.get("field"))).inc()
+            raise
+        await rt.ingestor.submit(spec.name, rows)
+        metrics.READINGS_ACCEPTED.labels("single").inc()
+        return Response(_ACCEPTED, status_code=202, media_type="application/json")
+
+    @router.post(
+        path + "/batch",
+        status_code=202,
+        response_model=BatchAccepted,
+        responses=ERROR_RESPONSES,
+        summary=f"Store a batch of {spec.name} readings",
+    )
+    async def post_batch(request: Request) -> Response:
+        rt = runtime(request)
+        body = await read_body(request, rt.settings.max_body_bytes)
+        if len(body) > _OFFLOAD_BYTES:
+            result = await anyio.to_thread.run_sync(
+                validate_batch, body, spec, rt.settings.max_batch
+            )
+        else:
+            result = validate_batch(body, spec, rt.settings.max_batch)
+        for item in result.errors:
+            metrics.READINGS_REJECTED.labels("batch", str(item.get("field"))).inc()
+        if not result.rows:
+            raise InvalidInput(
+                "no valid reading in the batch",
+                result.errors
+                or [{"field": "readings", "reason": "must hold at least one reading"}],
+            )
+        await rt.ingestor.submit(spec.name, result.rows)
+        metrics.READINGS_ACCEPTED.labels("batch").inc(len(result.rows))
+        rejected = len({item["index"] for item in result.errors})
+        body_out = {
+            "status": "accepted",
+            "accepted": len(result.rows),
+            "rejected": rejected,
+            "total": result.total,
+            "errors": result.errors,
+        }
+        return Response(
+            json.dumps(body_out).encode(), status_code=202, media_type="application/json"
+        )
+
+    return router

@@ -1,0 +1,25 @@
+"""``GET /metrics``: Prometheus text format, merged over every worker when under gunicorn."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+router = APIRouter(tags=["operations"])
+
+
+def _render() -> bytes:
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    return Response(await anyio.to_thread.run_sync(_render), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,36 @@
+"""The metrics the service stores: adding one is an entry here plus its aggregation rule.
+
+Storage is metric-agnostic: every reading becomes a row of ``ROW_SCHEMA`` under its
+metric's name; only validation bounds and the per-bucket aggregation differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+Aggregation = Literal["mean", "sum"]
+
+ROW_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "device_id": pl.String(),
+    "ts": pl.Datetime("ms", "UTC"),
+    "value": pl.Float64(),
+    "seq": pl.Int64(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str  # storage name; the URL uses it with "-" for "_"
+    field: str  # JSON field carrying the value
+    minimum: float
+    maximum: float
+    aggregation: Aggregation
+
+
+HEART_RATE = MetricSpec("heart_rate", "heart_rate", 30.0, 220.0, "mean")
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (HEART_RATE,)}

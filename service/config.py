@@ -1,0 +1,111 @@
+"""Settings: the only place that reads the environment (prefix ``HR_``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+Durability = Literal["fsync", "write", "none"]
+PriorityScope = Literal["bucket", "timestamp"]
+
+DEFAULT_PRIORITY = "device_a:1,device_b:2"
+
+_T = TypeVar("_T", bound=str)
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; raised at start-up so a bad deployment fails loudly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("data")
+    flush_rows: int = 25_000
+    flush_interval_s: float = 15.0
+    durability: Durability = "fsync"
+    device_priority: Mapping[str, int] = field(
+        default_factory=lambda: {"device_a": 1, "device_b": 2}
+    )
+    priority_scope: PriorityScope = "bucket"
+    max_batch: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_query_days: float = 31.0
+    max_buffer_rows: int = 500_000
+    lock_timeout_s: float = 10.0
+    recovery_interval_s: float = 5.0
+    min_free_bytes: int = 64 * 1024 * 1024
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            data_dir=Path(env.get("HR_DATA_DIR", "data")),
+            flush_rows=_int(env, "HR_FLUSH_ROWS", 25_000, minimum=1),
+            flush_interval_s=_float(env, "HR_FLUSH_INTERVAL_S", 15.0, minimum=0.01),
+            durability=_choice(env, "HR_DURABILITY", "fsync", ("fsync", "write", "none")),
+            device_priority=parse_priority(env.get("HR_DEVICE_PRIORITY", DEFAULT_PRIORITY)),
+            priority_scope=_choice(env, "HR_PRIORITY_SCOPE", "bucket", ("bucket", "timestamp")),
+            max_batch=_int(env, "HR_MAX_BATCH", 10_000, minimum=1),
+            max_body_bytes=_int(env, "HR_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
+            max_query_days=_float(env, "HR_MAX_QUERY_DAYS", 31.0, minimum=0.001),
+            max_buffer_rows=_int(env, "HR_MAX_BUFFER_ROWS", 500_000, minimum=1),
+            lock_timeout_s=_float(env, "HR_LOCK_TIMEOUT_S", 10.0, minimum=0.01),
+            recovery_interval_s=_float(env, "HR_RECOVERY_INTERVAL_S", 5.0, minimum=0.01),
+            min_free_bytes=_int(env, "HR_MIN_FREE_BYTES", 64 * 1024 * 1024, minimum=0),
+            log_level=_choice(
+                env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
+            log_format=_choice(env, "HR_LOG_FORMAT", "text", ("text", "json")),
+        )
+
+
+def parse_priority(text: str) -> dict[str, int]:
+    """Parse ``device:rank,device:rank``; a lower rank wins."""
+    ranks: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        device, sep, rank = item.rpartition(":")
+        if not sep or not device or not rank.strip().lstrip("-").isdigit():
+            raise ConfigError(f"HR_DEVICE_PRIORITY item {item!r} is not 'device:rank'")
+        ranks[device.strip()] = int(rank)
+    return ranks
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is below the minimum {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+    if not value >= minimum:
+        raise ConfigError(f"{name}={raw!r} is below the minimum {minimum}")
+    return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: _T, allowed: tuple[_T, ...], *, upper: bool = False
+) -> _T:
+    raw = env.get(name, "") or default
+    value = raw.upper() if upper else raw.lower()
+    for option in allowed:
+        if option == value:
+            return option
+    raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")

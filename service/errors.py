@@ -1,0 +1,111 @@
+"""Error tree and the one JSON error shape; the only module that turns exceptions into HTTP.
+
+    ServiceError (500 internal)
+    ├── InvalidInput (400 invalid_input)      bad body, field or query parameter
+    ├── NotFound (404 not_found)              no readings in the requested range
+    ├── PayloadTooLarge (413 payload_too_large)
+    └── Unavailable (503 unavailable)         carries Retry-After
+        ├── Overloaded (503 overloaded)       buffers full
+        ├── StorageFull (503 storage_full)    disk full or write failed
+        └── ManifestBusy (503 manifest_busy)  manifest lock not acquired in time
+
+Body: ``{"error": code, "detail": [{"field": ..., "reason": ...}, ...]}``; batch errors
+add ``"index"`` to each detail item.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+Detail = dict[str, str | int]
+
+log = logging.getLogger("service.errors")
+
+
+class ServiceError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, detail: list[Detail] | None = None) -> None:
+        super().__init__(message)
+        self.detail: list[Detail] = detail if detail is not None else [{"reason": message}]
+
+
+class InvalidInput(ServiceError):
+    status = 400
+    code = "invalid_input"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+    retry_after_s: ClassVar[int] = 1
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
+class StorageFull(Unavailable):
+    code = "storage_full"
+    retry_after_s = 5
+
+
+class ManifestBusy(Unavailable):
+    code = "manifest_busy"
+
+
+def field_error(field: str, reason: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {reason}", [{"field": field, "reason": reason}])
+
+
+def error_body(code: str, detail: list[Detail]) -> dict[str, object]:
+    # FastAPI clients expect "detail"; "error" is a stable machine-readable code
+    return {"error": code, "detail": detail}
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    if exc.status >= 500:
+        log.warning("request failed: %s (%s)", exc, exc.code)
+    return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status, headers=headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail: list[Detail] = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("query", "body")]
+        detail.append({"field": ".".join(loc) or "body", "reason": str(err.get("msg", "invalid"))})
+    return JSONResponse(error_body(InvalidInput.code, detail), status_code=400)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = 400 if exc.status_code == 422 else exc.status_code
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    body = error_body(code, [{"reason": str(exc.detail)}])
+    return JSONResponse(body, status_code=status, headers=exc.headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

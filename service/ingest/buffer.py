@@ -1,0 +1,100 @@
+"""Per-worker in-memory rows that are in the WAL but not yet in a fragment; no I/O.
+
+Two generations per metric: ``active`` takes new rows; ``flushing`` holds the rows of
+the flush in progress, so they stay visible to queries until their fragment is listed
+in the manifest (``end_flush``). A failed flush leaves them in ``flushing`` and the next
+``begin_flush`` merges the newer rows in.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from service.catalog import ROW_SCHEMA
+from service.validation import Rows
+
+
+@dataclass(slots=True)
+class _Columns:
+    rows: Rows = field(default_factory=Rows)
+    seq: list[int] = field(default_factory=list)
+
+    def extend(self, rows: Rows, first_seq: int) -> None:
+        self.rows.user_id.extend(rows.user_id)
+        self.rows.device_id.extend(rows.device_id)
+        self.rows.ts.extend(rows.ts)
+        self.rows.value.extend(rows.value)
+        self.seq.extend(range(first_seq, first_seq + len(rows)))
+
+    def frame(self) -> pl.DataFrame:
+        r = self.rows
+        return pl.DataFrame(
+            {
+                "user_id": r.user_id,
+                "device_id": r.device_id,
+                "ts": r.ts,
+                "value": r.value,
+                "seq": self.seq,
+            },
+            schema=ROW_SCHEMA,
+        )
+
+
+class Buffer:
+    def __init__(self) -> None:
+        self._active: dict[str, _Columns] = {}
+        self._flushing: dict[str, pl.DataFrame] = {}
+        self._active_rows = 0
+        self._flushing_rows = 0
+        self._oldest: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active_rows(self) -> int:
+        return self._active_rows
+
+    @property
+    def rows(self) -> int:
+        return self._active_rows + self._flushing_rows
+
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest row still waiting for a flush was added."""
+        oldest = self._oldest
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    def add(self, metric: str, rows: Rows, first_seq: int) -> None:
+        with self._lock:
+            self._active.setdefault(metric, _Columns()).extend(rows, first_seq)
+            self._active_rows += len(rows)
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+
+    def snapshot(self, metric: str) -> list[pl.DataFrame]:
+        """Every unflushed row of ``metric``: the flushing generation and the active one."""
+        with self._lock:
+            active = self._active.get(metric)
+            frames = [self._flushing[metric]] if metric in self._flushing else []
+            if active is not None:
+                frames.append(active.frame())
+            return frames
+
+    def begin_flush(self) -> dict[str, pl.DataFrame]:
+        """Move the active rows into the flushing generation and return all of it."""
+        with self._lock:
+            for metric, cols in self._active.items():
+                new = cols.frame()
+                old = self._flushing.get(metric)
+                self._flushing[metric] = new if old is None else pl.concat([old, new])
+            self._flushing_rows += self._active_rows
+            self._active, self._active_rows = {}, 0
+            return dict(self._flushing)
+
+    def end_flush(self) -> None:
+        """The flushing rows are in the manifest now: forget them."""
+        with self._lock:
+            self._flushing, self._flushing_rows = {}, 0
+            self._oldest = time.monotonic() if self._active_rows else None

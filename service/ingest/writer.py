@@ -1,0 +1,199 @@
+"""The per-worker write path: WAL with group commit -> buffer -> flush to fragments.
+
+Invariants: a reading is in a WAL segment (written, and fsynced in ``fsync`` mode)
+before ``submit`` returns; a sealed segment is deleted only after the fragment holding
+its rows is in the manifest; the buffer keeps flushing rows visible until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import anyio
+
+from service import metrics
+from service.config import Settings
+from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
+from service.ingest.buffer import Buffer
+from service.storage.ownership import OwnedLog, replay_orphans
+from service.storage.store import Store
+from service.storage.wal import encode_frame
+from service.validation import Rows
+
+log = logging.getLogger("service.ingest")
+
+_Pending = tuple[str, Rows, int, bytes, "asyncio.Future[None]"]
+
+
+class Ingestor:
+    def __init__(self, settings: Settings, store: Store, buffer: Buffer) -> None:
+        self._settings = settings
+        self._store = store
+        self.buffer = buffer
+        self._log: OwnedLog | None = None
+        self._pending: list[_Pending] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._io_lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_seq = 0
+        self._last_flush = time.monotonic()
+        self.flush_failures = 0
+
+    async def start(self) -> None:
+        """Take ownership of a fresh WAL, replay dead workers' logs, start the ticker."""
+        await anyio.to_thread.run_sync(self._store.ensure_layout)
+        if self._settings.durability != "none":
+            self._log = await anyio.to_thread.run_sync(OwnedLog, self._store)
+        await self.recover()
+        self._ticker = asyncio.create_task(self._tick(), name="flusher")
+
+    async def stop(self) -> None:
+        """Flush everything; on success the WAL files go too."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        while self._drainer is not None and not self._drainer.done():
+            await self._drainer
+        flushed = await self.flush()
+        if self._log is not None:
+            await anyio.to_thread.run_sync(self._close_log, flushed)
+
+    def _close_log(self, flushed: bool) -> None:
+        if self._log is not None:
+            self._log.close(delete=flushed)
+            self._log = None
+
+    async def submit(self, metric: str, rows: Rows) -> None:
+        """Return once ``rows`` are durable as the durability mode defines it."""
+        if self.buffer.rows + len(rows) > self._settings.max_buffer_rows:
+            raise Overloaded(f"{self.buffer.rows} rows wait for a flush; try again shortly")
+        first_seq = self._reserve(len(rows))
+        if self._log is None:
+            self.buffer.add(metric, rows, first_seq)
+            self._after_add()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            (metric, rows, first_seq, encode_frame(metric, first_seq, rows), future)
+        )
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        await asyncio.shield(future)
+
+    def _reserve(self, count: int) -> int:
+        first = max(time.time_ns(), self._last_seq + 1)
+        self._last_seq = first + count - 1
+        return first
+
+    def _after_add(self) -> None:
+        metrics.BUFFER_ROWS.set(self.buffer.rows)
+        if self.buffer.active_rows >= self._settings.flush_rows:
+            self._wake.set()
+
+    async def _drain(self) -> None:
+        # one write + fsync covers every request that queued while the previous one ran
+        while self._pending:
+            group, self._pending = self._pending, []
+            async with self._io_lock:
+                error = await self._write_group(b"".join(item[3] for item in group))
+                if error is None:
+                    for metric, rows, first_seq, _, _ in group:
+                        self.buffer.add(metric, rows, first_seq)
+            for *_, future in group:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+            if error is None:
+                metrics.WAL_GROUP_READINGS.observe(sum(len(item[1]) for item in group))
+                self._after_add()
+
+    async def _write_group(self, data: bytes) -> ServiceError | None:
+        owned = self._log
+        assert owned is not None
+        sync = self._settings.durability == "fsync"
+        started = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(_write, owned, data, sync)
+        except OSError as exc:
+            log.error("WAL write failed: %s", exc)
+            # after a failed write or fsync the segment's tail is unknown: start a new one
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(owned.rotate)
+            return StorageFull(f"the write-ahead log could not be written: {exc.strerror}")
+        except Exception as exc:  # never leave the waiting requests hanging
+            log.exception("WAL write failed")
+            return Unavailable(f"the write-ahead log could not be written: {exc}")
+        metrics.WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+        return None
+
+    async def flush(self) -> bool:
+        """Move buffered rows into a fragment; True when nothing is left unflushed."""
+        async with self._flush_lock:
+            async with self._io_lock:
+                if self._log is not None:
+                    await anyio.to_thread.run_sync(self._log.rotate)
+                frames = self.buffer.begin_flush()
+            self._last_flush = time.monotonic()
+            rows = sum(f.height for f in frames.values())
+            started = time.perf_counter()
+            try:
+                await anyio.to_thread.run_sync(self._store.publish, frames)
+            except (OSError, ServiceError) as exc:
+                self.flush_failures += 1
+                metrics.FLUSH_FAILURES.inc()
+                log.error("flush of %d rows failed, will retry: %s", rows, exc)
+                return False
+            self.flush_failures = 0
+            self.buffer.end_flush()
+            if self._log is not None:
+                await anyio.to_thread.run_sync(self._log.drop_sealed)
+            metrics.BUFFER_ROWS.set(self.buffer.rows)
+            if rows:
+                metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+                metrics.FLUSH_ROWS.inc(rows)
+            return True
+
+    async def recover(self) -> int:
+        """Replay the WALs of dead workers (their owner locks are free)."""
+        try:
+            rows = await anyio.to_thread.run_sync(replay_orphans, self._store)
+        except (OSError, ServiceError) as exc:
+            log.error("WAL recovery failed, will retry: %s", exc)
+            return 0
+        metrics.RECOVERED_ROWS.inc(rows)
+        return rows
+
+    async def _tick(self) -> None:
+        interval = self._settings.flush_interval_s
+        next_recovery = time.monotonic() + self._settings.recovery_interval_s
+        while True:
+            due = min(self._last_flush + interval, next_recovery) - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(due, 0.01))
+            self._wake.clear()
+            now = time.monotonic()
+            if self.buffer.rows and (
+                self.buffer.active_rows >= self._settings.flush_rows
+                or now >= self._last_flush + interval
+            ):
+                await self.flush()
+            elif now >= self._last_flush + interval:
+                self._last_flush = now
+            if now >= next_recovery:
+                await self.recover()
+                next_recovery = time.monotonic() + self._settings.recovery_interval_s
+
+
+def _write(owned: OwnedLog, data: bytes, sync: bool) -> None:
+    owned.current.append(data)
+    if sync:
+        owned.current.sync()

@@ -1,0 +1,74 @@
+"""Prometheus metric objects (names, labels, buckets) and nothing else.
+
+Under gunicorn every worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR`` and
+``/metrics`` merges them; gauges use ``livesum`` so dead workers drop out.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# sub-millisecond to seconds: fsyncs and small queries sit at the bottom, flushes and
+# long-range queries at the top
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+READINGS_ACCEPTED = Counter(
+    "hr_readings_accepted_total",
+    "Readings acknowledged (durable per the durability mode).",
+    ["endpoint"],
+)
+READINGS_REJECTED = Counter(
+    "hr_readings_rejected_total", "Readings rejected by validation.", ["endpoint", "field"]
+)
+REQUEST_SECONDS = Histogram(
+    "hr_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+WAL_FSYNC_SECONDS = Histogram(
+    "hr_wal_fsync_duration_seconds",
+    "Latency of one WAL write plus fsync (a group commit).",
+    buckets=LATENCY_BUCKETS,
+)
+WAL_GROUP_READINGS = Histogram(
+    "hr_wal_group_commit_readings",
+    "Readings made durable by one group commit.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000, 2500, 10_000, 50_000),
+)
+FLUSH_SECONDS = Histogram(
+    "hr_flush_duration_seconds",
+    "Buffer flushes: fragment write plus manifest commit.",
+    buckets=LATENCY_BUCKETS,
+)
+FLUSH_ROWS = Counter("hr_flush_rows_total", "Rows written to fragments by flushes.")
+FLUSH_FAILURES = Counter("hr_flush_failures_total", "Flushes that failed and will be retried.")
+RECOVERED_ROWS = Counter("hr_recovered_rows_total", "Rows replayed from dead workers' WALs.")
+BUFFER_ROWS = Gauge(
+    "hr_buffer_rows", "Rows in worker buffers not yet in a fragment.", multiprocess_mode="livesum"
+)
+QUERY_SECONDS = Histogram(
+    "hr_query_duration_seconds",
+    "Per-minute query latency (plan and collect).",
+    buckets=LATENCY_BUCKETS,
+)
+QUERY_FRAGMENTS = Histogram(
+    "hr_query_fragments",
+    "Fragments scanned by one query.",
+    buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000),
+)

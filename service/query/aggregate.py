@@ -1,0 +1,77 @@
+"""Pure LazyFrame -> LazyFrame steps of the per-minute query (no files, no HTTP).
+
+Input rows follow ``ROW_SCHEMA``. Output: ``minute`` (datetime[ms, UTC]), ``device_id``,
+``value``, sorted by minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from service.catalog import Aggregation
+from service.config import PriorityScope
+
+IDENTITY = ("user_id", "device_id", "ts")
+
+
+def select(
+    lf: pl.LazyFrame, user_id: str, start_ms: int, end_ms: int, device_id: str | None = None
+) -> pl.LazyFrame:
+    """Rows of one user (and device) with ``start <= ts < end``."""
+    ts = pl.col("ts").dt.epoch("ms")
+    cond = (pl.col("user_id") == user_id) & (ts >= start_ms) & (ts < end_ms)
+    if device_id is not None:
+        cond = cond & (pl.col("device_id") == device_id)
+    return lf.filter(cond)
+
+
+def dedupe(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per reading identity: the one written last (highest ``seq``)."""
+    return lf.sort("seq").unique(subset=list(IDENTITY), keep="last")
+
+
+def rank(priority: Mapping[str, int]) -> pl.Expr:
+    """Device rank, lower wins; unlisted devices rank below every listed one."""
+    unlisted = max(priority.values(), default=0) + 1
+    return (
+        pl.col("device_id")
+        .replace_strict(dict(priority), default=unlisted, return_dtype=pl.Int64)
+        .alias("rank")
+    )
+
+
+def _agg(aggregation: Aggregation) -> pl.Expr:
+    value = pl.col("value")
+    return (value.sum() if aggregation == "sum" else value.mean()).alias("value")
+
+
+def _best(name: str) -> pl.Expr:
+    return pl.col(name).sort_by("rank", "device_id").first()
+
+
+def per_minute(
+    lf: pl.LazyFrame,
+    priority: Mapping[str, int],
+    scope: PriorityScope,
+    aggregation: Aggregation = "mean",
+) -> pl.LazyFrame:
+    """De-duplicated rows -> one value per UTC minute, from the device priority picks."""
+    lf = lf.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"), rank(priority))
+    if scope == "timestamp":
+        # per exact timestamp only the best device's reading survives
+        survivors = lf.group_by("ts").agg(
+            _best("minute"), _best("device_id"), _best("rank"), _best("value")
+        )
+        return (
+            survivors.group_by("minute").agg(_best("device_id"), _agg(aggregation)).sort("minute")
+        )
+    per_device = lf.group_by("minute", "device_id").agg(pl.col("rank").first(), _agg(aggregation))
+    return per_device.group_by("minute").agg(_best("device_id"), _best("value")).sort("minute")
+
+
+def single_device(lf: pl.LazyFrame, aggregation: Aggregation = "mean") -> pl.LazyFrame:
+    """Rows of one device -> one value per UTC minute."""
+    lf = lf.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"))
+    return lf.group_by("minute").agg(pl.col("device_id").first(), _agg(aggregation)).sort("minute")

@@ -1,0 +1,1 @@
+"""Files on disk: write-ahead logs, Parquet fragments and the manifest that lists them."""

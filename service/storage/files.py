@@ -1,0 +1,37 @@
+"""Small durable-file helpers shared by the WAL, fragments and the manifest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it over ``final`` and fsync the directory."""
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def unlink_quietly(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+    if paths:
+        fsync_dir(paths[0].parent)

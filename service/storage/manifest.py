@@ -1,0 +1,112 @@
+"""The manifest: the catalogue of published fragments.
+
+File: ``manifest.json`` beside ``manifest.json.lock``. Content:
+``{"version": 1, "generation": n, "fragments": [{"name", "metric", "rows", "min_ts",
+"max_ts"}, ...]}`` with times in epoch ms (inclusive). Every change takes the file lock
+(a fresh lock object per call, acquired with a timeout), reads the current file, writes
+the new one under a temporary name, fsyncs it and renames it over the old one, so a
+reader without the lock always sees a whole manifest, old or new.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import msgspec
+from filelock import FileLock, Timeout
+
+from service.errors import ManifestBusy
+from service.storage.files import replace_atomically
+from service.storage.fragments import FragmentInfo
+
+VERSION = 1
+
+
+class _Entry(msgspec.Struct):
+    name: str
+    metric: str
+    rows: int
+    min_ts: int
+    max_ts: int
+
+
+class _Document(msgspec.Struct):
+    version: int
+    generation: int
+    fragments: list[_Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generation: int
+    fragments: tuple[FragmentInfo, ...]
+
+
+EMPTY = Snapshot(0, ())
+
+# flock excludes other open files of this process too, but one in-process lock keeps
+# threads of one worker from polling against each other
+_local_lock = threading.Lock()
+
+
+class Manifest:
+    def __init__(self, path: Path, lock_timeout_s: float) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._timeout = lock_timeout_s
+        self._cached: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._cache_lock = threading.Lock()
+
+    def read(self) -> Snapshot:
+        """The current manifest; re-parsed only when the file was replaced."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return EMPTY
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._cache_lock:
+            if self._cached is not None and self._cached[0] == key:
+                return self._cached[1]
+        snapshot = _parse(self.path.read_bytes())
+        with self._cache_lock:
+            self._cached = (key, snapshot)
+        return snapshot
+
+    def commit(self, add: Iterable[FragmentInfo] = (), remove: Iterable[str] = ()) -> Snapshot:
+        """Add and remove entries in one atomic change under the manifest lock."""
+        add, gone = list(add), set(remove)
+        lock = FileLock(self._lock_path)
+        try:
+            with _local_lock, lock.acquire(timeout=self._timeout):
+                current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
+                known = {f.name for f in current.fragments}
+                kept = [f for f in current.fragments if f.name not in gone]
+                new = Snapshot(
+                    current.generation + 1, (*kept, *(f for f in add if f.name not in known))
+                )
+                self._write(new)
+                return new
+        except Timeout as exc:
+            raise ManifestBusy(f"manifest lock not acquired in {self._timeout}s") from exc
+
+    def _write(self, snapshot: Snapshot) -> None:
+        doc = _Document(
+            VERSION, snapshot.generation, [_Entry(**asdict(f)) for f in snapshot.fragments]
+        )
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(msgspec.json.encode(doc))
+        replace_atomically(tmp, self.path)
+
+
+def _parse(data: bytes) -> Snapshot:
+    doc = msgspec.json.decode(data, type=_Document)
+    if doc.version != VERSION:
+        raise ValueError(f"manifest version {doc.version} is not {VERSION}")
+    return Snapshot(
+        doc.generation,
+        tuple(FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts) for e in doc.fragments),
+    )

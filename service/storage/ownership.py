@@ -1,0 +1,107 @@
+"""Who owns which WAL files: a live worker's own log, and replay of dead workers' logs.
+
+A worker holds ``wal/<worker>.lock`` for its whole life; a lock that can be taken
+without waiting therefore belongs to a dead worker, whose segments are replayed into
+fragments, committed to the manifest, and only then deleted. Replaying the same rows
+twice is harmless: queries and compaction de-duplicate by reading identity.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+from service.storage.files import fsync_dir, unlink_quietly
+from service.storage.store import Store
+from service.storage.wal import (
+    SegmentWriter,
+    list_segments,
+    lock_path,
+    read_segment,
+    segment_path,
+    to_frame,
+)
+
+log = logging.getLogger("service.storage")
+
+
+class OwnedLog:
+    """This worker's WAL: its owner lock and its current segment."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = FileLock(lock_path(store.wal_dir, store.worker))
+        self._lock.acquire(timeout=0)
+        self._segment_no = 0
+        self.current = self._open_next()
+        self.sealed: list[Path] = []
+
+    def _open_next(self) -> SegmentWriter:
+        self._segment_no += 1
+        writer = SegmentWriter(
+            segment_path(self._store.wal_dir, self._store.worker, self._segment_no)
+        )
+        fsync_dir(self._store.wal_dir)
+        return writer
+
+    def rotate(self) -> None:
+        """Seal the current segment (if it holds anything) and start a new one."""
+        if self.current.size == 0:
+            return
+        old = self.current
+        self.current = self._open_next()
+        old.close()
+        self.sealed.append(old.path)
+
+    def drop_sealed(self) -> None:
+        """Delete sealed segments: their rows are in the manifest now."""
+        sealed, self.sealed = self.sealed, []
+        unlink_quietly(sealed)
+
+    def close(self, *, delete: bool) -> None:
+        """Close the log; with ``delete`` its files go too (everything is flushed)."""
+        self.current.close()
+        if delete:
+            unlink_quietly([*self.sealed, self.current.path])
+        self._lock.release()
+        if delete:
+            lock_path(self._store.wal_dir, self._store.worker).unlink(missing_ok=True)
+
+
+def replay_orphans(store: Store) -> int:
+    """Replay every dead worker's WAL into fragments; return the rows replayed."""
+    workers = set(list_segments(store.wal_dir))
+    workers.update(p.stem for p in store.wal_dir.glob("*.lock"))
+    workers.discard(store.worker)
+    return sum(_replay(store, worker) for worker in sorted(workers))
+
+
+def _replay(store: Store, worker: str) -> int:
+    lock = FileLock(lock_path(store.wal_dir, worker))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return 0  # its owner is alive
+    try:
+        segments = list_segments(store.wal_dir).get(worker, [])
+        frames = [frame for path in segments for frame in read_segment(path)]
+        tables: dict[str, pl.DataFrame] = {
+            metric: to_frame(frames, metric) for metric in {f.metric for f in frames}
+        }
+        store.publish(tables)
+        unlink_quietly(segments)
+        rows = sum(t.height for t in tables.values())
+        if segments:
+            log.info(
+                "replayed %d rows from %d WAL segments of dead worker %s",
+                rows,
+                len(segments),
+                worker,
+            )
+        return rows
+    finally:
+        lock.release()
+        lock_path(store.wal_dir, worker).unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""The storage interface the rest of the service uses: one data directory.
+
+Layout under the data root: ``manifest.json`` (+ ``.lock``), ``fragments/``, ``wal/``.
+Everything that knows where files live is here or below; swapping the lock-file
+manifest for a table format's catalogue touches this package only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import polars as pl
+
+from service.storage.files import unlink_quietly
+from service.storage.fragments import FragmentInfo, fragment_name, publish
+from service.storage.manifest import Manifest, Snapshot
+
+
+class Store:
+    def __init__(self, root: Path, worker: str, lock_timeout_s: float) -> None:
+        self.root = root
+        self.worker = worker
+        self.wal_dir = root / "wal"
+        self.fragment_dir = root / "fragments"
+        self.manifest = Manifest(root / "manifest.json", lock_timeout_s)
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+
+    def ensure_layout(self) -> None:
+        for directory in (self.root, self.wal_dir, self.fragment_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def publish(self, frames: dict[str, pl.DataFrame]) -> list[FragmentInfo]:
+        """Write one fragment per non-empty metric frame and list them all in one commit."""
+        infos: list[FragmentInfo] = []
+        try:
+            for metric, frame in frames.items():
+                if frame.height:
+                    infos.append(publish(frame, self.fragment_dir, self._next_name(), metric))
+            if infos:
+                self.manifest.commit(add=infos)
+        except BaseException:
+            unlink_quietly([self.fragment_dir / info.name for info in infos])
+            raise
+        return infos
+
+    def fragment_paths(self, metric: str, start_ms: int, end_ms: int) -> list[Path]:
+        """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``."""
+        snapshot: Snapshot = self.manifest.read()
+        return [
+            self.fragment_dir / f.name
+            for f in snapshot.fragments
+            if f.metric == metric and f.min_ts < end_ms and f.max_ts >= start_ms
+        ]
+
+    def _next_name(self) -> str:
+        with self._seq_lock:
+            return fragment_name(self.worker, next(self._seq))

@@ -1,0 +1,183 @@
+"""Ingestion over in-process ASGI: statuses, error bodies, limits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from service.config import Settings
+from tests.conftest import make_client
+
+ONE = "/metrics/heart-rate"
+BATCH = "/metrics/heart-rate/batch"
+GOOD = {
+    "user_id": "u1",
+    "device_id": "device_a",
+    "timestamp": "2024-01-15T10:00:00Z",
+    "heart_rate": 75,
+}
+
+
+def reading(**changes: object) -> dict[str, object]:
+    return {**GOOD, **changes}
+
+
+def fields(response) -> list[str]:
+    return [item.get("field") for item in response.json()["detail"]]
+
+
+def test_single_reading_is_accepted(client: TestClient) -> None:
+    r = client.post(ONE, json=GOOD)
+    assert r.status_code == 202
+    assert r.json() == {"status": "accepted"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"user_id": True}, "user_id"),
+        ({"user_id": 1.5}, "user_id"),
+        ({"user_id": None}, "user_id"),
+        ({"device_id": ""}, "device_id"),
+        ({"device_id": "d" * 65}, "device_id"),
+        ({"device_id": 7}, "device_id"),
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"timestamp": "2024-01-15"}, "timestamp"),
+        ({"timestamp": "2024-13-01T00:00:00Z"}, "timestamp"),
+        ({"timestamp": 1705312800}, "timestamp"),
+        ({"heart_rate": 29.99}, "heart_rate"),
+        ({"heart_rate": 220.01}, "heart_rate"),
+        ({"heart_rate": "75"}, "heart_rate"),
+        ({"heart_rate": True}, "heart_rate"),
+        ({"heart_rate": None}, "heart_rate"),
+    ],
+)
+def test_each_invalid_field_is_named(client: TestClient, change, field) -> None:
+    single = client.post(ONE, json=reading(**change))
+    assert single.status_code == 400
+    assert single.json()["error"] == "invalid_input"
+    assert fields(single) == [field]
+    assert all(item["reason"] for item in single.json()["detail"])
+    batch = client.post(BATCH, json={"readings": [GOOD, reading(**change)]})
+    assert batch.status_code == 202
+    body = batch.json()
+    assert (body["accepted"], body["rejected"], body["total"]) == (1, 1, 2)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, field)]
+
+
+@pytest.mark.parametrize("name", ["user_id", "device_id", "timestamp", "heart_rate"])
+def test_missing_field_is_named(client: TestClient, name: str) -> None:
+    body = dict(GOOD)
+    del body[name]
+    r = client.post(ONE, json=body)
+    assert r.status_code == 400
+    assert r.json()["detail"] == [{"field": name, "reason": "field required"}]
+
+
+def test_every_bad_field_of_a_reading_is_reported(client: TestClient) -> None:
+    r = client.post(ONE, json={"user_id": "", "device_id": 1, "heart_rate": 500})
+    assert r.status_code == 400
+    assert sorted(fields(r)) == ["device_id", "heart_rate", "timestamp", "user_id"]
+
+
+@pytest.mark.parametrize("value", [30, 220, 30.0, 219.9])
+def test_bounds_are_inclusive(client: TestClient, value: float) -> None:
+    assert client.post(ONE, json=reading(heart_rate=value)).status_code == 202
+
+
+def test_integer_user_id_is_stored_as_its_decimal_string(client: TestClient) -> None:
+    assert client.post(ONE, json=reading(user_id=42)).status_code == 202
+    r = client.get(
+        ONE,
+        params={"user_id": "42", "start": "2024-01-15T10:00:00Z", "end": "2024-01-15T10:01:00Z"},
+    )
+    assert r.status_code == 200
+    assert r.json()["user_id"] == "42"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"heart_rate": NaN}',
+        b'{"user_id":"u","device_id":"d","timestamp":"2024-01-15T10:00:00Z","heart_rate":1e309}',
+        b"\xff\xfe\x00",
+        b"[" * 50_000,
+        b'"just a string"',
+    ],
+)
+def test_malformed_single_bodies_get_400(client: TestClient, body: bytes) -> None:
+    r = client.post(ONE, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_input"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b"[]", "body"),
+        (b"{}", "readings"),
+        (b'{"readings": 5}', "readings"),
+        (b'{"readings": []}', "readings"),
+        (b'{"readings": [1, "x"]}', "reading"),
+    ],
+)
+def test_malformed_batches_get_400(client: TestClient, body: bytes, field: str) -> None:
+    r = client.post(BATCH, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert field in fields(r)
+
+
+def test_out_of_range_number_rejects_only_its_reading(client: TestClient) -> None:
+    good = json.dumps(GOOD).encode()
+    bad = json.dumps(reading(heart_rate=1)).replace("1}", "1e400}").encode()
+    body = b'{"readings": [' + good + b"," + bad + b"]}"
+    r = client.post(BATCH, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 202
+    assert r.json()["errors"] == [
+        {"index": 1, "field": "heart_rate", "reason": "must be between 30 and 220"}
+    ]
+
+
+def test_any_content_type_is_read_as_json(client: TestClient) -> None:
+    r = client.post(ONE, content=json.dumps(GOOD), headers={"content-type": "text/plain"})
+    assert r.status_code == 202
+    r = client.post(ONE, content=b"<xml/>", headers={"content-type": "application/xml"})
+    assert r.status_code == 400
+
+
+def test_batch_over_the_limit_is_413(settings: Settings) -> None:
+    with make_client(settings, max_batch=3) as c:
+        r = c.post(BATCH, json={"readings": [GOOD] * 4})
+        assert r.status_code == 413
+        assert fields(r) == ["readings"]
+        assert c.post(BATCH, json={"readings": [GOOD] * 3}).status_code == 202
+
+
+def test_body_over_the_limit_is_413(settings: Settings) -> None:
+    with make_client(settings, max_body_bytes=2048) as c:
+        r = c.post(BATCH, json={"readings": [GOOD] * 40})
+        assert r.status_code == 413
+        assert fields(r) == ["body"]
+
+
+def test_validation_status_is_never_422(client: TestClient) -> None:
+    r = client.get(ONE, params={"start": "2024-01-15T10:00:00Z"})
+    assert r.status_code == 400
+    assert set(fields(r)) == {"user_id", "end"}
+
+
+def test_full_buffer_answers_503_with_retry_after(settings: Settings) -> None:
+    with make_client(settings, max_buffer_rows=2) as c:
+        assert c.post(BATCH, json={"readings": [GOOD, reading(device_id="b")]}).status_code == 202
+        r = c.post(ONE, json=reading(device_id="c"))
+        assert r.status_code == 503
+        assert r.headers["retry-after"].isdigit()
+        assert r.json()["error"] == "overloaded"

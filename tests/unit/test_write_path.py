@@ -1,0 +1,175 @@
+"""Write-path invariants: WAL before ack, group commit, flush ordering, orphan replay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from service.config import Settings
+from service.ingest.buffer import Buffer
+from service.ingest.writer import Ingestor
+from service.query.reader import Query, Reader
+from service.storage.ownership import replay_orphans
+from service.storage.store import Store
+from service.storage.wal import (
+    SegmentWriter,
+    encode_frame,
+    list_segments,
+    read_segment,
+    segment_path,
+)
+from service.validation import Rows
+
+BASE = 1_705_312_800_000
+
+
+def rows(n: int, user: str = "u", start: int = 0) -> Rows:
+    return Rows(
+        [user] * n,
+        ["device_a"] * n,
+        [BASE + (start + i) * 1000 for i in range(n)],
+        [60.0 + i % 100 for i in range(n)],
+    )
+
+
+def make(tmp_path: Path, worker: str = "w1", **changes: object) -> tuple[Ingestor, Store]:
+    settings = Settings(
+        data_dir=tmp_path, flush_interval_s=3600, recovery_interval_s=3600, **changes
+    )  # type: ignore[arg-type]
+    store = Store(tmp_path, worker, settings.lock_timeout_s)
+    return Ingestor(settings, store, Buffer()), store
+
+
+def wal_rows(store: Store) -> int:
+    return sum(
+        len(f.rows)
+        for paths in list_segments(store.wal_dir).values()
+        for p in paths
+        for f in read_segment(p)
+    )
+
+
+def listed_rows(store: Store) -> int:
+    return sum(f.rows for f in store.manifest.read().fragments)
+
+
+def test_acknowledged_rows_are_in_the_wal_and_fsyncs_are_shared(tmp_path, monkeypatch) -> None:
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path)
+        await ingestor.start()
+        calls.clear()
+        await asyncio.gather(*(ingestor.submit("heart_rate", rows(1, start=i)) for i in range(50)))
+        assert wal_rows(store) == 50
+        assert 1 <= len(calls) < 50  # one fsync covered many requests
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_write_mode_skips_fsync_but_still_logs(tmp_path, monkeypatch) -> None:
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path, durability="write")
+        await ingestor.start()
+        monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("fsync in write mode"))
+        await ingestor.submit("heart_rate", rows(3))
+        assert wal_rows(store) == 3
+        monkeypatch.undo()
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_wal_survives_a_failed_flush_and_goes_after_a_good_one(tmp_path, monkeypatch) -> None:
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path)
+        await ingestor.start()
+        await ingestor.submit("heart_rate", rows(10))
+        real = store.manifest.commit
+
+        def broken(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store.manifest, "commit", broken)
+        assert await ingestor.flush() is False
+        assert wal_rows(store) == 10  # rows not in the manifest keep their WAL
+        assert ingestor.buffer.rows == 10
+        assert os.listdir(store.fragment_dir) == []  # the unlisted fragment is gone
+        monkeypatch.setattr(store.manifest, "commit", real)
+        await ingestor.submit("heart_rate", rows(5, start=100))
+        assert await ingestor.flush() is True
+        assert listed_rows(store) == 15
+        assert wal_rows(store) == 0
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_flushing_rows_stay_visible_until_listed() -> None:
+    buffer = Buffer()
+    buffer.add("heart_rate", rows(4), 1)
+    buffer.begin_flush()
+    assert sum(df.height for df in buffer.snapshot("heart_rate")) == 4
+    buffer.add("heart_rate", rows(2, start=50), 10)
+    assert sum(df.height for df in buffer.snapshot("heart_rate")) == 6
+    buffer.end_flush()
+    assert sum(df.height for df in buffer.snapshot("heart_rate")) == 2
+
+
+def dead_worker_wal(store: Store, worker: str, n: int) -> Path:
+    store.ensure_layout()
+    path = segment_path(store.wal_dir, worker, 1)
+    writer = SegmentWriter(path)
+    writer.append(encode_frame("heart_rate", 1, rows(n)))
+    writer.close()
+    return path
+
+
+def test_a_dead_workers_wal_is_replayed_once_and_deleted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path, worker="alive")
+        orphan = dead_worker_wal(store, "dead", 7)
+        await ingestor.start()
+        assert not orphan.exists()
+        assert listed_rows(store) == 7
+        assert not (store.wal_dir / "dead.lock").exists()
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_replaying_twice_shows_each_reading_once(tmp_path: Path) -> None:
+    store = Store(tmp_path, "reader", 5)
+    dead_worker_wal(store, "dead1", 5)
+    assert replay_orphans(store) == 5
+    dead_worker_wal(store, "dead2", 5)  # the same rows, as if replayed again
+    assert replay_orphans(store) == 5
+    assert listed_rows(store) == 10
+    reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
+    body = reader.run(Query("heart_rate", "u", BASE, BASE + 3_600_000))
+    assert body is not None
+    assert pl.read_json(body)["count"][0] == 1  # 5 readings within one minute
+
+
+def test_a_live_workers_wal_is_left_alone_but_visible_to_queries(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        writer, store = make(tmp_path, worker="writer")
+        await writer.start()
+        await writer.submit("heart_rate", rows(3))
+        other = Store(tmp_path, "other", 5)
+        assert replay_orphans(other) == 0
+        assert wal_rows(store) == 3
+        body = Reader(Settings(data_dir=tmp_path), other, Buffer()).run(
+            Query("heart_rate", "u", BASE, BASE + 60_000)
+        )
+        assert body is not None
+        await writer.stop()
+
+    asyncio.run(scenario())

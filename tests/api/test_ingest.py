@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from service.config import Settings
@@ -181,3 +183,37 @@ def test_full_buffer_answers_503_with_retry_after(settings: Settings) -> None:
         assert r.status_code == 503
         assert r.headers["retry-after"].isdigit()
         assert r.json()["error"] == "overloaded"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+reading_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": json_values | st.text(),
+        "device_id": json_values | st.text(),
+        "timestamp": json_values | st.datetimes().map(lambda d: d.isoformat()),
+        "heart_rate": json_values | st.floats(0, 300),
+    },
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=json_values | reading_like | st.binary(max_size=64),
+    batch=st.lists(reading_like | json_values, max_size=6),
+)
+def test_no_input_produces_a_server_error(client: TestClient, body, batch) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert client.post(ONE, content=raw).status_code in (202, 400)
+    r = client.post(BATCH, content=json.dumps({"readings": batch}).encode())
+    assert r.status_code in (202, 400)
+    if r.status_code == 202:
+        assert r.json()["accepted"] + r.json()["rejected"] == len(batch)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,3 +65,44 @@ def test_readers_see_a_replaced_manifest(tmp_path: Path) -> None:
     assert [f.name for f in reader.read().fragments] == ["a"]
     writer.commit(add=[info("b")], remove=["a"])
     assert [f.name for f in reader.read().fragments] == ["b"]
+
+
+def test_a_held_lock_makes_commits_wait_then_fail_as_busy(tmp_path: Path) -> None:
+    from service.errors import ManifestBusy
+
+    path = tmp_path / "manifest.json"
+    manifest = Manifest(path, lock_timeout_s=0.2)
+    manifest.commit(add=[info("a")])
+    holder = multiprocessing.get_context("spawn").Process(
+        target=_hold_lock, args=(str(path) + ".lock", str(tmp_path / "held"))
+    )
+    holder.start()
+    try:
+        _wait_for(tmp_path / "held")
+        with pytest.raises(ManifestBusy):
+            manifest.commit(add=[info("b")])
+        assert [f.name for f in manifest.read().fragments] == ["a"]
+    finally:
+        holder.terminate()
+        holder.join(30)
+    manifest.commit(add=[info("b")])
+    assert [f.name for f in manifest.read().fragments] == ["a", "b"]
+
+
+def _hold_lock(lock_path: str, flag: str) -> None:
+    import time
+
+    from filelock import FileLock
+
+    with FileLock(lock_path):
+        Path(flag).touch()
+        time.sleep(120)
+
+
+def _wait_for(flag: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not flag.exists():
+        assert time.monotonic() < deadline, "the lock holder never started"
+        time.sleep(0.02)

@@ -173,3 +173,28 @@ def test_a_live_workers_wal_is_left_alone_but_visible_to_queries(tmp_path: Path)
         await writer.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_fragment_is_durable_before_the_manifest_lists_it(tmp_path, monkeypatch) -> None:
+    import service.storage.files as files
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        files.os,
+        "replace",
+        lambda a, b: (events.append(f"rename {Path(b).name}"), real_replace(a, b))[1],
+    )
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    frame = pl.DataFrame(
+        {"user_id": ["u"], "device_id": ["d"], "ts": [BASE], "value": [70.0], "seq": [1]}
+    ).cast({"ts": pl.Datetime("ms", "UTC")})
+    (info,) = store.publish({"heart_rate": frame})
+    fragment = events.index(f"rename {info.name}")
+    manifest = events.index("rename manifest.json")
+    assert events[fragment - 1] == "fsync"  # the file before its rename
+    assert events[fragment + 1] == "fsync"  # the directory after it
+    assert fragment < manifest
+    assert events[manifest - 1] == "fsync"

@@ -37,6 +37,9 @@ class Settings:
     lock_timeout_s: float = 10.0
     recovery_interval_s: float = 5.0
     min_free_bytes: int = 64 * 1024 * 1024
+    compact_interval_s: float = 30.0
+    compact_min_files: int = 8
+    compact_grace_s: float = 120.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -56,6 +59,9 @@ class Settings:
             lock_timeout_s=_float(env, "HR_LOCK_TIMEOUT_S", 10.0, minimum=0.01),
             recovery_interval_s=_float(env, "HR_RECOVERY_INTERVAL_S", 5.0, minimum=0.01),
             min_free_bytes=_int(env, "HR_MIN_FREE_BYTES", 64 * 1024 * 1024, minimum=0),
+            compact_interval_s=_float(env, "HR_COMPACT_INTERVAL_S", 30.0, minimum=0.01),
+            compact_min_files=_int(env, "HR_COMPACT_MIN_FILES", 8, minimum=2),
+            compact_grace_s=_float(env, "HR_COMPACT_GRACE_S", 120.0, minimum=0.0),
             log_level=_choice(
                 env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),

@@ -72,3 +72,6 @@ QUERY_FRAGMENTS = Histogram(
     "Fragments scanned by one query.",
     buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000),
 )
+COMPACTION_FILES = Counter(
+    "hr_compaction_files_total", "Files read (in) and written (out) by compaction.", ["direction"]
+)

@@ -13,11 +13,13 @@ import logging
 import time
 
 import anyio
+import polars as pl
 
 from service import metrics
 from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
+from service.storage.compaction import compact
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
@@ -172,25 +174,47 @@ class Ingestor:
         metrics.RECOVERED_ROWS.inc(rows)
         return rows
 
+    async def compact(self) -> None:
+        """One compaction pass, if no other process is compacting."""
+        st = self._settings
+        try:
+            report = await anyio.to_thread.run_sync(
+                lambda: compact(
+                    self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s
+                )
+            )
+        except (OSError, ServiceError, pl.exceptions.PolarsError) as exc:
+            log.error("compaction failed, will retry: %s", exc)
+            return
+        if report is not None and report.files_in:
+            metrics.COMPACTION_FILES.labels("in").inc(report.files_in)
+            metrics.COMPACTION_FILES.labels("out").inc(report.files_out)
+
     async def _tick(self) -> None:
-        interval = self._settings.flush_interval_s
-        next_recovery = time.monotonic() + self._settings.recovery_interval_s
+        """Flush on size or interval; look for dead workers' WALs; compact."""
+        st = self._settings
+        due = {
+            "recover": time.monotonic() + st.recovery_interval_s,
+            "compact": time.monotonic() + st.compact_interval_s,
+        }
         while True:
-            due = min(self._last_flush + interval, next_recovery) - time.monotonic()
+            wait = min(self._last_flush + st.flush_interval_s, *due.values()) - time.monotonic()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(due, 0.01))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
             self._wake.clear()
             now = time.monotonic()
-            if self.buffer.rows and (
-                self.buffer.active_rows >= self._settings.flush_rows
-                or now >= self._last_flush + interval
+            if now >= self._last_flush + st.flush_interval_s or (
+                self.buffer.active_rows >= st.flush_rows
             ):
-                await self.flush()
-            elif now >= self._last_flush + interval:
+                if self.buffer.rows:
+                    await self.flush()
                 self._last_flush = now
-            if now >= next_recovery:
+            if now >= due["recover"]:
                 await self.recover()
-                next_recovery = time.monotonic() + self._settings.recovery_interval_s
+                due["recover"] = time.monotonic() + st.recovery_interval_s
+            if now >= due["compact"]:
+                await self.compact()
+                due["compact"] = time.monotonic() + st.compact_interval_s
 
 
 def _write(owned: OwnedLog, data: bytes, sync: bool) -> None:

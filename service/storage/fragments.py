@@ -16,6 +16,8 @@ import polars as pl
 
 from service.storage.files import replace_atomically
 
+ROW_GROUP = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class FragmentInfo:
@@ -24,20 +26,30 @@ class FragmentInfo:
     rows: int
     min_ts: int  # epoch ms, inclusive
     max_ts: int  # epoch ms, inclusive
+    level: int = 0  # 0: flushed; n: rewritten by n compactions
 
 
 def fragment_name(worker: str, seq: int) -> str:
     return f"frag-{worker}-{seq:012d}.parquet"
 
 
-def publish(frame: pl.DataFrame, directory: Path, name: str, metric: str) -> FragmentInfo:
+def publish(
+    frame: pl.DataFrame | pl.LazyFrame, directory: Path, name: str, metric: str, level: int = 0
+) -> FragmentInfo:
     """Write ``frame`` as the fragment ``name``, durably, and describe it."""
     final = directory / name
     tmp = directory / f".{name}.tmp"
-    frame = frame.sort("user_id", "ts")
-    frame.write_parquet(tmp, statistics=True, row_group_size=100_000)
+    if isinstance(frame, pl.DataFrame):
+        frame.sort("user_id", "ts").write_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
+    else:
+        # already sorted by the caller; streamed so a whole day never sits in memory
+        frame.sink_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
     replace_atomically(tmp, final)
-    low, high = frame.select(
-        pl.col("ts").dt.epoch("ms").min().alias("low"), pl.col("ts").dt.epoch("ms").max()
-    ).row(0)
-    return FragmentInfo(name, metric, frame.height, int(low), int(high))
+    ts = pl.col("ts").dt.epoch("ms")
+    rows, low, high = (
+        pl.scan_parquet(final)
+        .select(pl.len(), ts.min().alias("low"), ts.max().alias("high"))
+        .collect()
+        .row(0)
+    )
+    return FragmentInfo(name, metric, int(rows), int(low or 0), int(high or 0), level)

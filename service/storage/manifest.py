@@ -1,17 +1,25 @@
 """The manifest: the catalogue of published fragments.
 
 File: ``manifest.json`` beside ``manifest.json.lock``. Content:
-``{"version": 1, "generation": n, "fragments": [{"name", "metric", "rows", "min_ts",
-"max_ts"}, ...]}`` with times in epoch ms (inclusive). Every change takes the file lock
-(a fresh lock object per call, acquired with a timeout), reads the current file, writes
-the new one under a temporary name, fsyncs it and renames it over the old one, so a
-reader without the lock always sees a whole manifest, old or new.
+``{"version": 1, "generation": n,
+   "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level"}, ...],
+   "retired": [{"name", "at"}, ...]}``
+with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
+flushed fragment and grows with each compaction that rewrote its rows. Retired files are
+no longer read by new queries; they are deleted after a grace period so that queries
+already running never lose a file under them.
+
+Every change takes the file lock (a fresh lock object per call, acquired with a
+timeout), reads the current file, writes the new one under a temporary name, fsyncs it
+and renames it over the old one, so a reader without the lock always sees a whole
+manifest, old or new.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,18 +40,26 @@ class _Entry(msgspec.Struct):
     rows: int
     min_ts: int
     max_ts: int
+    level: int = 0
+
+
+class _Retired(msgspec.Struct):
+    name: str
+    at: float
 
 
 class _Document(msgspec.Struct):
     version: int
     generation: int
     fragments: list[_Entry]
+    retired: list[_Retired] = []
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     generation: int
     fragments: tuple[FragmentInfo, ...]
+    retired: tuple[tuple[str, float], ...] = ()
 
 
 EMPTY = Snapshot(0, ())
@@ -76,18 +92,32 @@ class Manifest:
             self._cached = (key, snapshot)
         return snapshot
 
-    def commit(self, add: Iterable[FragmentInfo] = (), remove: Iterable[str] = ()) -> Snapshot:
-        """Add and remove entries in one atomic change under the manifest lock."""
-        add, gone = list(add), set(remove)
+    def commit(
+        self,
+        add: Iterable[FragmentInfo] = (),
+        remove: Iterable[str] = (),
+        *,
+        retire: bool = False,
+        forget: Iterable[str] = (),
+    ) -> Snapshot:
+        """Add and remove entries in one atomic change under the manifest lock.
+
+        With ``retire`` the removed files are remembered as retired (for deletion after a
+        grace period); ``forget`` drops names from the retired list.
+        """
+        add, gone, forgotten = list(add), set(remove), set(forget)
         lock = FileLock(self._lock_path)
         try:
             with _local_lock, lock.acquire(timeout=self._timeout):
                 current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
                 known = {f.name for f in current.fragments}
                 kept = [f for f in current.fragments if f.name not in gone]
-                new = Snapshot(
-                    current.generation + 1, (*kept, *(f for f in add if f.name not in known))
-                )
+                retired = [r for r in current.retired if r[0] not in forgotten]
+                if retire:
+                    now = time.time()
+                    retired += [(f.name, now) for f in current.fragments if f.name in gone]
+                fragments = (*kept, *(f for f in add if f.name not in known))
+                new = Snapshot(current.generation + 1, fragments, tuple(retired))
                 self._write(new)
                 return new
         except Timeout as exc:
@@ -95,7 +125,10 @@ class Manifest:
 
     def _write(self, snapshot: Snapshot) -> None:
         doc = _Document(
-            VERSION, snapshot.generation, [_Entry(**asdict(f)) for f in snapshot.fragments]
+            VERSION,
+            snapshot.generation,
+            [_Entry(**asdict(f)) for f in snapshot.fragments],
+            [_Retired(name, at) for name, at in snapshot.retired],
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(msgspec.json.encode(doc))
@@ -108,5 +141,9 @@ def _parse(data: bytes) -> Snapshot:
         raise ValueError(f"manifest version {doc.version} is not {VERSION}")
     return Snapshot(
         doc.generation,
-        tuple(FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts) for e in doc.fragments),
+        tuple(
+            FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level)
+            for e in doc.fragments
+        ),
+        tuple((r.name, r.at) for r in doc.retired),
     )

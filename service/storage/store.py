@@ -38,13 +38,17 @@ class Store:
         try:
             for metric, frame in frames.items():
                 if frame.height:
-                    infos.append(publish(frame, self.fragment_dir, self._next_name(), metric))
+                    infos.append(self.write(frame, metric, 0))
             if infos:
                 self.manifest.commit(add=infos)
         except BaseException:
             unlink_quietly([self.fragment_dir / info.name for info in infos])
             raise
         return infos
+
+    def write(self, frame: pl.DataFrame | pl.LazyFrame, metric: str, level: int) -> FragmentInfo:
+        """Write one fragment file, not yet listed in the manifest."""
+        return publish(frame, self.fragment_dir, self._next_name(), metric, level)
 
     def fragment_paths(self, metric: str, start_ms: int, end_ms: int) -> list[Path]:
         """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``."""

@@ -1,0 +1,164 @@
+"""Maintenance commands for operators: ``ops/maint verify|compact|recover|export``.
+
+They work on a live data directory: every change goes through the same manifest lock,
+compaction election and WAL owner locks as the workers use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+from service.catalog import METRICS, ROW_SCHEMA
+from service.config import Settings
+from service.query.aggregate import dedupe
+from service.storage.compaction import compact
+from service.storage.ownership import replay_orphans
+from service.storage.store import Store
+from service.storage.wal import list_segments, lock_path, read_segment
+
+
+def verify(store: Store) -> list[str]:
+    """Problems found: listed files missing or unlike their entry, orphans, stray WAL."""
+    problems: list[str] = []
+    snapshot = store.manifest.read()
+    listed = {f.name for f in snapshot.fragments}
+    for f in snapshot.fragments:
+        path = store.fragment_dir / f.name
+        try:
+            ts = pl.col("ts").dt.epoch("ms")
+            rows, low, high = (
+                pl.scan_parquet(path, schema=ROW_SCHEMA)
+                .select(pl.len(), ts.min().alias("low"), ts.max().alias("high"))
+                .collect()
+                .row(0)
+            )
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            problems.append(f"{f.name}: unreadable ({str(exc).splitlines()[0]})")
+            continue
+        if (rows, low, high) != (f.rows, f.min_ts, f.max_ts):
+            problems.append(
+                f"{f.name}: has {rows} rows in [{low}, {high}], manifest says "
+                f"{f.rows} in [{f.min_ts}, {f.max_ts}]"
+            )
+    retired = {name for name, _ in snapshot.retired}
+    if store.fragment_dir.exists():
+        for path in sorted(store.fragment_dir.iterdir()):
+            if path.name not in listed | retired and not path.name.endswith(".tmp"):
+                problems.append(f"{path.name}: not listed in the manifest (orphan)")
+    return problems
+
+
+def wal_state(store: Store) -> list[str]:
+    lines = []
+    for worker, segments in sorted(list_segments(store.wal_dir).items()):
+        rows = sum(len(frame.rows) for path in segments for frame in read_segment(path))
+        lines.append(
+            f"wal {worker}: {len(segments)} segments, {rows} rows, "
+            f"{'alive' if _alive(store, worker) else 'DEAD (run recover)'}"
+        )
+    return lines
+
+
+def _alive(store: Store, worker: str) -> bool:
+    lock = FileLock(lock_path(store.wal_dir, worker))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def export(store: Store, user_id: str, out: Path, metric: str) -> int:
+    """Write one user's de-duplicated raw readings (flushed and unflushed) to CSV/Parquet."""
+    paths = [
+        store.fragment_dir / f.name for f in store.manifest.read().fragments if f.metric == metric
+    ]
+    frames = [pl.scan_parquet(paths, schema=ROW_SCHEMA)] if paths else []
+    for segments in list_segments(store.wal_dir).values():
+        for path in segments:
+            for frame in read_segment(path):
+                if frame.metric == metric:
+                    rows = frame.rows
+                    seq = list(range(frame.first_seq, frame.first_seq + len(rows)))
+                    frames.append(
+                        pl.DataFrame(
+                            {
+                                "user_id": rows.user_id,
+                                "device_id": rows.device_id,
+                                "ts": rows.ts,
+                                "value": rows.value,
+                                "seq": seq,
+                            },
+                            schema=ROW_SCHEMA,
+                        ).lazy()
+                    )
+    if not frames:
+        return 0
+    data = (
+        dedupe(pl.concat(frames).filter(pl.col("user_id") == user_id))
+        .sort("ts", "device_id")
+        .select("user_id", "device_id", "ts", pl.col("value").alias(METRICS[metric].field))
+        .collect()
+    )
+    if out.suffix == ".parquet":
+        data.write_parquet(out)
+    else:
+        data.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")).write_csv(out)
+    return data.height
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ops/maint", description=__doc__)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data root (default: HR_DATA_DIR or data)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("verify", help="check every listed file, orphans and WAL state")
+    sub.add_parser("recover", help="replay WALs of dead workers into fragments")
+    c = sub.add_parser("compact", help="merge fragments now")
+    c.add_argument("--full", action="store_true", help="merge every day into one file")
+    e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
+    e.add_argument("user_id")
+    e.add_argument("output", type=Path, help="a .csv or .parquet path")
+    e.add_argument("--metric", default="heart_rate", choices=sorted(METRICS))
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    root = args.data_dir or settings.data_dir
+    store = Store(root, f"maint{os.getpid()}x{secrets.token_hex(4)}", settings.lock_timeout_s)
+    store.ensure_layout()
+    if args.command == "verify":
+        problems = verify(store)
+        snapshot = store.manifest.read()
+        print(
+            f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "
+            f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired"
+        )
+        print("\n".join([*wal_state(store), *problems]) or "no WAL files")
+        print("OK" if not problems else f"{len(problems)} problems")
+        return 1 if problems else 0
+    if args.command == "recover":
+        print(f"replayed {replay_orphans(store)} rows")
+        return 0
+    if args.command == "compact":
+        report = compact(
+            store,
+            force=args.full,
+            min_files=settings.compact_min_files,
+            grace_s=settings.compact_grace_s,
+        )
+        print("another process is compacting; try again" if report is None else report)
+        return 0 if report is not None else 1
+    print(f"exported {export(store, args.user_id, args.output, args.metric)} readings")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Compaction keeps every answer, bounds the file count, and retires files gracefully."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+from filelock import FileLock
+
+from service.catalog import ROW_SCHEMA
+from service.config import Settings
+from service.ingest.buffer import Buffer
+from service.maintenance import verify
+from service.query.reader import Query, Reader
+from service.storage.compaction import compact
+from service.storage.store import Store
+
+BASE = 1_705_312_800_000
+DAY = 86_400_000
+
+
+def chunk(rng: random.Random, seq0: int, n: int = 200) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [rng.choice(["u1", "u2", "u3"]) for _ in range(n)],
+            "device_id": [rng.choice(["device_a", "device_b", "ring"]) for _ in range(n)],
+            # three days, coarse steps so identities repeat across fragments
+            "ts": [BASE + rng.randrange(0, 3 * DAY, 15_000) for _ in range(n)],
+            "value": [float(rng.randint(30, 220)) for _ in range(n)],
+            "seq": list(range(seq0, seq0 + n)),
+        },
+        schema=ROW_SCHEMA,
+    )
+
+
+def answers(store: Store, tmp_path: Path) -> list[bytes | None]:
+    reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
+    out = []
+    for user in ("u1", "u2", "u3"):
+        for start, end in [(BASE, BASE + 3 * DAY), (BASE + DAY - 60_000, BASE + DAY + 90_000)]:
+            out.append(reader.run(Query("heart_rate", user, start, end)))
+            out.append(reader.run(Query("heart_rate", user, start, end, "ring")))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_compaction_changes_no_answer(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    for i in range(20):
+        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    before = answers(store, tmp_path)
+    assert compact(store, min_files=4) is not None
+    assert answers(store, tmp_path) == before
+    assert {f.level for f in store.manifest.read().fragments} <= {1, 2}
+    assert compact(store, force=True, grace_s=3600) is not None
+    assert answers(store, tmp_path) == before
+    days = {f.min_ts // DAY for f in store.manifest.read().fragments}
+    assert len(store.manifest.read().fragments) == len(days)  # one file per day
+    assert verify(store) == []
+
+
+def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    counts = []
+    for i in range(120):
+        store.publish({"heart_rate": chunk(rng, i * 1000, 50)})
+        compact(store, min_files=4, grace_s=0)
+        counts.append(len(store.manifest.read().fragments))
+    # fewer than min_files at level 0, and per UTC day (the data touches 4) fewer than
+    # min_files at level 1 plus one level-2 file
+    assert max(counts) <= 3 + 4 * (3 + 1)
+    compact(store, min_files=4, grace_s=0)  # the next pass purges what the last one retired
+    assert len(list(store.fragment_dir.iterdir())) == len(store.manifest.read().fragments)
+
+
+def test_retired_files_outlive_the_grace_period_only(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    for i in range(4):
+        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    old = [store.fragment_dir / f.name for f in store.manifest.read().fragments]
+    compact(store, min_files=4, grace_s=3600)
+    assert all(p.exists() for p in old)  # a running query may still read them
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted(r["name"] for r in doc["retired"]) == sorted(p.name for p in old)
+    report = compact(store, min_files=4, grace_s=0)
+    assert report is not None
+    assert report.purged == 4
+    assert not any(p.exists() for p in old)
+    assert json.loads((tmp_path / "manifest.json").read_text())["retired"] == []
+
+
+def test_only_one_compactor_runs_at_a_time(tmp_path: Path) -> None:
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    with FileLock(tmp_path / "compaction.lock", thread_local=False):
+        import threading
+
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(compact(store)))
+        t.start()
+        t.join(30)
+    assert result == [None]
+    assert compact(store) is not None
+
+
+def test_verify_finds_missing_changed_and_orphan_files(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    a, b = (store.publish({"heart_rate": chunk(rng, i * 1000)})[0] for i in range(2))
+    assert verify(store) == []
+    (store.fragment_dir / a.name).unlink()
+    chunk(rng, 99).write_parquet(store.fragment_dir / b.name)
+    chunk(rng, 98).write_parquet(store.fragment_dir / "stray.parquet")
+    problems = verify(store)
+    assert len(problems) == 3
+    assert any(a.name in p and "unreadable" in p for p in problems)
+    assert any(b.name in p and "manifest says" in p for p in problems)
+    assert any("stray.parquet" in p and "orphan" in p for p in problems)

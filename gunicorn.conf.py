@@ -25,7 +25,6 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 control_socket_disable = True
-accesslog = os.environ.get("HR_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("HR_LOG_LEVEL", "info").lower()
 

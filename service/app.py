@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import logs, metrics
+from service import logs
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
+from service.api.observe import RequestObserver
 from service.api.runtime import Runtime
 from service.catalog import METRICS
 from service.config import Settings
@@ -50,42 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(query.query_router(spec))
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestObserver)
     return app
-
-
-class RequestMetrics:
-    """Latency by route template and status, and the ``X-Served-By`` worker header."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        worker = getattr(scope["app"].state, "worker", "") if "app" in scope else ""
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-served-by", str(worker).encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
 
 
 app = create_app()

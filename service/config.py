@@ -42,6 +42,7 @@ class Settings:
     compact_grace_s: float = 120.0
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -66,6 +67,7 @@ class Settings:
                 env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
             log_format=_choice(env, "HR_LOG_FORMAT", "text", ("text", "json")),
+            access_log=_choice(env, "HR_ACCESS_LOG", "on", ("on", "off")) == "on",
         )
 
 

@@ -18,12 +18,16 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
 def configure(settings: Settings) -> None:
+    """Service logs to stderr (gunicorn's error log); text in a terminal unless told."""
     logger = logging.getLogger("service")
     logger.setLevel(settings.log_level)
     if logger.handlers:
@@ -35,3 +39,5 @@ def configure(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
+    access = logging.getLogger("service.access")
+    access.setLevel(logging.INFO if settings.access_log else logging.WARNING)

@@ -75,3 +75,35 @@ QUERY_FRAGMENTS = Histogram(
 COMPACTION_FILES = Counter(
     "hr_compaction_files_total", "Files read (in) and written (out) by compaction.", ["direction"]
 )
+COMPACTION_SECONDS = Histogram(
+    "hr_compaction_duration_seconds",
+    "Compaction passes that merged something.",
+    buckets=LATENCY_BUCKETS,
+)
+COMPACTION_DUPLICATES = Counter(
+    "hr_compaction_duplicates_total",
+    "Rows dropped by compaction: exact duplicates and values replaced by a later write.",
+)
+WAL_APPENDS = Counter("hr_wal_appends_total", "Group-commit writes to the WAL.")
+WAL_BYTES = Counter("hr_wal_bytes_total", "Bytes written to the WAL.")
+MANIFEST_FRAGMENTS = Gauge(
+    "hr_manifest_fragments",
+    "Fragments listed in the manifest.",
+    ["level"],
+    multiprocess_mode="max",
+)
+OLDEST_UNFLUSHED_SECONDS = Gauge(
+    "hr_oldest_unflushed_seconds",
+    "Age of the oldest reading not yet in a fragment.",
+    multiprocess_mode="max",
+)
+DISK_FREE_BYTES = Gauge(
+    "hr_data_dir_free_bytes",
+    "Free bytes on the data directory's filesystem.",
+    multiprocess_mode="min",
+)
+QUERY_ROWS = Histogram(
+    "hr_query_rows_considered",
+    "Rows in the fragments and buffers one query had to consider.",
+    buckets=(0, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000),
+)

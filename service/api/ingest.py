@@ -60,6 +60,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
             raise
         await rt.ingestor.submit(spec.name, rows)
         metrics.READINGS_ACCEPTED.labels("single").inc()
+        request.state.accepted = 1
         return Response(_ACCEPTED, status_code=202, media_type="application/json")
 
     @router.post(
@@ -89,6 +90,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         await rt.ingestor.submit(spec.name, result.rows)
         metrics.READINGS_ACCEPTED.labels("batch").inc(len(result.rows))
         rejected = len({item["index"] for item in result.errors})
+        request.state.accepted, request.state.rejected = len(result.rows), rejected
         body_out = {
             "status": "accepted",
             "accepted": len(result.rows),

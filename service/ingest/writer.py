@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 
 import anyio
@@ -135,6 +136,8 @@ class Ingestor:
             log.exception("WAL write failed")
             return Unavailable(f"the write-ahead log could not be written: {exc}")
         metrics.WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+        metrics.WAL_APPENDS.inc()
+        metrics.WAL_BYTES.inc(len(data))
         return None
 
     async def flush(self) -> bool:
@@ -177,6 +180,7 @@ class Ingestor:
     async def compact(self) -> None:
         """One compaction pass, if no other process is compacting."""
         st = self._settings
+        started = time.perf_counter()
         try:
             report = await anyio.to_thread.run_sync(
                 lambda: compact(
@@ -187,8 +191,20 @@ class Ingestor:
             log.error("compaction failed, will retry: %s", exc)
             return
         if report is not None and report.files_in:
+            metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
             metrics.COMPACTION_FILES.labels("in").inc(report.files_in)
             metrics.COMPACTION_FILES.labels("out").inc(report.files_out)
+            metrics.COMPACTION_DUPLICATES.inc(report.rows_in - report.rows_out)
+
+    def _observe(self) -> None:
+        """Refresh the gauges that describe storage rather than requests."""
+        metrics.OLDEST_UNFLUSHED_SECONDS.set(self.buffer.oldest_age_s())
+        levels: dict[int, int] = {}
+        for f in self._store.manifest.read().fragments:
+            levels[f.level] = levels.get(f.level, 0) + 1
+        for level in range(3):
+            metrics.MANIFEST_FRAGMENTS.labels(str(level)).set(levels.get(level, 0))
+        metrics.DISK_FREE_BYTES.set(shutil.disk_usage(self._store.root).free)
 
     async def _tick(self) -> None:
         """Flush on size or interval; look for dead workers' WALs; compact."""
@@ -215,6 +231,8 @@ class Ingestor:
             if now >= due["compact"]:
                 await self.compact()
                 due["compact"] = time.monotonic() + st.compact_interval_s
+            with contextlib.suppress(OSError, ValueError):
+                await anyio.to_thread.run_sync(self._observe)
 
 
 def _write(owned: OwnedLog, data: bytes, sync: bool) -> None:

@@ -49,17 +49,22 @@ class Reader:
         return _encode(q.user_id, frame)
 
     def _sources(self, q: Query) -> list[pl.LazyFrame]:
-        sources = [df.lazy() for df in self._buffer.snapshot(q.metric)]
+        unflushed = self._buffer.snapshot(q.metric)
         others = [
             path
             for worker, paths in list_segments(self._store.wal_dir).items()
             if worker != self._store.worker
             for path in paths
         ]
-        sources += [df.lazy() for df in self._tails[q.metric].read(others)]
-        paths = self._store.fragment_paths(q.metric, q.start_ms, q.end_ms)
-        metrics.QUERY_FRAGMENTS.observe(len(paths))
-        if paths:
+        unflushed += self._tails[q.metric].read(others)
+        fragments = self._store.fragments(q.metric, q.start_ms, q.end_ms)
+        metrics.QUERY_FRAGMENTS.observe(len(fragments))
+        metrics.QUERY_ROWS.observe(
+            sum(df.height for df in unflushed) + sum(f.rows for f in fragments)
+        )
+        sources = [df.lazy() for df in unflushed]
+        if fragments:
+            paths = [self._store.fragment_dir / f.name for f in fragments]
             sources.append(pl.scan_parquet(paths, schema=ROW_SCHEMA))
         return sources
 

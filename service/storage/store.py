@@ -50,11 +50,11 @@ class Store:
         """Write one fragment file, not yet listed in the manifest."""
         return publish(frame, self.fragment_dir, self._next_name(), metric, level)
 
-    def fragment_paths(self, metric: str, start_ms: int, end_ms: int) -> list[Path]:
+    def fragments(self, metric: str, start_ms: int, end_ms: int) -> list[FragmentInfo]:
         """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``."""
         snapshot: Snapshot = self.manifest.read()
         return [
-            self.fragment_dir / f.name
+            f
             for f in snapshot.fragments
             if f.metric == metric and f.min_ts < end_ms and f.max_ts >= start_ms
         ]

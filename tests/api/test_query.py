@@ -169,3 +169,11 @@ def test_unknown_route_is_a_json_404(client: TestClient) -> None:
     r = client.get("/nope")
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
+
+
+def test_request_ids_are_echoed_or_generated(client: TestClient) -> None:
+    given = client.get("/health", headers={"X-Request-ID": "trace-42"})
+    assert given.headers["x-request-id"] == "trace-42"
+    made = client.get("/health").headers["x-request-id"]
+    assert len(made) == 16
+    assert made != client.get("/health").headers["x-request-id"]

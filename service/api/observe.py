@@ -1,0 +1,77 @@
+"""Per-request observation: latency metrics, one access-log line, request and worker ids."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+
+access_log = logging.getLogger("service.access")
+
+_MAX_REQUEST_ID = 128
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= _MAX_REQUEST_ID and text.isprintable():
+                return text
+    return secrets.token_hex(8)
+
+
+class RequestObserver:
+    """Latency by route template and status, an access-log line, and the
+    ``X-Request-ID`` (accepted or generated) and ``X-Served-By`` response headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        request_id = _request_id(scope)
+        worker = str(getattr(scope["app"].state, "worker", "")) if "app" in scope else ""
+        state = scope.setdefault("state", {})
+        extra = [(b"x-request-id", request_id.encode("latin-1")), (b"x-served-by", worker.encode())]
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            template = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "request_id": request_id,
+                            "worker": worker,
+                            **{k: v for k, v in state.items() if k in ("accepted", "rejected")},
+                        }
+                    },
+                )

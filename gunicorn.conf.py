@@ -40,6 +40,8 @@ def post_fork(server, worker):
     # Polars reads this once at import: share the cores between the workers
     cores = os.cpu_count() or 1
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, cores // server.cfg.workers)))
+    # lets a worker notice that the master died (kill -9) and stop gracefully
+    os.environ["HR_MASTER_PID"] = str(server.pid)
 
 
 def child_exit(server, worker):

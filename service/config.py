@@ -43,6 +43,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+    master_pid: int = 0  # set by gunicorn.conf.py in each worker; 0 outside gunicorn
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -68,6 +69,7 @@ class Settings:
             ),
             log_format=_choice(env, "HR_LOG_FORMAT", "text", ("text", "json")),
             access_log=_choice(env, "HR_ACCESS_LOG", "on", ("on", "off")) == "on",
+            master_pid=_int(env, "HR_MASTER_PID", 0, minimum=0),
         )
 
 

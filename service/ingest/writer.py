@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import signal
 import time
 
 import anyio
@@ -233,6 +235,11 @@ class Ingestor:
                 due["compact"] = time.monotonic() + st.compact_interval_s
             with contextlib.suppress(OSError, ValueError):
                 await anyio.to_thread.run_sync(self._observe)
+            if st.master_pid and os.getppid() != st.master_pid:
+                # the gunicorn master is gone: stop like on SIGTERM (flush, then exit)
+                log.error("gunicorn master %d is gone; shutting down", st.master_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
 
 def _write(owned: OwnedLog, data: bytes, sync: bool) -> None:

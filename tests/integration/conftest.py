@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -132,6 +133,14 @@ def server_factory(tmp_path: Path) -> Iterator:
 
     yield factory
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
+        if server.proc.poll() is not None:
+            continue
+        workers = server.worker_pids()
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in [server.proc.pid, *workers]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             server.proc.wait(timeout=30)

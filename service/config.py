@@ -41,7 +41,7 @@ class Settings:
     compact_min_files: int = 8
     compact_grace_s: float = 120.0
     log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_format: Literal["auto", "text", "json"] = "auto"
     access_log: bool = True
     master_pid: int = 0  # set by gunicorn.conf.py in each worker; 0 outside gunicorn
 
@@ -67,7 +67,7 @@ class Settings:
             log_level=_choice(
                 env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
-            log_format=_choice(env, "HR_LOG_FORMAT", "text", ("text", "json")),
+            log_format=_choice(env, "HR_LOG_FORMAT", "auto", ("auto", "text", "json")),
             access_log=_choice(env, "HR_ACCESS_LOG", "on", ("on", "off")) == "on",
             master_pid=_int(env, "HR_MASTER_PID", 0, minimum=0),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 from service.config import Settings
@@ -27,13 +28,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(settings: Settings) -> None:
-    """Service logs to stderr (gunicorn's error log); text in a terminal unless told."""
+    """Service logs to stderr (gunicorn's error log): JSON lines, or text in a terminal."""
     logger = logging.getLogger("service")
     logger.setLevel(settings.log_level)
     if logger.handlers:
         return
     handler = logging.StreamHandler()
-    if settings.log_format == "json":
+    json_lines = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+    if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

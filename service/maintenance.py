@@ -7,8 +7,10 @@ compaction election and WAL owner locks as the workers use.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from service.catalog import METRICS, ROW_SCHEMA
 from service.config import Settings
 from service.query.aggregate import dedupe
 from service.storage.compaction import compact
+from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import list_segments, lock_path, read_segment
@@ -76,6 +79,35 @@ def _alive(store: Store, worker: str) -> bool:
     return False
 
 
+def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int]:
+    """Copy a consistent snapshot of a (running) data dir into the empty ``dest``.
+
+    Holding the compaction lock keeps every listed fragment on disk; fragments are
+    immutable, so the manifest read under it and the files it lists form one state.
+    WAL segments are copied after, so readings acknowledged meanwhile are kept too (a
+    torn tail in a copy is not replayed). Returns (fragments, WAL segments) copied.
+    """
+    dest.mkdir(parents=True, exist_ok=False)
+    (dest / "fragments").mkdir()
+    (dest / "wal").mkdir()
+    with FileLock(store.root / "compaction.lock").acquire(timeout=timeout_s):
+        manifest = store.manifest.path.read_bytes() if store.manifest.path.exists() else None
+        snapshot = store.manifest.read()
+        for f in snapshot.fragments:
+            shutil.copy2(store.fragment_dir / f.name, dest / "fragments" / f.name)
+        copied = 0
+        for segments in list_segments(store.wal_dir).values():
+            for path in segments:
+                with contextlib.suppress(FileNotFoundError):  # flushed meanwhile
+                    shutil.copy2(path, dest / "wal" / path.name)
+                    copied += 1
+    if manifest is not None:
+        # keep only the listed entries: the retired ones were not copied
+        restored = Manifest(dest / "manifest.json", 10)
+        restored.commit(add=snapshot.fragments)
+    return len(snapshot.fragments), copied
+
+
 def export(store: Store, user_id: str, out: Path, metric: str) -> int:
     """Write one user's de-duplicated raw readings (flushed and unflushed) to CSV/Parquet."""
     paths = [
@@ -125,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("recover", help="replay WALs of dead workers into fragments")
     c = sub.add_parser("compact", help="merge fragments now")
     c.add_argument("--full", action="store_true", help="merge every day into one file")
+    b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
+    b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
     e.add_argument("user_id")
     e.add_argument("output", type=Path, help="a .csv or .parquet path")
@@ -156,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("another process is compacting; try again" if report is None else report)
         return 0 if report is not None else 1
+    if args.command == "backup":
+        fragments, segments = backup(store, args.destination)
+        print(f"copied {fragments} fragments and {segments} WAL segments to {args.destination}")
+        return 0
     print(f"exported {export(store, args.user_id, args.output, args.metric)} readings")
     return 0
 

@@ -165,8 +165,21 @@ class Ingestor:
                 await anyio.to_thread.run_sync(self._log.drop_sealed)
             metrics.BUFFER_ROWS.set(self.buffer.rows)
             if rows:
-                metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                metrics.FLUSH_SECONDS.observe(elapsed)
                 metrics.FLUSH_ROWS.inc(rows)
+                log.info(
+                    "flushed %d rows in %.1f ms",
+                    rows,
+                    elapsed * 1000,
+                    extra={
+                        "fields": {
+                            "event": "flush",
+                            "rows": rows,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        }
+                    },
+                )
             return True
 
     async def recover(self) -> int:

@@ -118,12 +118,22 @@ def _swap(
     report.files_out += len(outputs)
     report.rows_in += sum(f.rows for f in inputs)
     report.rows_out += sum(f.rows for f in outputs)
+    rows_in, rows_out = sum(f.rows for f in inputs), sum(f.rows for f in outputs)
     log.info(
         "compacted %d files (%d rows) into %d (%d rows)",
         len(inputs),
-        sum(f.rows for f in inputs),
+        rows_in,
         len(outputs),
-        sum(f.rows for f in outputs),
+        rows_out,
+        extra={
+            "fields": {
+                "event": "compaction",
+                "files_in": len(inputs),
+                "files_out": len(outputs),
+                "rows_in": rows_in,
+                "rows_out": rows_out,
+            }
+        },
     )
 
 

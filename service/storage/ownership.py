@@ -100,6 +100,14 @@ def _replay(store: Store, worker: str) -> int:
                 rows,
                 len(segments),
                 worker,
+                extra={
+                    "fields": {
+                        "event": "recovery",
+                        "rows": rows,
+                        "segments": len(segments),
+                        "dead_worker": worker,
+                    }
+                },
             )
         return rows
     finally:

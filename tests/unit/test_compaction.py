@@ -126,3 +126,28 @@ def test_verify_finds_missing_changed_and_orphan_files(tmp_path: Path) -> None:
     assert any(a.name in p and "unreadable" in p for p in problems)
     assert any(b.name in p and "manifest says" in p for p in problems)
     assert any("stray.parquet" in p and "orphan" in p for p in problems)
+
+
+def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
+    from service.maintenance import backup
+    from service.storage.ownership import replay_orphans
+    from service.storage.wal import SegmentWriter, encode_frame, segment_path
+    from service.validation import Rows
+
+    rng = random.Random(9)
+    store = Store(tmp_path / "live", "w1", 5)
+    store.ensure_layout()
+    for i in range(4):
+        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    compact(store, min_files=4, grace_s=3600)  # leaves 4 retired files on disk
+    wal = SegmentWriter(segment_path(store.wal_dir, "w2", 1))
+    wal.append(encode_frame("heart_rate", 10**9, Rows(["u9"], ["d"], [BASE], [80.0])))
+    wal.close()
+    before = answers(store, tmp_path)
+
+    assert backup(store, tmp_path / "copy") == (len(store.manifest.read().fragments), 1)
+    copy = Store(tmp_path / "copy", "restorer", 5)
+    assert verify(copy) == []
+    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["retired"] == []
+    assert replay_orphans(copy) == 1  # the unflushed reading came along
+    assert answers(copy, tmp_path) == before

@@ -35,3 +35,13 @@ def unlink_quietly(paths: list[Path]) -> None:
         path.unlink(missing_ok=True)
     if paths:
         fsync_dir(paths[0].parent)
+
+
+def publish_new(tmp: Path, final: Path) -> None:
+    """Like ``replace_atomically`` but never over an existing file (``FileExistsError``)."""
+    fsync_path(tmp)
+    try:
+        os.link(tmp, final)  # atomic, and fails where a rename would overwrite
+    finally:
+        tmp.unlink()
+    fsync_dir(final.parent)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.storage.files import replace_atomically
+from service.storage.files import publish_new
 
 ROW_GROUP = 100_000
 
@@ -36,7 +36,11 @@ def fragment_name(worker: str, seq: int) -> str:
 def publish(
     frame: pl.DataFrame | pl.LazyFrame, directory: Path, name: str, metric: str, level: int = 0
 ) -> FragmentInfo:
-    """Write ``frame`` as the fragment ``name``, durably, and describe it."""
+    """Write ``frame`` as the new fragment ``name``, durably, and describe it.
+
+    Raises ``FileExistsError`` (and writes nothing) if ``name`` exists: a fragment is
+    immutable, even against a caller that reuses a worker id.
+    """
     final = directory / name
     tmp = directory / f".{name}.tmp"
     if isinstance(frame, pl.DataFrame):
@@ -44,7 +48,7 @@ def publish(
     else:
         # already sorted by the caller; streamed so a whole day never sits in memory
         frame.sink_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
-    replace_atomically(tmp, final)
+    publish_new(tmp, final)
     ts = pl.col("ts").dt.epoch("ms")
     rows, low, high = (
         pl.scan_parquet(final)

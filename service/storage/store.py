@@ -48,7 +48,14 @@ class Store:
 
     def write(self, frame: pl.DataFrame | pl.LazyFrame, metric: str, level: int) -> FragmentInfo:
         """Write one fragment file, not yet listed in the manifest."""
-        return publish(frame, self.fragment_dir, self._next_name(), metric, level)
+        while True:
+            name = self._next_name()
+            if (self.fragment_dir / name).exists():
+                continue  # another Store with this worker id wrote it
+            try:
+                return publish(frame, self.fragment_dir, name, metric, level)
+            except FileExistsError:
+                continue
 
     def fragments(self, metric: str, start_ms: int, end_ms: int) -> list[FragmentInfo]:
         """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``."""

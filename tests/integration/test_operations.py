@@ -59,7 +59,9 @@ def test_full_disk_answers_503_and_recovers_by_itself(server_factory, small_disk
     filler = fill(small_disk)
     status, _, body = request(server, "GET", "/ready")
     assert status == 503
-    assert any("free" in reason for reason in body["reasons"])  # type: ignore[index]
+    reasons = body["reasons"]  # type: ignore[index]
+    assert any("free" in reason for reason in reasons)
+    assert any("not writable" in reason for reason in reasons)
     status, headers, body = request(
         server,
         "POST",

@@ -151,3 +151,17 @@ def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["retired"] == []
     assert replay_orphans(copy) == 1  # the unflushed reading came along
     assert answers(copy, tmp_path) == before
+
+
+def test_a_reused_worker_id_never_overwrites_a_fragment(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    first = Store(tmp_path, "same", 5)
+    first.ensure_layout()
+    for i in range(3):
+        first.publish({"heart_rate": chunk(rng, i * 1000)})
+    before = answers(first, tmp_path)
+    second = Store(tmp_path, "same", 5)  # its name counter starts again at 1
+    assert compact(second, force=True, grace_s=3600) is not None
+    assert len(second.manifest.read().fragments) >= 1
+    assert answers(second, tmp_path) == before
+    assert verify(second) == []

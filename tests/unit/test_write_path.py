@@ -179,12 +179,17 @@ def test_a_fragment_is_durable_before_the_manifest_lists_it(tmp_path, monkeypatc
     import service.storage.files as files
 
     events: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(
         files.os,
         "replace",
         lambda a, b: (events.append(f"rename {Path(b).name}"), real_replace(a, b))[1],
+    )
+    monkeypatch.setattr(
+        files.os,
+        "link",
+        lambda a, b: (events.append(f"rename {Path(b).name}"), real_link(a, b))[1],
     )
     store = Store(tmp_path, "w1", 5)
     store.ensure_layout()

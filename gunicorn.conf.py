@@ -28,6 +28,30 @@ control_socket_disable = True
 errorlog = "-"
 loglevel = os.environ.get("HR_LOG_LEVEL", "info").lower()
 
+# one log stream for gunicorn, uvicorn and the service: JSON lines unless on a terminal
+_format = os.environ.get("HR_LOG_FORMAT", "auto").lower()
+_json = _format == "json" or (_format == "auto" and not os.isatty(2))
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "service.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if _json else "text",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        name: {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False}
+        for name in ("gunicorn.error", "uvicorn", "uvicorn.error", "service")
+    },
+}
+
 
 def on_starting(server):
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]

@@ -86,26 +86,25 @@ def start_server(data_dir: Path, log: Path, workers: int = 2, **env: str) -> Ser
     }
     Path(full_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     offset = log.stat().st_size if log.exists() else 0
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            str(workers),
-            "--no-control-socket",
-            "--error-logfile",
-            str(log),
-        ],
-        cwd=ROOT,
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") as sink:  # every log line goes to stderr (gunicorn.conf.py)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                str(workers),
+                "--no-control-socket",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
 
     def ready() -> str | None:
         if proc.poll() is not None:

@@ -165,3 +165,29 @@ def test_a_reused_worker_id_never_overwrites_a_fragment(tmp_path: Path) -> None:
     assert len(second.manifest.read().fragments) >= 1
     assert answers(second, tmp_path) == before
     assert verify(second) == []
+
+
+def test_maintenance_commands_export_and_verify(tmp_path: Path, capsys) -> None:
+    from service.maintenance import main
+
+    rng = random.Random(13)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    store.publish({"heart_rate": chunk(rng, 0)})
+    assert main(["--data-dir", str(tmp_path), "verify"]) == 0
+    assert "OK" in capsys.readouterr().out
+    out = tmp_path / "u1.csv"
+    assert main(["--data-dir", str(tmp_path), "export", "u1", str(out)]) == 0
+    exported = pl.read_csv(out)
+    assert exported.columns == ["user_id", "device_id", "ts", "heart_rate"]
+    assert set(exported["user_id"]) == {"u1"}
+    assert (
+        exported.height
+        == chunk(random.Random(13), 0)
+        .filter(pl.col("user_id") == "u1")
+        .unique(["device_id", "ts"])
+        .height
+    )
+    assert main(["--data-dir", str(tmp_path), "compact", "--full"]) == 0
+    (tmp_path / "fragments" / "stray.parquet").write_bytes(b"x")
+    assert main(["--data-dir", str(tmp_path), "verify"]) == 1

@@ -32,6 +32,24 @@ def dedupe(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.sort("seq").unique(subset=list(IDENTITY), keep="last")
 
 
+def combine(settled: pl.LazyFrame | None, fresh: pl.LazyFrame | None) -> pl.LazyFrame:
+    """One row per reading identity from two sets of rows.
+
+    ``settled`` rows are already unique per identity (compacted files, one per day), so
+    only those that share an identity with a ``fresh`` row join the (small) de-duplication;
+    the bulk passes through untouched.
+    """
+    if settled is None:
+        assert fresh is not None
+        return dedupe(fresh)
+    if fresh is None:
+        return settled
+    keys = fresh.select(*IDENTITY).unique()
+    clash = settled.join(keys, on=list(IDENTITY), how="semi")
+    clean = settled.join(keys, on=list(IDENTITY), how="anti")
+    return pl.concat([clean, dedupe(pl.concat([clash, fresh]))])
+
+
 def rank(priority: Mapping[str, int]) -> pl.Expr:
     """Device rank, lower wins; unlisted devices rank below every listed one."""
     unlisted = max(priority.values(), default=0) + 1

@@ -17,7 +17,8 @@ from service import metrics
 from service.catalog import METRICS, ROW_SCHEMA
 from service.config import Settings
 from service.ingest.buffer import Buffer
-from service.query.aggregate import dedupe, per_minute, select, single_device
+from service.query.aggregate import combine, per_minute, select, single_device
+from service.storage.compaction import DAY_MS, TOP_LEVEL
 from service.storage.store import Store
 from service.storage.wal import TailReader, list_segments
 
@@ -41,14 +42,18 @@ class Reader:
     def run(self, q: Query) -> bytes | None:
         """The response body for ``q``, or None when no reading matches. Blocking."""
         started = time.perf_counter()
-        sources = self._sources(q)
-        frame = self._plan(q, sources).collect() if sources else None
+        settled, fresh = self._sources(q)
+        if settled is None and fresh is None:
+            frame = None
+        else:
+            frame = self._plan(q, settled, fresh).collect()
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
         return _encode(q.user_id, frame)
 
-    def _sources(self, q: Query) -> list[pl.LazyFrame]:
+    def _sources(self, q: Query) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+        """(settled, fresh): compacted day files, and every other row (unflushed first)."""
         unflushed = self._buffer.snapshot(q.metric)
         others = [
             path
@@ -62,17 +67,30 @@ class Reader:
         metrics.QUERY_ROWS.observe(
             sum(df.height for df in unflushed) + sum(f.rows for f in fragments)
         )
-        sources = [df.lazy() for df in unflushed]
-        if fragments:
-            paths = [self._store.fragment_dir / f.name for f in fragments]
-            sources.append(pl.scan_parquet(paths, schema=ROW_SCHEMA))
-        return sources
+        days: set[int] = set()
+        settled_paths, fresh_paths = [], []
+        for f in fragments:
+            day = f.min_ts // DAY_MS
+            if f.level == TOP_LEVEL and day not in days:
+                days.add(day)
+                settled_paths.append(self._store.fragment_dir / f.name)
+            else:
+                fresh_paths.append(self._store.fragment_dir / f.name)
+        fresh = [df.lazy() for df in unflushed]
+        if fresh_paths:
+            fresh.append(pl.scan_parquet(fresh_paths, schema=ROW_SCHEMA))
+        settled = pl.scan_parquet(settled_paths, schema=ROW_SCHEMA) if settled_paths else None
+        return settled, (pl.concat(fresh) if fresh else None)
 
-    def _plan(self, q: Query, sources: list[pl.LazyFrame]) -> pl.LazyFrame:
+    def _plan(
+        self, q: Query, settled: pl.LazyFrame | None, fresh: pl.LazyFrame | None
+    ) -> pl.LazyFrame:
         spec = METRICS[q.metric]
-        rows = dedupe(
-            pl.concat([select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id) for lf in sources])
-        )
+
+        def pick(lf: pl.LazyFrame | None) -> pl.LazyFrame | None:
+            return None if lf is None else select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
+
+        rows = combine(pick(settled), pick(fresh))
         if q.device_id is not None:
             buckets = single_device(rows, spec.aggregation)
         else:

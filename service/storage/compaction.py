@@ -67,7 +67,7 @@ def compact(
                 _merge_level0(store, metric, group, report)
         for (metric, _day), group in _days(store).items():
             lower = [f for f in group if f.level < TOP_LEVEL]
-            if (force and len(group) > 1) or len(lower) >= min_files:
+            if (force and (len(group) > 1 or lower)) or len(lower) >= min_files:
                 _merge_day(store, metric, group, report)
         return report
     finally:

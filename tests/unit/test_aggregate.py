@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from reference import expected_series
 
 from service.catalog import ROW_SCHEMA
-from service.query.aggregate import dedupe, per_minute, select, single_device
+from service.query.aggregate import combine, dedupe, per_minute, select, single_device
 from service.validation import parse_timestamp_ms
 
 PRIORITY = {"device_a": 1, "device_b": 2}
@@ -115,3 +115,27 @@ def test_timestamps_become_utc_milliseconds(text: str, expected: int) -> None:
 )
 def test_bad_timestamps_are_refused(text: str) -> None:
     assert parse_timestamp_ms(text) is None
+
+
+def frame_of(readings, seq0=0):
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in readings],
+            "device_id": [r[1] for r in readings],
+            "ts": [r[2] for r in readings],
+            "value": [r[3] for r in readings],
+            "seq": [seq0 + s for s in range(len(readings))],
+        },
+        schema=ROW_SCHEMA,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(old=readings_st, new=readings_st, new_is_later=st.booleans())
+def test_combine_equals_a_full_dedupe(old, new, new_is_later) -> None:
+    # settled rows are unique per identity; fresh rows may be newer or (replayed) older
+    settled = dedupe(frame_of(old, 1000).lazy())
+    fresh = frame_of(new, 5000 if new_is_later else 0).lazy()
+    got = combine(settled, fresh).collect().sort("device_id", "ts", "user_id")
+    want = dedupe(pl.concat([settled, fresh])).collect().sort("device_id", "ts", "user_id")
+    assert got.to_dicts() == want.to_dicts()

@@ -33,7 +33,9 @@ READINGS_ACCEPTED = Counter(
     ["endpoint"],
 )
 READINGS_REJECTED = Counter(
-    "hr_readings_rejected_total", "Readings rejected by validation.", ["endpoint", "field"]
+    "hr_readings_rejected_total",
+    "Readings rejected by validation, by their first bad field and its reason.",
+    ["endpoint", "field", "reason"],
 )
 REQUEST_SECONDS = Histogram(
     "hr_http_request_duration_seconds",

@@ -11,7 +11,7 @@ from service import metrics
 from service.api.runtime import runtime
 from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
 from service.catalog import MetricSpec
-from service.errors import InvalidInput, PayloadTooLarge
+from service.errors import Detail, InvalidInput, PayloadTooLarge
 from service.validation import validate_batch, validate_one
 
 _ACCEPTED = b'{"status":"accepted"}'
@@ -30,6 +30,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def count_rejected(endpoint: str, errors: list[Detail]) -> None:
+    """One count per rejected reading, labelled with its first bad field."""
+    first: dict[object, Detail] = {}
+    for item in errors:
+        first.setdefault(item.get("index"), item)
+    for item in first.values():
+        # drop parser detail such as "(line 1 column 5)" to keep the label set small
+        reason = str(item.get("reason", "")).split(" (", 1)[0]
+        metrics.READINGS_REJECTED.labels(endpoint, str(item.get("field")), reason).inc()
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -55,8 +66,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         try:
             rows = validate_one(body, spec)
         except InvalidInput as exc:
-            for item in exc.detail:
-                metrics.READINGS_REJECTED.labels("single", str(item.get("field"))).inc()
+            count_rejected("single", exc.detail)
             raise
         await rt.ingestor.submit(spec.name, rows)
         metrics.READINGS_ACCEPTED.labels("single").inc()
@@ -73,14 +83,17 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
     async def post_batch(request: Request) -> Response:
         rt = runtime(request)
         body = await read_body(request, rt.settings.max_body_bytes)
-        if len(body) > _OFFLOAD_BYTES:
-            result = await anyio.to_thread.run_sync(
-                validate_batch, body, spec, rt.settings.max_batch
-            )
-        else:
-            result = validate_batch(body, spec, rt.settings.max_batch)
-        for item in result.errors:
-            metrics.READINGS_REJECTED.labels("batch", str(item.get("field"))).inc()
+        try:
+            if len(body) > _OFFLOAD_BYTES:
+                result = await anyio.to_thread.run_sync(
+                    validate_batch, body, spec, rt.settings.max_batch
+                )
+            else:
+                result = validate_batch(body, spec, rt.settings.max_batch)
+        except InvalidInput as exc:  # the body as a whole: counted once
+            count_rejected("batch", exc.detail)
+            raise
+        count_rejected("batch", result.errors)
         if not result.rows:
             raise InvalidInput(
                 "no valid reading in the batch",

@@ -217,3 +217,28 @@ def test_no_input_produces_a_server_error(client: TestClient, body, batch) -> No
     assert r.status_code in (202, 400)
     if r.status_code == 202:
         assert r.json()["accepted"] + r.json()["rejected"] == len(batch)
+
+
+def test_rejections_are_counted_once_per_reading_by_first_field(client: TestClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(endpoint: str, field: str) -> float:
+        total = 0.0
+        for family in REGISTRY.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "hr_readings_rejected_total"
+                    and labels.get("endpoint") == endpoint
+                    and labels.get("field") == field
+                ):
+                    total += sample.value
+        return total
+
+    before = count("batch", "user_id"), count("batch", "heart_rate"), count("batch", "body")
+    bad = reading(user_id="", heart_rate=1)  # two bad fields, one reading
+    r = client.post(BATCH, json={"readings": [GOOD, bad, bad]})
+    assert r.json()["rejected"] == 2
+    client.post(BATCH, content=b"{oops", headers={"content-type": "application/json"})
+    after = count("batch", "user_id"), count("batch", "heart_rate"), count("batch", "body")
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (2, 0, 1)

@@ -24,7 +24,7 @@ from service.storage.compaction import compact
 from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
-from service.storage.wal import list_segments, lock_path, read_segment
+from service.storage.wal import list_segments, lock_path, read_segment, to_frame
 
 
 def verify(store: Store) -> list[str]:
@@ -115,23 +115,7 @@ def export(store: Store, user_id: str, out: Path, metric: str) -> int:
     ]
     frames = [pl.scan_parquet(paths, schema=ROW_SCHEMA)] if paths else []
     for segments in list_segments(store.wal_dir).values():
-        for path in segments:
-            for frame in read_segment(path):
-                if frame.metric == metric:
-                    rows = frame.rows
-                    seq = list(range(frame.first_seq, frame.first_seq + len(rows)))
-                    frames.append(
-                        pl.DataFrame(
-                            {
-                                "user_id": rows.user_id,
-                                "device_id": rows.device_id,
-                                "ts": rows.ts,
-                                "value": rows.value,
-                                "seq": seq,
-                            },
-                            schema=ROW_SCHEMA,
-                        ).lazy()
-                    )
+        frames += [to_frame(read_segment(path), metric).lazy() for path in segments]
     if not frames:
         return 0
     data = (

@@ -56,7 +56,7 @@ QUERY_DAY = datetime(2024, 1, 15, tzinfo=UTC)  # the day every user of the query
 WRITE_BASE = datetime(2024, 1, 1, tzinfo=UTC)  # bench_post.lua's first timestamp
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 90.0
-BEFORE_MONTH_LIMIT = (1, 10)  # long queries before compaction take seconds: fewer of them
+MIN_SAMPLES = 10  # measured queries per run and kind, whatever the time budget
 
 TARGETS = {
     "single_rps": 8_000.0,
@@ -85,6 +85,7 @@ class Plan:
     long_days: int
     queries: int
     warmups: int
+    query_budget_s: float
     workers: int | None
     keep: bool
     quick: bool
@@ -108,6 +109,11 @@ def parse_args(argv: Sequence[str]) -> Plan:
     p.add_argument("--long-days", type=int, default=30, help="days of the long users (30)")
     p.add_argument("--queries", type=int, help="measured queries per run (50; --quick 20)")
     p.add_argument("--warmups", type=int, default=5, help="warm-up queries per run (5)")
+    p.add_argument(
+        "--query-budget",
+        type=float,
+        help="seconds per query kind and run; slow queries stop early (45; --quick 15)",
+    )
     p.add_argument("--workers", type=int, help="gunicorn workers (default: as ops/serve)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
     a = p.parse_args(argv)
@@ -129,6 +135,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
         long_days=a.long_days,
         queries=pick(a.queries, 50, 20),
         warmups=a.warmups,
+        query_budget_s=a.query_budget if a.query_budget is not None else (15 if quick else 45),
         workers=a.workers,
         keep=bool(a.keep),
         quick=quick,
@@ -557,20 +564,38 @@ def compact_store(data_dir: Path, store: Any, info: StoreInfo) -> bool:
 class Timing:
     p50: list[float] = field(default_factory=list)
     p95: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
 
     def add(self, samples: list[float]) -> None:
         self.p50.append(percentile(samples, 50))
         self.p95.append(percentile(samples, 95))
+        self.counts.append(len(samples))
 
 
 def time_gets(
-    port: int, paths: list[str], warmups: int, count: int, expect_count: int | None
+    port: int,
+    paths: list[str],
+    warmups: int,
+    count: int,
+    expect_count: int | None,
+    budget_s: float,
 ) -> list[float]:
-    """Sequential GETs on one keep-alive connection; latencies in ms after the warm-ups."""
+    """Sequential GETs on one keep-alive connection; latencies in ms after the warm-ups.
+
+    At most ``count`` measured GETs, fewer when they use up ``budget_s`` (but at least
+    MIN_SAMPLES); warm-ups stop early once they used a tenth of the budget.
+    """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     samples: list[float] = []
+    began = time.monotonic()
     try:
         for i in range(warmups + count):
+            warm = i < warmups
+            if warm and i > 0 and time.monotonic() - began > budget_s / 10:
+                continue
+            enough = len(samples) >= MIN_SAMPLES
+            if not warm and enough and time.monotonic() - began > budget_s:
+                break
             path = paths[i % len(paths)]
             started = time.perf_counter()
             conn.request("GET", path)
@@ -583,7 +608,7 @@ def time_gets(
                 m = re.search(rb'"count":(\d+)\}\s*$', body[-40:])
                 if m is None or int(m.group(1)) != expect_count:
                     raise RuntimeError(f"GET {path}: count {m and m.group(1)!r}, {expect_count}")
-            if i >= warmups:
+            if not warm:
                 samples.append(elapsed)
     finally:
         conn.close()
@@ -607,10 +632,8 @@ class QueryResults:
     rss_mb: list[float] = field(default_factory=list)
 
 
-def measure_queries(
-    server: Server, plan: Plan, month_limit: tuple[int, int] | None = None
-) -> QueryResults:
-    """Query latencies; ``month_limit`` = (warm-ups, queries) for the long query."""
+def measure_queries(server: Server, plan: Plan) -> QueryResults:
+    """Query latencies: per run, /health (the ceiling), 1-day and long queries."""
     res = QueryResults()
     day_users = [f"user_{u:03d}" for u in range(plan.users)]
     long_users = [f"user_{u:03d}" for u in range(plan.long_users)]
@@ -619,12 +642,12 @@ def measure_queries(
     month_paths = query_paths(long_users, month_start, QUERY_DAY + timedelta(days=1))
     for run in range(plan.runs):
         log(f"  query run {run + 1}/{plan.runs}")
-        res.health.add(time_gets(server.port, ["/health"], plan.warmups, plan.queries, None))
-        res.day.add(time_gets(server.port, day_paths, plan.warmups, plan.queries, 1440))
+        w, n, budget = plan.warmups, plan.queries, plan.query_budget_s
+        res.health.add(time_gets(server.port, ["/health"], w, n, None, budget))
+        res.day.add(time_gets(server.port, day_paths, w, n, 1440, budget))
         if long_users:
             minutes = 1440 * plan.long_days
-            warm, count = month_limit or (plan.warmups, plan.queries)
-            res.month.add(time_gets(server.port, month_paths, warm, count, minutes))
+            res.month.add(time_gets(server.port, month_paths, w, n, minutes, budget))
     res.rss_mb = server.peak_rss_mb()
     return res
 
@@ -950,6 +973,7 @@ def report(
         sock = sum(r.socket_errors for r in writes.single + writes.batch)
         noop_bad = sum(r.non2xx + r.socket_errors for r in writes.single_noop + writes.batch_noop)
         t.text("write errors: non-2xx / socket errors", f"{bad:,} / {sock:,}", f"{noop_bad:,}")
+    query_counts: list[str] = []
     for label, res in (("before compaction", before), ("", after)):
         if res is None:
             continue
@@ -958,6 +982,10 @@ def report(
         month_target = None if label else ("≤ 60 ms", TARGETS["month_p50"], False)
         t.add(f"1-day query p50{suffix}", res.day.p50, fmt_ms, res.health.p50, day_target)
         t.add(f"1-day query p95{suffix}", res.day.p95, fmt_ms, res.health.p95)
+        counts = f"1-day {'/'.join(map(str, res.day.counts))}"
+        if res.month.counts:
+            counts += f", {plan.long_days}-day {'/'.join(map(str, res.month.counts))}"
+        query_counts.append(f"{label or ('after compaction' if before else 'all')}: {counts}")
         if res.month.p50:
             days = plan.long_days
             t.add(
@@ -1008,6 +1036,8 @@ def report(
             runs="share of all cores; figures above are only comparable when this is ~0%",
         )
     notes(t, plan, workers, writes, store, after is not None and before is not None)
+    if query_counts:
+        t.notes.append("Measured queries per run: " + "; ".join(query_counts) + ".")
     t.notes += [f"FAILED: {f}" for f in failures]
     return t
 
@@ -1052,17 +1082,16 @@ def notes(
             f"({QUERY_DAY:%Y-%m-%d}), plus {plan.long_days} days for the first "
             f"{plan.long_users} users (only they have a {plan.long_days}-day query); loaded with "
             "Store(data_dir, 'bench', 10.0).publish(), one user-day (172,800 rows) per fragment. "
-            f"{store.compaction}. Queries: per run {plan.warmups} warm-ups, then {plan.queries} "
-            "sequential GETs on one keep-alive connection, cycling through users; the count of "
-            "minutes in every answer is checked. Ceiling = GET /health on the same server."
-            " Page cache warm (data just written)."
+            f"{store.compaction}. Queries: per run and kind up to {plan.warmups} warm-ups, then "
+            f"up to {plan.queries} sequential GETs on one keep-alive connection (fewer, but at "
+            f"least {MIN_SAMPLES}, once they took {plan.query_budget_s:g} s), cycling through "
+            "users; the count of minutes in every answer is checked. Ceiling = GET /health on "
+            "the same server. Page cache warm (data just written)."
         )
         if compacted:
             t.notes.append(
                 "'before compaction' ran with HR_COMPACT_INTERVAL_S=86400 so that the workers "
-                "do not compact in the background during the measurement, and its "
-                f"{plan.long_days}-day query ran {BEFORE_MONTH_LIMIT[0]} warm-up + "
-                f"{BEFORE_MONTH_LIMIT[1]} queries per run (each takes seconds); the unlabelled "
+                "do not compact in the background during the measurement; the unlabelled "
                 "query rows ran after compact_all, with every default."
             )
     if writes is not None:
@@ -1133,7 +1162,7 @@ def main(argv: Sequence[str]) -> int:
                 )
                 with running(server):
                     log("queries before compaction")
-                    before = measure_queries(server, plan, BEFORE_MONTH_LIMIT)
+                    before = measure_queries(server, plan)
             if compact_store(query_dir, loaded, store) or not has_compaction:
                 server = service_server("service-query", query_dir, plan, logs)
                 with running(server):

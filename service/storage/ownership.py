@@ -9,6 +9,7 @@ twice is harmless: queries and compaction de-duplicate by reading identity.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import polars as pl
@@ -34,7 +35,7 @@ class OwnedLog:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = FileLock(lock_path(store.wal_dir, store.worker))
-        self._lock.acquire(timeout=0)
+        self._lock.acquire(timeout=5)
         self._segment_no = 0
         self.current = self._open_next()
         self.sealed: list[Path] = []
@@ -72,11 +73,41 @@ class OwnedLog:
 
 
 def replay_orphans(store: Store) -> int:
-    """Replay every dead worker's WAL into fragments; return the rows replayed."""
+    """Replay every dead worker's WAL into fragments; return the rows replayed.
+
+    Only workers with segments are candidates: a worker takes its lock before it creates
+    its first segment, so a lock file without segments may belong to a worker that is
+    starting right now, and must not be touched (see ``_drop_stale_locks``).
+    """
     workers = set(list_segments(store.wal_dir))
-    workers.update(p.stem for p in store.wal_dir.glob("*.lock"))
     workers.discard(store.worker)
-    return sum(_replay(store, worker) for worker in sorted(workers))
+    rows = sum(_replay(store, worker) for worker in sorted(workers))
+    _drop_stale_locks(store)
+    return rows
+
+
+def _drop_stale_locks(store: Store, min_age_s: float = 300.0) -> None:
+    """Remove lock files that have no segments and are long unheld (a worker that died
+    between taking its lock and creating its first segment)."""
+    with_segments = set(list_segments(store.wal_dir))
+    cutoff = time.time() - min_age_s
+    for path in store.wal_dir.glob("*.lock"):
+        if path.stem in with_segments or path.stem == store.worker:
+            continue
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            lock.release()
 
 
 def _replay(store: Store, worker: str) -> int:

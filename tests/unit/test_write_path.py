@@ -203,3 +203,30 @@ def test_a_fragment_is_durable_before_the_manifest_lists_it(tmp_path, monkeypatc
     assert events[fragment + 1] == "fsync"  # the directory after it
     assert fragment < manifest
     assert events[manifest - 1] == "fsync"
+
+
+def test_recovery_never_touches_the_lock_of_a_worker_that_is_starting(tmp_path) -> None:
+    # a starting worker has created its lock file but holds no segment yet
+    store = Store(tmp_path, "recoverer", 5)
+    store.ensure_layout()
+    starting = store.wal_dir / "starting.lock"
+    starting.touch()
+    assert replay_orphans(store) == 0
+    assert starting.exists()
+    ingestor, _ = make(tmp_path, worker="starting")
+
+    async def scenario() -> None:
+        await ingestor.start()  # takes its lock: nobody else held it
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stale_lock_files_without_segments_are_removed(tmp_path) -> None:
+    store = Store(tmp_path, "recoverer", 5)
+    store.ensure_layout()
+    stale = store.wal_dir / "gone.lock"
+    stale.touch()
+    os.utime(stale, (0, 0))
+    replay_orphans(store)
+    assert not stale.exists()

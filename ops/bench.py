@@ -472,7 +472,7 @@ class LagProbe:
 # ---------------------------------------------------------------- the query store
 
 
-def user_day_frame(user: str, day: datetime, seq0: int, schema: dict[str, Any]) -> pl.DataFrame:
+def user_day_frame(user: str, day: datetime, seq0: int, schema: pl.Schema) -> pl.DataFrame:
     """Both devices of one user, one reading per second for one UTC day, vectorised."""
     per_device = 86_400
     day_ms = int(day.timestamp() * 1000)
@@ -517,7 +517,7 @@ def build_query_store(data_dir: Path, plan: Plan) -> tuple[StoreInfo, Any]:
         days = plan.long_days if u < plan.long_users else 1
         for d in range(days):
             frame = user_day_frame(
-                f"user_{u:03d}", QUERY_DAY - timedelta(days=d), seq, dict(ROW_SCHEMA)
+                f"user_{u:03d}", QUERY_DAY - timedelta(days=d), seq, pl.Schema(ROW_SCHEMA)
             )
             store.publish({"heart_rate": frame})  # one user-day per fragment
             seq += frame.height

@@ -7,9 +7,14 @@ metric's name; only validation bounds and the per-bucket aggregation differ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from service.validation import Rows
 
 Aggregation = Literal["mean", "sum"]
 
@@ -20,6 +25,24 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "value": pl.Float64(),
     "seq": pl.Int64(),
 }
+
+
+# a reading's identity: the same identity sent again replaces the earlier value
+IDENTITY = ("user_id", "device_id", "ts")
+
+
+def rows_frame(rows: Rows, seq: Sequence[int]) -> pl.DataFrame:
+    """Validated rows and their ingest sequence numbers as a frame of ``ROW_SCHEMA``."""
+    return pl.DataFrame(
+        {
+            "user_id": rows.user_id,
+            "device_id": rows.device_id,
+            "ts": rows.ts,
+            "value": rows.value,
+            "seq": seq,
+        },
+        schema=ROW_SCHEMA,
+    )
 
 
 @dataclass(frozen=True, slots=True)

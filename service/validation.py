@@ -40,6 +40,12 @@ class Rows:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def extend(self, other: Rows) -> None:
+        self.user_id.extend(other.user_id)
+        self.device_id.extend(other.device_id)
+        self.ts.extend(other.ts)
+        self.value.extend(other.value)
+
     def add(self, user_id: str, device_id: str, ts: int, value: float) -> None:
         self.user_id.append(user_id)
         self.device_id.append(device_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from service.catalog import ROW_SCHEMA
+from service.catalog import rows_frame
 from service.validation import Rows
 
 
@@ -24,24 +24,11 @@ class _Columns:
     seq: list[int] = field(default_factory=list)
 
     def extend(self, rows: Rows, first_seq: int) -> None:
-        self.rows.user_id.extend(rows.user_id)
-        self.rows.device_id.extend(rows.device_id)
-        self.rows.ts.extend(rows.ts)
-        self.rows.value.extend(rows.value)
+        self.rows.extend(rows)
         self.seq.extend(range(first_seq, first_seq + len(rows)))
 
     def frame(self) -> pl.DataFrame:
-        r = self.rows
-        return pl.DataFrame(
-            {
-                "user_id": r.user_id,
-                "device_id": r.device_id,
-                "ts": r.ts,
-                "value": r.value,
-                "seq": self.seq,
-            },
-            schema=ROW_SCHEMA,
-        )
+        return rows_frame(self.rows, self.seq)
 
 
 class Buffer:

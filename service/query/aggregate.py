@@ -10,10 +10,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from service.catalog import Aggregation
+from service.catalog import IDENTITY, Aggregation
 from service.config import PriorityScope
-
-IDENTITY = ("user_id", "device_id", "ts")
 
 
 def select(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import polars as pl
 from filelock import FileLock, Timeout
 
-from service.catalog import ROW_SCHEMA
+from service.catalog import IDENTITY, ROW_SCHEMA
 from service.storage.files import unlink_quietly
 from service.storage.fragments import FragmentInfo
 from service.storage.store import Store
@@ -31,7 +31,6 @@ log = logging.getLogger("service.storage")
 
 DAY_MS = 86_400_000
 TOP_LEVEL = 2
-IDENTITY = ("user_id", "device_id", "ts")
 
 
 @dataclass(slots=True)

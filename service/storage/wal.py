@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from service.catalog import ROW_SCHEMA
+from service.catalog import rows_frame
 from service.validation import Rows
 
 _HEADER = struct.Struct("<2sBxII")
@@ -138,17 +138,12 @@ class SegmentWriter:
 
 def to_frame(frames: list[Frame], metric: str) -> pl.DataFrame:
     """The rows of ``metric`` in ``frames`` as one frame of ``ROW_SCHEMA``."""
-    cols: dict[str, list[object]] = {name: [] for name in ROW_SCHEMA}
+    rows, seq = Rows(), list[int]()
     for frame in frames:
-        if frame.metric != metric:
-            continue
-        n = len(frame.rows)
-        cols["user_id"].extend(frame.rows.user_id)
-        cols["device_id"].extend(frame.rows.device_id)
-        cols["ts"].extend(frame.rows.ts)
-        cols["value"].extend(frame.rows.value)
-        cols["seq"].extend(range(frame.first_seq, frame.first_seq + n))
-    return pl.DataFrame(cols, schema=ROW_SCHEMA)
+        if frame.metric == metric:
+            rows.extend(frame.rows)
+            seq.extend(range(frame.first_seq, frame.first_seq + len(frame.rows)))
+    return rows_frame(rows, seq)
 
 
 class TailReader:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service import logs
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
+from service.api.fastpath import SingleReadingShortcut
 from service.api.observe import RequestObserver
 from service.api.runtime import Runtime
 from service.catalog import METRICS
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(query.query_router(spec))
     app.include_router(health.router)
     app.include_router(metrics_route.router)
+    app.add_middleware(SingleReadingShortcut)  # inside the observer: observed like any route
     app.add_middleware(RequestObserver)
     return app
 

@@ -26,6 +26,16 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "seq": pl.Int64(),
 }
 
+# per user, device and UTC minute: the partial aggregates of its de-duplicated readings
+ROLLUP_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "device_id": pl.String(),
+    "minute": pl.Datetime("ms", "UTC"),
+    "sum": pl.Float64(),
+    "count": pl.Int64(),
+    "min": pl.Float64(),
+    "max": pl.Float64(),
+}
 
 # a reading's identity: the same identity sent again replaces the earlier value
 IDENTITY = ("user_id", "device_id", "ts")

@@ -82,6 +82,11 @@ def error_body(code: str, detail: list[Detail]) -> dict[str, object]:
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The response for ``exc``: its status, code and detail, ``Retry-After`` on 503."""
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
     if exc.status >= 500:
         log.warning("request failed: %s (%s)", exc, exc.code)

@@ -17,10 +17,11 @@ from pathlib import Path
 import polars as pl
 from filelock import FileLock, Timeout
 
-from service.catalog import METRICS, ROW_SCHEMA
+from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import Settings
 from service.query.aggregate import dedupe
 from service.storage.compaction import compact
+from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
@@ -31,7 +32,7 @@ def verify(store: Store) -> list[str]:
     """Problems found: listed files missing or unlike their entry, orphans, stray WAL."""
     problems: list[str] = []
     snapshot = store.manifest.read()
-    listed = {f.name for f in snapshot.fragments}
+    listed = {name for f in snapshot.fragments for name in f.files}
     for f in snapshot.fragments:
         path = store.fragment_dir / f.name
         try:
@@ -50,12 +51,30 @@ def verify(store: Store) -> list[str]:
                 f"{f.name}: has {rows} rows in [{low}, {high}], manifest says "
                 f"{f.rows} in [{f.min_ts}, {f.max_ts}]"
             )
+        if f.rollup:
+            problems += _verify_rollup(store, f)
     retired = {name for name, _ in snapshot.retired}
     if store.fragment_dir.exists():
         for path in sorted(store.fragment_dir.iterdir()):
             if path.name not in listed | retired and not path.name.endswith(".tmp"):
                 problems.append(f"{path.name}: not listed in the manifest (orphan)")
     return problems
+
+
+def _verify_rollup(store: Store, f: FragmentInfo) -> list[str]:
+    name = rollup_name(f.name)
+    try:
+        counted = (
+            pl.scan_parquet(store.fragment_dir / name, schema=ROLLUP_SCHEMA)
+            .select(pl.col("count").sum())
+            .collect()
+            .item()
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        return [f"{name}: unreadable ({str(exc).splitlines()[0]})"]
+    if counted != f.rows:
+        return [f"{name}: counts {counted} readings, its day file has {f.rows}"]
+    return []
 
 
 def wal_state(store: Store) -> list[str]:
@@ -94,7 +113,8 @@ def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int
         manifest = store.manifest.path.read_bytes() if store.manifest.path.exists() else None
         snapshot = store.manifest.read()
         for f in snapshot.fragments:
-            shutil.copy2(store.fragment_dir / f.name, dest / "fragments" / f.name)
+            for name in f.files:
+                shutil.copy2(store.fragment_dir / name, dest / "fragments" / name)
         copied = 0
         for segments in list_segments(store.wal_dir).values():
             for path in segments:

@@ -84,7 +84,17 @@ COMPACTION_SECONDS = Histogram(
 )
 COMPACTION_DUPLICATES = Counter(
     "hr_compaction_duplicates_total",
-    "Rows dropped by compaction: exact duplicates and values replaced by a later write.",
+    "Rows dropped by compaction as exact duplicates (same identity, same value).",
+)
+COMPACTION_REPLACED = Counter(
+    "hr_compaction_replaced_total",
+    "Rows dropped by compaction because a later write of the same identity changed the value.",
+)
+READ_AFTER_WRITE_LAG_SECONDS = Histogram(
+    "hr_read_after_write_lag_seconds",
+    "From a write request's readings being validated until every worker's queries can read"
+    " them (the WAL write; with durability none, the flush).",
+    buckets=LATENCY_BUCKETS,
 )
 WAL_APPENDS = Counter("hr_wal_appends_total", "Group-commit writes to the WAL.")
 WAL_BYTES = Counter("hr_wal_bytes_total", "Bytes written to the WAL.")

@@ -30,7 +30,8 @@ from service.validation import Rows
 
 log = logging.getLogger("service.ingest")
 
-_Pending = tuple[str, Rows, int, bytes, "asyncio.Future[None]"]
+# metric, rows, first seq, WAL frame, submitted at (monotonic), the waiting request
+_Pending = tuple[str, Rows, int, bytes, float, "asyncio.Future[None]"]
 
 
 class Ingestor:
@@ -84,9 +85,8 @@ class Ingestor:
             self._after_add()
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            (metric, rows, first_seq, encode_frame(metric, first_seq, rows), future)
-        )
+        frame = encode_frame(metric, first_seq, rows)
+        self._pending.append((metric, rows, first_seq, frame, time.monotonic(), future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         await asyncio.shield(future)
@@ -108,8 +108,11 @@ class Ingestor:
             async with self._io_lock:
                 error = await self._write_group(b"".join(item[3] for item in group))
                 if error is None:
-                    for metric, rows, first_seq, _, _ in group:
+                    # written to the WAL: every worker's queries can read these rows now
+                    visible = time.monotonic()
+                    for metric, rows, first_seq, _, submitted, _ in group:
                         self.buffer.add(metric, rows, first_seq)
+                        metrics.READ_AFTER_WRITE_LAG_SECONDS.observe(visible - submitted)
             for *_, future in group:
                 if future.done():
                     continue
@@ -148,6 +151,7 @@ class Ingestor:
             async with self._io_lock:
                 if self._log is not None:
                     await anyio.to_thread.run_sync(self._log.rotate)
+                oldest = self.buffer.oldest_age_s()
                 frames = self.buffer.begin_flush()
             self._last_flush = time.monotonic()
             rows = sum(f.height for f in frames.values())
@@ -161,6 +165,9 @@ class Ingestor:
                 return False
             self.flush_failures = 0
             self.buffer.end_flush()
+            if self._log is None and rows:
+                # without a WAL other workers see rows once flushed: the oldest waited most
+                metrics.READ_AFTER_WRITE_LAG_SECONDS.observe(oldest + time.perf_counter() - started)
             if self._log is not None:
                 await anyio.to_thread.run_sync(self._log.drop_sealed)
             metrics.BUFFER_ROWS.set(self.buffer.rows)
@@ -209,7 +216,8 @@ class Ingestor:
             metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
             metrics.COMPACTION_FILES.labels("in").inc(report.files_in)
             metrics.COMPACTION_FILES.labels("out").inc(report.files_out)
-            metrics.COMPACTION_DUPLICATES.inc(report.rows_in - report.rows_out)
+            metrics.COMPACTION_DUPLICATES.inc(report.duplicates)
+            metrics.COMPACTION_REPLACED.inc(report.replaced)
 
     def _observe(self) -> None:
         """Refresh the gauges that describe storage rather than requests."""

@@ -58,6 +58,35 @@ def rank(priority: Mapping[str, int]) -> pl.Expr:
     )
 
 
+def partials(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """De-duplicated rows -> per (minute, device): ``sum`` and ``count``, like a rollup."""
+    return rows.group_by(pl.col("ts").dt.truncate("1m").alias("minute"), "device_id").agg(
+        pl.col("value").sum().alias("sum"), pl.len().cast(pl.Int64).alias("count")
+    )
+
+
+def from_partials(
+    parts: pl.LazyFrame,
+    priority: Mapping[str, int] | None,
+    aggregation: Aggregation = "mean",
+) -> pl.LazyFrame:
+    """Per (minute, device) partials, each pair once -> one value per minute.
+
+    With ``priority`` the best-ranked device of each minute gives the value; without,
+    the partials are one device's.
+    """
+    value = pl.col("sum") if aggregation == "sum" else pl.col("sum") / pl.col("count")
+    per_device = parts.select("minute", "device_id", value.alias("value"))
+    if priority is None:
+        return per_device.sort("minute")
+    return (
+        per_device.with_columns(rank(priority))
+        .group_by("minute")
+        .agg(_best("device_id"), _best("value"))
+        .sort("minute")
+    )
+
+
 def _agg(aggregation: Aggregation) -> pl.Expr:
     value = pl.col("value")
     return (value.sum() if aggregation == "sum" else value.mean()).alias("value")
@@ -74,20 +103,16 @@ def per_minute(
     aggregation: Aggregation = "mean",
 ) -> pl.LazyFrame:
     """De-duplicated rows -> one value per UTC minute, from the device priority picks."""
+    if scope == "bucket":
+        return from_partials(partials(lf), priority, aggregation)
+    # per exact timestamp only the best device's reading survives
     lf = lf.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"), rank(priority))
-    if scope == "timestamp":
-        # per exact timestamp only the best device's reading survives
-        survivors = lf.group_by("ts").agg(
-            _best("minute"), _best("device_id"), _best("rank"), _best("value")
-        )
-        return (
-            survivors.group_by("minute").agg(_best("device_id"), _agg(aggregation)).sort("minute")
-        )
-    per_device = lf.group_by("minute", "device_id").agg(pl.col("rank").first(), _agg(aggregation))
-    return per_device.group_by("minute").agg(_best("device_id"), _best("value")).sort("minute")
+    survivors = lf.group_by("ts").agg(
+        _best("minute"), _best("device_id"), _best("rank"), _best("value")
+    )
+    return survivors.group_by("minute").agg(_best("device_id"), _agg(aggregation)).sort("minute")
 
 
 def single_device(lf: pl.LazyFrame, aggregation: Aggregation = "mean") -> pl.LazyFrame:
     """Rows of one device -> one value per UTC minute."""
-    lf = lf.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"))
-    return lf.group_by("minute").agg(pl.col("device_id").first(), _agg(aggregation)).sort("minute")
+    return from_partials(partials(lf), None, aggregation)

@@ -14,13 +14,23 @@ from dataclasses import dataclass
 import polars as pl
 
 from service import metrics
-from service.catalog import METRICS, ROW_SCHEMA
+from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import Settings
 from service.ingest.buffer import Buffer
-from service.query.aggregate import combine, per_minute, select, single_device
+from service.query.aggregate import (
+    combine,
+    from_partials,
+    partials,
+    per_minute,
+    select,
+    single_device,
+)
 from service.storage.compaction import DAY_MS, TOP_LEVEL
+from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 from service.storage.wal import TailReader, list_segments
+
+MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +53,13 @@ class Reader:
         """The response body for ``q``, or None when no reading matches. Blocking."""
         started = time.perf_counter()
         settled, fresh = self._sources(q)
-        if settled is None and fresh is None:
-            frame = None
-        else:
-            frame = self._plan(q, settled, fresh).collect()
+        frame = None if not settled and fresh is None else self._answer(q, settled, fresh)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
         return _encode(q.user_id, frame)
 
-    def _sources(self, q: Query) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+    def _sources(self, q: Query) -> tuple[list[FragmentInfo], pl.LazyFrame | None]:
         """(settled, fresh): compacted day files, and every other row (unflushed first)."""
         unflushed = self._buffer.snapshot(q.metric)
         others = [
@@ -68,43 +75,98 @@ class Reader:
             sum(df.height for df in unflushed) + sum(f.rows for f in fragments)
         )
         days: set[int] = set()
-        settled_paths, fresh_paths = [], []
+        settled: list[FragmentInfo] = []
+        fresh_paths = []
         for f in fragments:
             day = f.min_ts // DAY_MS
             if f.level == TOP_LEVEL and day not in days:
                 days.add(day)
-                settled_paths.append(self._store.fragment_dir / f.name)
+                settled.append(f)
             else:
                 fresh_paths.append(self._store.fragment_dir / f.name)
         fresh = [df.lazy() for df in unflushed]
         if fresh_paths:
             fresh.append(pl.scan_parquet(fresh_paths, schema=ROW_SCHEMA))
-        settled = pl.scan_parquet(settled_paths, schema=ROW_SCHEMA) if settled_paths else None
         return settled, (pl.concat(fresh) if fresh else None)
 
-    def _plan(
-        self, q: Query, settled: pl.LazyFrame | None, fresh: pl.LazyFrame | None
-    ) -> pl.LazyFrame:
+    def _answer(
+        self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
+    ) -> pl.DataFrame:
         spec = METRICS[q.metric]
-
-        def pick(lf: pl.LazyFrame | None) -> pl.LazyFrame | None:
-            return None if lf is None else select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
-
-        rows = combine(pick(settled), pick(fresh))
-        if q.device_id is not None:
-            buckets = single_device(rows, spec.aggregation)
+        priority = self._settings.device_priority if q.device_id is None else None
+        if fresh is not None:
+            fresh = self._pick(q, fresh)
+        rolled = settled and all(f.rollup for f in settled)
+        if rolled and (priority is None or self._settings.priority_scope == "bucket"):
+            buckets = from_partials(self._partials(q, settled, fresh), priority, spec.aggregation)
         else:
-            buckets = per_minute(
-                rows,
-                self._settings.device_priority,
-                self._settings.priority_scope,
-                spec.aggregation,
-            )
+            rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
+            if priority is None:
+                buckets = single_device(rows, spec.aggregation)
+            else:
+                buckets = per_minute(
+                    rows, priority, self._settings.priority_scope, spec.aggregation
+                )
         return buckets.select(
             pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
             pl.col("value").alias(spec.field),
             pl.col("device_id"),
+        ).collect()
+
+    def _partials(
+        self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
+    ) -> pl.LazyFrame:
+        """Per (minute, device) sums and counts: from the rollups for every whole minute
+        of the range that no fresher row touches, from raw rows for the rest."""
+        fresh_rows = None if fresh is None else fresh.collect()
+        dirty = (
+            pl.Series("minute", [], pl.Int64)
+            if fresh_rows is None
+            else fresh_rows["ts"].dt.truncate("1m").dt.epoch("ms").unique()
         )
+        first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
+        stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
+        minute = pl.col("minute").dt.epoch("ms")
+        whole = (minute >= first) & (minute < stop)
+        if dirty.len():
+            whole = whole & ~minute.is_in(dirty)
+        roll = pl.scan_parquet(
+            [self._store.fragment_dir / rollup_name(f.name) for f in settled],
+            schema=ROLLUP_SCHEMA,
+        ).filter(pl.col("user_id") == q.user_id, whole)
+        if q.device_id is not None:
+            roll = roll.filter(pl.col("device_id") == q.device_id)
+        parts = [roll.select("minute", "device_id", "sum", "count")]
+        # raw rows: the partial minutes at the edges of the range and the dirty minutes
+        ts = pl.col("ts").dt.epoch("ms")
+        raw: list[pl.Expr] = []
+        if first >= stop:
+            raw.append(pl.lit(True))
+        else:
+            if q.start_ms < first:
+                raw.append(ts < first)
+            if stop < q.end_ms:
+                raw.append(ts >= stop)
+        if dirty.len():
+            low, high = int(dirty.min()), int(dirty.max()) + MINUTE_MS  # type: ignore[arg-type]
+            truncated = pl.col("ts").dt.truncate("1m").dt.epoch("ms")
+            raw.append((ts >= low) & (ts < high) & truncated.is_in(dirty))
+        settled_rows = (
+            self._pick(q, self._scan(settled)).filter(pl.any_horizontal(raw)) if raw else None
+        )
+        if settled_rows is not None or fresh_rows is not None:
+            fresh_lf = None if fresh_rows is None else fresh_rows.lazy()
+            parts.append(partials(combine(settled_rows, fresh_lf)))
+        return pl.concat(parts)
+
+    def _scan(self, files: list[FragmentInfo]) -> pl.LazyFrame:
+        return pl.scan_parquet(
+            [self._store.fragment_dir / f.name for f in files], schema=ROW_SCHEMA
+        )
+
+    @staticmethod
+    def _pick(q: Query, lf: pl.LazyFrame) -> pl.LazyFrame:
+        return select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
 
 
 def _encode(user_id: str, frame: pl.DataFrame) -> bytes:

@@ -5,11 +5,15 @@ worker and worker ids are never reused, so no two writers ever pick the same nam
 Columns: ``ROW_SCHEMA`` (user_id, device_id, ts datetime[ms, UTC], value f64, seq i64),
 rows sorted by (user_id, ts). A fragment is written under a temporary name, fsynced and
 renamed into place; it is visible to queries only once the manifest lists it.
+
+A fully compacted day file may carry a companion rollup, ``<name>.rollup.parquet``
+(``ROLLUP_SCHEMA``: per user, device and UTC minute the sum, count, min and max of its
+de-duplicated readings, sorted by (user_id, minute)); its manifest entry says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +21,7 @@ import polars as pl
 from service.storage.files import publish_new
 
 ROW_GROUP = 100_000
+ROLLUP_ROW_GROUP = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,16 @@ class FragmentInfo:
     min_ts: int  # epoch ms, inclusive
     max_ts: int  # epoch ms, inclusive
     level: int = 0  # 0: flushed; n: rewritten by n compactions
+    rollup: bool = False  # a per-minute rollup file accompanies it
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The names of every file this entry owns."""
+        return (self.name, rollup_name(self.name)) if self.rollup else (self.name,)
+
+
+def rollup_name(name: str) -> str:
+    return name.removesuffix(".parquet") + ".rollup.parquet"
 
 
 def fragment_name(worker: str, seq: int) -> str:
@@ -57,3 +72,12 @@ def publish(
         .row(0)
     )
     return FragmentInfo(name, metric, int(rows), int(low or 0), int(high or 0), level)
+
+
+def publish_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:
+    """Write ``frame`` (``ROLLUP_SCHEMA``, sorted) as the rollup of ``of``; the new entry."""
+    name = rollup_name(of.name)
+    tmp = directory / f".{name}.tmp"
+    frame.write_parquet(tmp, statistics=True, row_group_size=ROLLUP_ROW_GROUP)
+    publish_new(tmp, directory / name)
+    return replace(of, rollup=True)

@@ -2,10 +2,11 @@
 
 File: ``manifest.json`` beside ``manifest.json.lock``. Content:
 ``{"version": 1, "generation": n,
-   "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level"}, ...],
+   "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup"}, ...],
    "retired": [{"name", "at"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
-flushed fragment and grows with each compaction that rewrote its rows. Retired files are
+flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
+per-minute rollup file accompanies the entry (retired with it). Retired files are
 no longer read by new queries; they are deleted after a grace period so that queries
 already running never lose a file under them.
 
@@ -41,6 +42,7 @@ class _Entry(msgspec.Struct):
     min_ts: int
     max_ts: int
     level: int = 0
+    rollup: bool = False
 
 
 class _Retired(msgspec.Struct):
@@ -115,7 +117,9 @@ class Manifest:
                 retired = [r for r in current.retired if r[0] not in forgotten]
                 if retire:
                     now = time.time()
-                    retired += [(f.name, now) for f in current.fragments if f.name in gone]
+                    retired += [
+                        (name, now) for f in current.fragments if f.name in gone for name in f.files
+                    ]
                 fragments = (*kept, *(f for f in add if f.name not in known))
                 new = Snapshot(current.generation + 1, fragments, tuple(retired))
                 self._write(new)
@@ -142,7 +146,7 @@ def _parse(data: bytes) -> Snapshot:
     return Snapshot(
         doc.generation,
         tuple(
-            FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level)
+            FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level, e.rollup)
             for e in doc.fragments
         ),
         tuple((r.name, r.at) for r in doc.retired),

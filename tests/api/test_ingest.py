@@ -22,6 +22,9 @@ GOOD = {
 }
 
 
+GOOD_ACK = {"status": "accepted"}
+
+
 def reading(**changes: object) -> dict[str, object]:
     return {**GOOD, **changes}
 
@@ -168,6 +171,11 @@ def test_body_over_the_limit_is_413(settings: Settings) -> None:
         r = c.post(BATCH, json={"readings": [GOOD] * 40})
         assert r.status_code == 413
         assert fields(r) == ["body"]
+        padded = json.dumps(GOOD).encode() + b" " * 3000  # a valid reading, too long
+        r = c.post(ONE, content=padded)
+        assert (r.status_code, fields(r)) == (413, ["body"])
+        r = c.post(ONE, content=iter([padded[:1500], padded[1500:]]))  # no content-length
+        assert (r.status_code, fields(r)) == (413, ["body"])
 
 
 def test_validation_status_is_never_422(client: TestClient) -> None:
@@ -219,21 +227,21 @@ def test_no_input_produces_a_server_error(client: TestClient, body, batch) -> No
         assert r.json()["accepted"] + r.json()["rejected"] == len(batch)
 
 
-def test_rejections_are_counted_once_per_reading_by_first_field(client: TestClient) -> None:
+def sample(name: str, **labels: str) -> float:
+    """The sum of the in-process samples of ``name`` whose labels include ``labels``."""
     from prometheus_client import REGISTRY
 
+    return sum(
+        s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def test_rejections_are_counted_once_per_reading_by_first_field(client: TestClient) -> None:
     def count(endpoint: str, field: str) -> float:
-        total = 0.0
-        for family in REGISTRY.collect():
-            for sample in family.samples:
-                labels = sample.labels
-                if (
-                    sample.name == "hr_readings_rejected_total"
-                    and labels.get("endpoint") == endpoint
-                    and labels.get("field") == field
-                ):
-                    total += sample.value
-        return total
+        return sample("hr_readings_rejected_total", endpoint=endpoint, field=field)
 
     before = count("batch", "user_id"), count("batch", "heart_rate"), count("batch", "body")
     bad = reading(user_id="", heart_rate=1)  # two bad fields, one reading
@@ -242,3 +250,44 @@ def test_rejections_are_counted_once_per_reading_by_first_field(client: TestClie
     client.post(BATCH, content=b"{oops", headers={"content-type": "application/json"})
     after = count("batch", "user_id"), count("batch", "heart_rate"), count("batch", "body")
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (2, 0, 1)
+
+
+def test_the_single_reading_shortcut_is_observed_like_the_route(client: TestClient) -> None:
+    def requests(status: str) -> float:
+        return sample(
+            "hr_http_request_duration_seconds_count",
+            method="POST",
+            route=ONE,
+            status=status,
+        )
+
+    ok, bad = requests("202"), requests("400")
+    accepted = sample("hr_readings_accepted_total", endpoint="single")
+    lag = sample("hr_read_after_write_lag_seconds_count")
+    r = client.post(ONE, json=reading(user_id="shortcut"), headers={"X-Request-ID": "req-7"})
+    assert (r.status_code, r.json(), r.headers["x-request-id"]) == (202, GOOD_ACK, "req-7")
+    assert r.headers["content-type"] == "application/json"
+    assert client.post(ONE, json=reading(heart_rate=10)).status_code == 400
+    assert (requests("202") - ok, requests("400") - bad) == (1, 1)
+    assert sample("hr_readings_accepted_total", endpoint="single") - accepted == 1
+    assert sample("hr_read_after_write_lag_seconds_count") - lag == 1
+    series = client.get(
+        ONE,
+        params={
+            "user_id": "shortcut",
+            "start": "2024-01-15T00:00:00Z",
+            "end": "2024-01-16T00:00:00Z",
+        },
+    )
+    assert series.json()["data"] == [
+        {"timestamp": "2024-01-15T10:00:00Z", "heart_rate": 75.0, "device_id": "device_a"}
+    ]
+
+
+def test_a_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
+    raw = json.dumps(reading(user_id="chunks")).encode()
+    r = client.post(ONE, content=iter([raw[:10], raw[10:30], raw[30:]]))
+    assert r.status_code == 202
+    bad = json.dumps(reading(heart_rate=500)).encode()
+    r = client.post(ONE, content=iter([bad[:10], bad[10:]]))
+    assert (r.status_code, fields(r)) == (400, ["heart_rate"])

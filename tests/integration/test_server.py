@@ -250,5 +250,6 @@ def test_metrics_add_up_across_workers(server_factory) -> None:
     totals = scrape(server)
     assert totals["hr_readings_accepted_total"] == 45
     assert totals["hr_readings_rejected_total"] == 11
+    assert totals["hr_read_after_write_lag_seconds_count"] == 41  # one per accepted request
     wait_until(lambda: scrape(server).get("hr_flush_rows_total", 0) >= 45, 30, "flushes")
     assert scrape(server).get("hr_buffer_rows", -1) == 0

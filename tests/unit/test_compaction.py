@@ -64,6 +64,97 @@ def test_compaction_changes_no_answer(tmp_path: Path, seed: int) -> None:
     assert verify(store) == []
 
 
+def frame(rows: list[tuple[str, str, int, float, int]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
+
+
+def test_rollups_answer_exactly_like_raw_rows_under_fresher_data(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    rolled, raw = Store(tmp_path / "a", "w1", 5), Store(tmp_path / "b", "w1", 5)
+    for store in (rolled, raw):
+        store.ensure_layout()
+    # dense data (every minute of two hours around midnight has rows) so that every edge
+    # and every minute the fresher rows touch matters
+    midnight = BASE + DAY - 10 * 3_600_000
+    chunks = [
+        chunk(rng, i * 1000, 400).with_columns(
+            pl.lit(midnight - 3_600_000)
+            .add(pl.Series([rng.randrange(0, 7_200_000, 1000) for _ in range(400)]))
+            .cast(pl.Datetime("ms", "UTC"))
+            .alias("ts")
+        )
+        for i in range(15)
+    ]
+    for c in chunks[:10]:
+        rolled.publish({"heart_rate": c})
+        raw.publish({"heart_rate": c})
+    assert compact(rolled, force=True, grace_s=3600) is not None
+    assert all(f.rollup for f in rolled.manifest.read().fragments)
+    # fresher rows on top: new readings and new values for settled identities
+    for c in chunks[10:13]:
+        rolled.publish({"heart_rate": c})
+        raw.publish({"heart_rate": c})
+    unflushed = Buffer()
+    late = chunks[13]
+    unflushed.add("heart_rate", _rows(late), int(late["seq"][0]))
+    ranges = [
+        (BASE, BASE + 3 * DAY),
+        (midnight - 3_000_000 + 12_345, midnight + 1_807_777),  # partial minutes at both edges
+        (midnight + 61_000, midnight + 119_000),  # inside one minute
+        (midnight - 60_000, midnight + 90_000),
+    ]
+    for scope in ("bucket", "timestamp"):
+        settings = Settings(data_dir=tmp_path, priority_scope=scope)  # type: ignore[arg-type]
+        readers = [Reader(settings, s, unflushed) for s in (rolled, raw)]
+        for user in ("u1", "u2", "u3"):
+            for start, end in ranges:
+                for device in (None, "ring"):
+                    q = Query("heart_rate", user, start, end, device)
+                    got, want = (r.run(q) for r in readers)
+                    assert got == want, (scope, user, start, end, device)
+
+
+def _rows(df: pl.DataFrame):
+    from service.validation import Rows
+
+    return Rows(
+        df["user_id"].to_list(),
+        df["device_id"].to_list(),
+        df["ts"].dt.epoch("ms").to_list(),
+        df["value"].to_list(),
+    )
+
+
+def test_compaction_counts_duplicates_apart_from_replacements(tmp_path: Path) -> None:
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    x, y, z = BASE, BASE + 1000, BASE + 2000
+    store.publish({"heart_rate": frame([("u", "d", x, 70.0, 1), ("u", "d", y, 70.0, 2)])})
+    store.publish({"heart_rate": frame([("u", "d", x, 70.0, 3), ("u", "d", z, 70.0, 4)])})
+    store.publish({"heart_rate": frame([("u", "d", x, 70.0, 5), ("u", "d", y, 80.0, 6)])})
+    store.publish({"heart_rate": frame([("u", "d", z, 80.0, 7), ("u", "d", z, 70.0, 8)])})
+    report = compact(store, force=True, grace_s=3600)
+    assert report is not None
+    # x: sent 3 times alike; y: 70 then 80; z: 70, 80, 70 (one replacement, one repeat)
+    assert (report.duplicates, report.replaced) == (3, 2)
+    reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
+    body = reader.run(Query("heart_rate", "u", BASE, BASE + 60_000))
+    assert body is not None
+    assert json.loads(body)["data"][0]["heart_rate"] == (70 + 80 + 70) / 3
+
+
+def test_verify_checks_rollups(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    store.publish({"heart_rate": chunk(rng, 0)})
+    compact(store, force=True, grace_s=3600)
+    entry = next(f for f in store.manifest.read().fragments if f.rollup)
+    assert verify(store) == []
+    (store.fragment_dir / entry.files[1]).write_bytes(b"not parquet")
+    assert [p.split(":")[0] for p in verify(store)] == [entry.files[1]]
+
+
 def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> None:
     rng = random.Random(7)
     store = Store(tmp_path, "w1", 5)
@@ -77,7 +168,8 @@ def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> 
     # min_files at level 1 plus one level-2 file
     assert max(counts) <= 3 + 4 * (3 + 1)
     compact(store, min_files=4, grace_s=0)  # the next pass purges what the last one retired
-    assert len(list(store.fragment_dir.iterdir())) == len(store.manifest.read().fragments)
+    listed = [name for f in store.manifest.read().fragments for name in f.files]
+    assert sorted(p.name for p in store.fragment_dir.iterdir()) == sorted(listed)
 
 
 def test_retired_files_outlive_the_grace_period_only(tmp_path: Path) -> None:

@@ -1,4 +1,10 @@
-"""create_app(settings) -> FastAPI; the lifespan wires the per-worker objects."""
+"""create_app(settings) -> the ASGI app; the lifespan wires the per-worker objects.
+
+The FastAPI app sits inside two thin ASGI layers: ``RequestObserver`` (latency, access
+log, request ids) around ``SingleReadingShortcut`` (valid single readings answered
+without FastAPI's middleware and routing). Both see every request, so every route is
+observed the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from service import logs
 from service.api import health, ingest, query
@@ -24,7 +32,21 @@ from service.query.reader import Reader
 from service.storage.store import Store
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ServiceApp:
+    """The served ASGI app; attributes (``state``, ``openapi``...) are the FastAPI app's."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self._asgi = RequestObserver(SingleReadingShortcut(api, api.state), api.state)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -43,16 +65,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime = None
             await ingestor.stop()
 
-    app = FastAPI(title="Heart-rate metrics", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Heart-rate metrics",
+        version="0.1.0",
+        lifespan=lifespan,
+        # metrics are Prometheus's; FastAPI's OpenTelemetry checks cost time per request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     install_handlers(app)
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-    app.add_middleware(SingleReadingShortcut)  # inside the observer: observed like any route
-    app.add_middleware(RequestObserver)
-    return app
+    return ServiceApp(app)
 
 
 app = create_app()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
@@ -32,15 +33,16 @@ class _Route:
 
 
 class SingleReadingShortcut:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
+        self._state = state  # the app's: ``runtime`` once the lifespan has started
         self._routes = {
             "/metrics/" + spec.name.replace("_", "-"): spec for spec in METRICS.values()
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = self._routes.get(scope["path"]) if scope["type"] == "http" else None
-        rt = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+        rt = getattr(self._state, "runtime", None)
         if spec is None or scope["method"] != "POST" or not isinstance(rt, Runtime):
             await self.app(scope, receive, send)
             return

@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
@@ -28,8 +29,9 @@ class RequestObserver:
     """Latency by route template and status, an access-log line, and the
     ``X-Request-ID`` (accepted or generated) and ``X-Served-By`` response headers."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
+        self._state = state  # the app's: ``worker`` once the lifespan has started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,7 +40,7 @@ class RequestObserver:
         started = time.perf_counter()
         status = 500
         request_id = _request_id(scope)
-        worker = str(getattr(scope["app"].state, "worker", "")) if "app" in scope else ""
+        worker = str(getattr(self._state, "worker", ""))
         state = scope.setdefault("state", {})
         extra = [(b"x-request-id", request_id.encode("latin-1")), (b"x-served-by", worker.encode())]
 

@@ -72,19 +72,21 @@ def from_partials(
 ) -> pl.LazyFrame:
     """Per (minute, device) partials, each pair once -> one value per minute.
 
-    With ``priority`` the best-ranked device of each minute gives the value; without,
-    the partials are one device's.
+    With ``priority`` the best-ranked device of each minute gives the value (ties between
+    unlisted devices go to the first device id); without, the partials are one device's.
     """
     value = pl.col("sum") if aggregation == "sum" else pl.col("sum") / pl.col("count")
-    per_device = parts.select("minute", "device_id", value.alias("value"))
+    per_device = parts.select("minute", "device_id", value.alias("value")).collect()
     if priority is None:
-        return per_device.sort("minute")
-    return (
-        per_device.with_columns(rank(priority))
-        .group_by("minute")
-        .agg(_best("device_id"), _best("value"))
-        .sort("minute")
+        return per_device.lazy().sort("minute")
+    # one integer per device, in preference order: a cheap key to pick the best by
+    devices = sorted(
+        per_device["device_id"].unique().to_list(),
+        key=lambda d: (priority.get(d, max(priority.values(), default=0) + 1), d),
     )
+    order = {device: i for i, device in enumerate(devices)}
+    key = pl.col("device_id").replace_strict(order, return_dtype=pl.Int32)
+    return per_device.lazy().filter(key == key.min().over("minute")).sort("minute")
 
 
 def _agg(aggregation: Aggregation) -> pl.Expr:

@@ -89,13 +89,12 @@ _DEVICE = attrgetter("device_id")
 
 def parse_timestamps_ms(texts: list[str]) -> list[int | None]:
     """``parse_timestamp_ms`` of each text, vectorised for the common shape."""
-    column = pl.Series(texts, dtype=pl.String)
-    parsed = (
+    column = pl.lit(pl.Series(texts, dtype=pl.String))
+    fmt = "%Y-%m-%dT%H:%M:%S%.fZ"
+    parsed: list[int | None] = (
         pl.select(
             pl.when(column.str.contains(_COMMON))
-            .then(
-                column.str.strptime(pl.Datetime("ms", "UTC"), "%Y-%m-%dT%H:%M:%S%.fZ", strict=False)
-            )
+            .then(column.str.strptime(pl.Datetime("ms", "UTC"), fmt, strict=False))
             .dt.epoch("ms")
         )
         .to_series()

@@ -34,7 +34,9 @@ class _Columns:
 class Buffer:
     def __init__(self) -> None:
         self._active: dict[str, _Columns] = {}
-        self._flushing: dict[str, pl.DataFrame] = {}
+        # the flushing generation: per metric, the frame built so far and sealed columns
+        self._flushing: dict[str, pl.DataFrame | None] = {}
+        self._sealed: dict[str, list[_Columns]] = {}
         self._active_rows = 0
         self._flushing_rows = 0
         self._oldest: float | None = None
@@ -43,6 +45,10 @@ class Buffer:
     @property
     def active_rows(self) -> int:
         return self._active_rows
+
+    @property
+    def flushing_rows(self) -> int:
+        return self._flushing_rows
 
     @property
     def rows(self) -> int:
@@ -64,24 +70,34 @@ class Buffer:
         """Every unflushed row of ``metric``: the flushing generation and the active one."""
         with self._lock:
             active = self._active.get(metric)
-            frames = [self._flushing[metric]] if metric in self._flushing else []
+            frames = [self._flushing_frame(metric)] if metric in self._flushing else []
             if active is not None:
                 frames.append(active.frame())
             return frames
 
-    def begin_flush(self) -> dict[str, pl.DataFrame]:
-        """Move the active rows into the flushing generation and return all of it."""
+    def begin_flush(self) -> None:
+        """Move the active rows into the flushing generation (cheap: no frame is built)."""
         with self._lock:
             for metric, cols in self._active.items():
-                new = cols.frame()
-                old = self._flushing.get(metric)
-                self._flushing[metric] = new if old is None else pl.concat([old, new])
+                self._sealed.setdefault(metric, []).append(cols)
+                self._flushing.setdefault(metric, None)
             self._flushing_rows += self._active_rows
             self._active, self._active_rows = {}, 0
-            return dict(self._flushing)
+
+    def flushing_frames(self) -> dict[str, pl.DataFrame]:
+        """The flushing generation, one frame per metric (built here, off the event loop)."""
+        with self._lock:
+            return {metric: self._flushing_frame(metric) for metric in self._flushing}
+
+    def _flushing_frame(self, metric: str) -> pl.DataFrame:
+        frames = [] if (built := self._flushing[metric]) is None else [built]
+        frames += [cols.frame() for cols in self._sealed.pop(metric, [])]
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames)
+        self._flushing[metric] = frame
+        return frame
 
     def end_flush(self) -> None:
         """The flushing rows are in the manifest now: forget them."""
         with self._lock:
-            self._flushing, self._flushing_rows = {}, 0
+            self._flushing, self._sealed, self._flushing_rows = {}, {}, 0
             self._oldest = time.monotonic() if self._active_rows else None

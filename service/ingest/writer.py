@@ -152,12 +152,14 @@ class Ingestor:
                 if self._log is not None:
                     await anyio.to_thread.run_sync(self._log.rotate)
                 oldest = self.buffer.oldest_age_s()
-                frames = self.buffer.begin_flush()
+                self.buffer.begin_flush()
             self._last_flush = time.monotonic()
-            rows = sum(f.height for f in frames.values())
+            rows = self.buffer.flushing_rows
             started = time.perf_counter()
             try:
-                await anyio.to_thread.run_sync(self._store.publish, frames)
+                await anyio.to_thread.run_sync(
+                    lambda: self._store.publish(self.buffer.flushing_frames())
+                )
             except (OSError, ServiceError) as exc:
                 self.flush_failures += 1
                 metrics.FLUSH_FAILURES.inc()

@@ -2,8 +2,9 @@
 
 Name: ``fragments/frag-<worker>-<seq:012d>.parquet``; ``seq`` strictly increases per
 worker and worker ids are never reused, so no two writers ever pick the same name.
-Columns: ``ROW_SCHEMA`` (user_id, device_id, ts datetime[ms, UTC], value f64, seq i64),
-rows sorted by (user_id, ts). A fragment is written under a temporary name, fsynced and
+Columns: ``ROW_SCHEMA`` (user_id, device_id, ts datetime[ms, UTC], value f64, seq i64);
+level 0 (a flush) in arrival order, higher levels (compaction output) sorted by
+(user_id, ts). A fragment is written under a temporary name, fsynced and
 renamed into place; it is visible to queries only once the manifest lists it.
 
 A fully compacted day file may carry a companion rollup, ``<name>.rollup.parquet``
@@ -49,29 +50,20 @@ def fragment_name(worker: str, seq: int) -> str:
 
 
 def publish(
-    frame: pl.DataFrame | pl.LazyFrame, directory: Path, name: str, metric: str, level: int = 0
+    frame: pl.DataFrame, directory: Path, name: str, metric: str, level: int = 0
 ) -> FragmentInfo:
     """Write ``frame`` as the new fragment ``name``, durably, and describe it.
 
     Raises ``FileExistsError`` (and writes nothing) if ``name`` exists: a fragment is
     immutable, even against a caller that reuses a worker id.
     """
-    final = directory / name
     tmp = directory / f".{name}.tmp"
-    if isinstance(frame, pl.DataFrame):
-        frame.sort("user_id", "ts").write_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
-    else:
-        # already sorted by the caller; streamed so a whole day never sits in memory
-        frame.sink_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
-    publish_new(tmp, final)
-    ts = pl.col("ts").dt.epoch("ms")
-    rows, low, high = (
-        pl.scan_parquet(final)
-        .select(pl.len(), ts.min().alias("low"), ts.max().alias("high"))
-        .collect()
-        .row(0)
-    )
-    return FragmentInfo(name, metric, int(rows), int(low or 0), int(high or 0), level)
+    frame.write_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
+    publish_new(tmp, directory / name)
+    low, high = frame.select(
+        pl.col("ts").dt.epoch("ms").min().alias("low"), pl.col("ts").dt.epoch("ms").max()
+    ).row(0)
+    return FragmentInfo(name, metric, frame.height, int(low or 0), int(high or 0), level)
 
 
 def publish_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:

@@ -46,7 +46,7 @@ class Store:
             raise
         return infos
 
-    def write(self, frame: pl.DataFrame | pl.LazyFrame, metric: str, level: int) -> FragmentInfo:
+    def write(self, frame: pl.DataFrame, metric: str, level: int) -> FragmentInfo:
         """Write one fragment file, not yet listed in the manifest."""
         while True:
             name = self._next_name()

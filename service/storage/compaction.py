@@ -35,7 +35,7 @@ log = logging.getLogger("service.storage")
 
 DAY_MS = 86_400_000
 TOP_LEVEL = 2
-MAX_MERGE_ROWS = 2_000_000
+MAX_MERGE_ROWS = 250_000
 
 
 @dataclass(slots=True)

@@ -283,3 +283,17 @@ def test_maintenance_commands_export_and_verify(tmp_path: Path, capsys) -> None:
     assert main(["--data-dir", str(tmp_path), "compact", "--full"]) == 0
     (tmp_path / "fragments" / "stray.parquet").write_bytes(b"x")
     assert main(["--data-dir", str(tmp_path), "verify"]) == 1
+
+
+def test_a_level0_merge_takes_at_most_max_rows(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    one_day = [chunk(rng, i * 1000, 100).with_columns(pl.lit(BASE).alias("ts")) for i in range(10)]
+    for c in one_day:
+        store.publish({"heart_rate": c.cast(ROW_SCHEMA)})  # type: ignore[arg-type]
+    report = compact(store, min_files=2, grace_s=3600, max_rows=250)
+    assert report is not None
+    # five merges of two 100-row fragments, then the day's five level-1 files into one
+    assert (report.files_in, report.files_out) == (10 + 5, 5 + 1)
+    assert [f.level for f in store.manifest.read().fragments] == [2]

@@ -1,0 +1,81 @@
+"""Memory under sustained load; run it through ``./ops/soak`` (default 300 s).
+
+Starts the service as ``ops/serve`` does against a temporary data dir and drives it with
+two wrk loads at once for the whole duration: single-reading POSTs (every request a
+distinct reading) and 1,000-reading batch POSTs cycling through pre-generated bodies.
+Every ``--every`` seconds it prints each worker's resident memory (VmRSS) and the number
+of fragments in the manifest, then the peak (VmHWM) per worker. Traffic goes to 127.0.0.1
+only and stops by itself; the server is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import bench
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=int, default=300, help="seconds of load (300)")
+    p.add_argument("--every", type=int, default=15, help="seconds between samples (15)")
+    p.add_argument("--bodies", type=int, default=64, help="distinct batch bodies (64)")
+    args = p.parse_args(argv)
+    plan = bench.parse_args(["--batch-bodies", str(args.bodies)])
+    with tempfile.TemporaryDirectory(prefix="hr-soak-") as tmp:
+        root = Path(tmp)
+        data = root / "data"
+        server = bench.service_server("service-soak", data, plan, root)
+        bodies = bench.write_batch_bodies(root / "bodies", "soak", plan)
+        results: dict[str, bench.WrkResult] = {}
+
+        def load(name: str, path: str, connections: int, *wrk_args: str) -> None:
+            url = bench.url(server, path)
+            results[name] = bench.run_wrk(url, connections, 1, args.duration, *wrk_args)
+
+        with bench.running(server):
+            loads = [
+                threading.Thread(
+                    target=load, args=("single", bench.SINGLE_PATH, 32, "single", "soak")
+                ),
+                threading.Thread(
+                    target=load,
+                    args=("batch", bench.BATCH_PATH, 4, "batch", *map(str, bodies)),
+                ),
+            ]
+            for t in loads:
+                t.start()
+            started = time.monotonic()
+            print("| seconds | RSS per worker (MB) | fragments |")
+            print("|---|---|---|")
+            while any(t.is_alive() for t in loads):
+                time.sleep(args.every)
+                rss = [bench.proc_status_kb(pid, "VmRSS") for pid in server.workers()]
+                mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
+                print(f"| {time.monotonic() - started:.0f} | {mb} | {fragments(data)} |")
+                sys.stdout.flush()
+            for t in loads:
+                t.join()
+            peak = ", ".join(f"{v:.0f}" for v in server.peak_rss_mb())
+        print()
+        for name, r in results.items():
+            print(f"{name}: {r.ok_per_s:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
+        print(f"peak RSS (VmHWM) per worker: {peak} MB")
+    return 0
+
+
+def fragments(data: Path) -> int:
+    try:
+        return len(json.loads((data / "manifest.json").read_bytes())["fragments"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -111,14 +111,14 @@ class Reader:
             pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
             pl.col("value").alias(spec.field),
             pl.col("device_id"),
-        ).collect()
+        ).collect(engine="in-memory")
 
     def _partials(
         self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
     ) -> pl.LazyFrame:
         """Per (minute, device) sums and counts: from the rollups for every whole minute
         of the range that no fresher row touches, from raw rows for the rest."""
-        fresh_rows = None if fresh is None else fresh.collect()
+        fresh_rows = None if fresh is None else fresh.collect(engine="in-memory")
         dirty = (
             pl.Series("minute", [], pl.Int64)
             if fresh_rows is None

@@ -35,7 +35,7 @@ log = logging.getLogger("service.storage")
 
 DAY_MS = 86_400_000
 TOP_LEVEL = 2
-MAX_MERGE_ROWS = 250_000
+MAX_MERGE_ROWS = 1_000_000
 
 
 @dataclass(slots=True)
@@ -121,7 +121,7 @@ def _dedupe_sorted(lf: pl.LazyFrame, report: Report) -> pl.DataFrame:
             pl.len().alias("n"),
             value.n_unique().alias("k"),
         )
-        .collect()
+        .collect(engine="streaming")
     )
     counts = latest.select((pl.col("n") - pl.col("k")).sum(), (pl.col("k") - 1).sum()).row(0)
     report.duplicates += int(counts[0] or 0)
@@ -148,12 +148,13 @@ def rollup(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], report: Report) -> None:
-    rows = _scan(store, files).collect()
+    # de-duplicated while streaming from the files: only the surviving rows are held
+    rows = _dedupe_sorted(_scan(store, files), report)
     day = (pl.col("ts").dt.epoch("ms") // DAY_MS).alias("day")
     outputs: list[FragmentInfo] = []
     try:
-        for part in rows.with_columns(day).partition_by("day"):
-            outputs.append(store.write(_dedupe_sorted(part.drop("day").lazy(), report), metric, 1))
+        for part in rows.with_columns(day).partition_by("day", maintain_order=True):
+            outputs.append(store.write(part.drop("day"), metric, 1))
     except BaseException:
         _unlink(store, outputs)
         raise

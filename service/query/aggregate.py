@@ -7,11 +7,14 @@ Input rows follow ``ROW_SCHEMA``. Output: ``minute`` (datetime[ms, UTC]), ``devi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from service.catalog import IDENTITY, Aggregation
+
+if TYPE_CHECKING:
+    from polars._typing import EngineType
 from service.config import PriorityScope
 
 
@@ -70,6 +73,7 @@ def from_partials(
     parts: pl.LazyFrame,
     priority: Mapping[str, int] | None,
     aggregation: Aggregation = "mean",
+    engine: EngineType = "auto",
 ) -> pl.LazyFrame:
     """Per (minute, device) partials, each pair once -> one value per minute.
 
@@ -77,10 +81,9 @@ def from_partials(
     unlisted devices go to the first device id); without, the partials are one device's.
     """
     value = pl.col("sum") if aggregation == "sum" else pl.col("sum") / pl.col("count")
-    # a few thousand rows: the in-memory engine has far less fixed cost than streaming
-    per_device = parts.select("minute", "device_id", value.alias("value")).collect(
-        engine="in-memory"
-    )
+    # ``parts`` runs on ``engine``; what follows is a few thousand rows, where the
+    # in-memory engine has far less fixed cost than the streaming one
+    per_device = parts.select("minute", "device_id", value.alias("value")).collect(engine=engine)
     if priority is None or per_device.height == 0:
         return per_device.lazy().sort("minute")
     # one integer per device, in preference order: a cheap key to pick the best by

@@ -97,8 +97,11 @@ class Reader:
         if fresh is not None:
             fresh = self._pick(q, fresh)
         rolled = settled and all(f.rollup for f in settled)
+        small = True  # the plan left to run is a few thousand rows: the in-memory engine
         if rolled and (priority is None or self._settings.priority_scope == "bucket"):
-            buckets = from_partials(self._partials(q, settled, fresh), priority, spec.aggregation)
+            # rollup rows from a few dozen small files: the in-memory engine is quicker
+            parts = self._partials(q, settled, fresh)
+            buckets = from_partials(parts, priority, spec.aggregation, "in-memory")
         else:
             rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
             if priority is None:
@@ -107,18 +110,19 @@ class Reader:
                 buckets = per_minute(
                     rows, priority, self._settings.priority_scope, spec.aggregation
                 )
+                small = self._settings.priority_scope == "bucket"  # else: every raw row
         return buckets.select(
             pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
             pl.col("value").alias(spec.field),
             pl.col("device_id"),
-        ).collect(engine="in-memory")
+        ).collect(engine="in-memory" if small else "auto")
 
     def _partials(
         self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
     ) -> pl.LazyFrame:
         """Per (minute, device) sums and counts: from the rollups for every whole minute
         of the range that no fresher row touches, from raw rows for the rest."""
-        fresh_rows = None if fresh is None else fresh.collect(engine="in-memory")
+        fresh_rows = None if fresh is None else fresh.collect()
         dirty = (
             pl.Series("minute", [], pl.Int64)
             if fresh_rows is None

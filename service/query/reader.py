@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from service import metrics
-from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.catalog import METRICS, ROW_SCHEMA
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.aggregate import (
@@ -25,6 +25,7 @@ from service.query.aggregate import (
     select,
     single_device,
 )
+from service.query.rollups import RollupCache
 from service.storage.compaction import DAY_MS, TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
@@ -48,6 +49,7 @@ class Reader:
         self._store = store
         self._buffer = buffer
         self._tails = {name: TailReader(name) for name in METRICS}
+        self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
 
     def run(self, q: Query) -> bytes | None:
         """The response body for ``q``, or None when no reading matches. Blocking."""
@@ -134,10 +136,11 @@ class Reader:
         whole = (minute >= first) & (minute < stop)
         if dirty.len():
             whole = whole & ~minute.is_in(dirty)
-        roll = pl.scan_parquet(
-            [self._store.fragment_dir / rollup_name(f.name) for f in settled],
-            schema=ROLLUP_SCHEMA,
-        ).filter(pl.col("user_id") == q.user_id, whole)
+        roll = (
+            pl.concat([self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in settled])
+            .lazy()
+            .filter(whole)
+        )
         if q.device_id is not None:
             roll = roll.filter(pl.col("device_id") == q.device_id)
         parts = [roll.select("minute", "device_id", "sum", "count")]

@@ -1,0 +1,55 @@
+"""The rollup cache answers like the file and keeps within its byte budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from service.catalog import ROLLUP_SCHEMA
+from service.query.rollups import RollupCache
+
+
+def write(directory: Path, name: str, users: list[str], minutes: int) -> pl.DataFrame:
+    start = datetime(2024, 1, 15, tzinfo=UTC)
+    frame = pl.DataFrame(
+        {
+            "user_id": [u for u in sorted(users) for _ in range(minutes)],
+            "device_id": "device_a",
+            "minute": [
+                start.replace(hour=m // 60, minute=m % 60) for _ in users for m in range(minutes)
+            ],
+            "sum": 70.0,
+            "count": 1,
+            "min": 70.0,
+            "max": 70.0,
+        },
+        schema=ROLLUP_SCHEMA,
+    )
+    frame.write_parquet(directory / name)
+    return frame
+
+
+def test_user_rows_are_the_users_rows_of_the_file(tmp_path: Path) -> None:
+    frame = write(tmp_path, "a.rollup.parquet", ["u1", "u10", "u2", "u3"], 30)
+    cache = RollupCache(tmp_path, 64 * 1024 * 1024)
+    for user in ("u1", "u10", "u2", "u3", "u0", "u4", ""):
+        want = frame.filter(pl.col("user_id") == user)
+        assert cache.user_rows("a.rollup.parquet", user).equals(want)
+
+
+def test_the_least_recently_used_files_leave_past_the_budget(tmp_path: Path) -> None:
+    names = [f"{i}.rollup.parquet" for i in range(4)]
+    for name in names:
+        write(tmp_path, name, ["u1", "u2"], 600)
+    one = int(pl.read_parquet(tmp_path / names[0]).estimated_size())
+    cache = RollupCache(tmp_path, 2 * one + one // 2)  # room for two files
+    for name in names:
+        cache.user_rows(name, "u1")
+    (tmp_path / names[0]).unlink()  # gone from the cache too: reading it again fails
+    (tmp_path / names[3]).unlink()  # still cached: answered from memory
+    assert cache.user_rows(names[3], "u2").height == 600
+    with pytest.raises(FileNotFoundError):
+        cache.user_rows(names[0], "u1")  # evicted: read from disk again

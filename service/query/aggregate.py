@@ -91,11 +91,15 @@ def from_partials(
         per_device["device_id"].unique().to_list(),
         key=lambda d: (priority.get(d, max(priority.values(), default=0) + 1), d),
     )
+    # sorted by one integer (minute, then device order), the first row of each minute is
+    # its best device's: several times cheaper than a two-key sort and a distinct pass
+    minute = pl.col("minute")
+    key = (minute.dt.epoch("ms") // 60_000) * (len(devices) + 1) + pl.col("order")
     return (
         per_device.lazy()
         .with_columns(_device_order(devices).alias("order"))
-        .sort("minute", "order")
-        .filter(pl.col("minute").is_first_distinct())
+        .sort(key)
+        .filter(minute.ne_missing(minute.shift(1)))
         .drop("order")
     )
 

@@ -17,37 +17,53 @@ import polars as pl
 from service.catalog import ROLLUP_SCHEMA
 
 
+class _Loaded:
+    """One rollup file in memory, with where each user's rows start and how many there are."""
+
+    __slots__ = ("frame", "size", "spans")
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+        self.size = int(frame.estimated_size())
+        spans = (
+            frame.select("user_id")
+            .with_row_index("start")
+            .group_by("user_id")
+            .agg(pl.col("start").min(), pl.len())
+        )
+        self.spans: dict[str, tuple[int, int]] = {
+            user: (start, count) for user, start, count in spans.iter_rows()
+        }
+
+
 class RollupCache:
     def __init__(self, directory: Path, budget_bytes: int) -> None:
         self._directory = directory
         self._budget = budget_bytes
-        self._frames: OrderedDict[str, pl.DataFrame] = OrderedDict()
+        self._files: OrderedDict[str, _Loaded] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def user_rows(self, name: str, user_id: str) -> pl.DataFrame:
         """The rows of ``user_id`` in rollup file ``name`` (sorted by user: a slice)."""
-        frame = self._frame(name)
-        users = frame["user_id"]
-        low = int(users.search_sorted(user_id, "left"))
-        high = int(users.search_sorted(user_id, "right"))
-        return frame.slice(low, high - low)
+        loaded = self._load(name)
+        start, count = loaded.spans.get(user_id, (0, 0))
+        return loaded.frame.slice(start, count)
 
-    def _frame(self, name: str) -> pl.DataFrame:
+    def _load(self, name: str) -> _Loaded:
         with self._lock:
-            frame = self._frames.get(name)
-            if frame is not None:
-                self._frames.move_to_end(name)
-                return frame
-        frame = pl.read_parquet(self._directory / name, schema=ROLLUP_SCHEMA)
-        size = int(frame.estimated_size())
-        if size > self._budget:
-            return frame
+            loaded = self._files.get(name)
+            if loaded is not None:
+                self._files.move_to_end(name)
+                return loaded
+        loaded = _Loaded(pl.read_parquet(self._directory / name, schema=ROLLUP_SCHEMA))
+        if loaded.size > self._budget:
+            return loaded
         with self._lock:
-            if name not in self._frames:
-                self._frames[name] = frame
-                self._bytes += size
+            if name not in self._files:
+                self._files[name] = loaded
+                self._bytes += loaded.size
             while self._bytes > self._budget:
-                _, old = self._frames.popitem(last=False)
-                self._bytes -= int(old.estimated_size())
-        return frame
+                _, old = self._files.popitem(last=False)
+                self._bytes -= old.size
+        return loaded

@@ -99,9 +99,9 @@ class Reader:
         if fresh is not None:
             fresh = self._pick(q, fresh)
         rolled = settled and all(f.rollup for f in settled)
-        small = True  # the plan left to run is a few thousand rows: the in-memory engine
+        small = True  # what is left to run is small: the in-memory engine's fixed cost is lower
         if rolled and (priority is None or self._settings.priority_scope == "bucket"):
-            # rollup rows from a few dozen small files: the in-memory engine is quicker
+            # rollup rows come from the in-memory cache: no scan left for the streaming engine
             parts = self._partials(q, settled, fresh)
             buckets = from_partials(parts, priority, spec.aggregation, "in-memory")
         else:

@@ -63,6 +63,11 @@ class MetricSpec:
     maximum: float
     aggregation: Aggregation
 
+    @property
+    def path(self) -> str:
+        """The metric's URL: ``/metrics/heart-rate`` for ``heart_rate``."""
+        return "/metrics/" + self.name.replace("_", "-")
+
 
 HEART_RATE = MetricSpec("heart_rate", "heart_rate", 30.0, 220.0, "mean")
 

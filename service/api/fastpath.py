@@ -15,15 +15,15 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.api.ingest import ACCEPTED_BODY
 from service.api.runtime import Runtime
 from service.catalog import METRICS
 from service.errors import ServiceError, error_response
 from service.validation import parse_one
 
-_ACCEPTED = b'{"status":"accepted"}'
 _HEADERS = [
     (b"content-type", b"application/json"),
-    (b"content-length", str(len(_ACCEPTED)).encode()),
+    (b"content-length", str(len(ACCEPTED_BODY)).encode()),
 ]
 
 
@@ -36,9 +36,7 @@ class SingleReadingShortcut:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self._state = state  # the app's: ``runtime`` once the lifespan has started
-        self._routes = {
-            "/metrics/" + spec.name.replace("_", "-"): spec for spec in METRICS.values()
-        }
+        self._routes = {spec.path: spec for spec in METRICS.values()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = self._routes.get(scope["path"]) if scope["type"] == "http" else None
@@ -60,7 +58,7 @@ class SingleReadingShortcut:
         metrics.READINGS_ACCEPTED.labels("single").inc()
         scope.setdefault("state", {})["accepted"] = 1
         await send({"type": "http.response.start", "status": 202, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": _ACCEPTED})
+        await send({"type": "http.response.body", "body": ACCEPTED_BODY})
 
 
 async def _read(receive: Receive, limit: int) -> tuple[bytes, bool, bool]:

@@ -14,7 +14,7 @@ from service.catalog import MetricSpec
 from service.errors import Detail, InvalidInput, PayloadTooLarge
 from service.validation import validate_batch, validate_one
 
-_ACCEPTED = b'{"status":"accepted"}'
+ACCEPTED_BODY = b'{"status":"accepted"}'
 _OFFLOAD_BYTES = 64 * 1024  # validate larger bodies in a thread
 
 
@@ -50,7 +50,7 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 def ingest_router(spec: MetricSpec) -> APIRouter:
-    path = "/metrics/" + spec.name.replace("_", "-")
+    path = spec.path
     router = APIRouter(tags=["ingest"])
 
     @router.post(
@@ -71,7 +71,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         await rt.ingestor.submit(spec.name, rows)
         metrics.READINGS_ACCEPTED.labels("single").inc()
         request.state.accepted = 1
-        return Response(_ACCEPTED, status_code=202, media_type="application/json")
+        return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
 
     @router.post(
         path + "/batch",

@@ -18,7 +18,7 @@ _DAY_MS = 86_400_000
 
 
 def query_router(spec: MetricSpec) -> APIRouter:
-    path = "/metrics/" + spec.name.replace("_", "-")
+    path = spec.path
     router = APIRouter(tags=["query"])
 
     @router.get(

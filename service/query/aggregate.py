@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from service.catalog import IDENTITY, Aggregation
+from service.config import PriorityScope
 
 if TYPE_CHECKING:
     from polars._typing import EngineType
-from service.config import PriorityScope
 
 
 def select(
@@ -54,12 +54,17 @@ def combine(settled: pl.LazyFrame | None, fresh: pl.LazyFrame | None) -> pl.Lazy
 
 def rank(priority: Mapping[str, int]) -> pl.Expr:
     """Device rank, lower wins; unlisted devices rank below every listed one."""
-    unlisted = max(priority.values(), default=0) + 1
+    unlisted = _unlisted(priority)
     return (
         pl.col("device_id")
         .replace_strict(dict(priority), default=unlisted, return_dtype=pl.Int64)
         .alias("rank")
     )
+
+
+def _unlisted(priority: Mapping[str, int]) -> int:
+    """The rank of a device the priority list does not name: below every listed one."""
+    return max(priority.values(), default=0) + 1
 
 
 def partials(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -89,7 +94,7 @@ def from_partials(
     # one integer per device, in preference order: a cheap key to pick the best by
     devices = sorted(
         per_device["device_id"].unique().to_list(),
-        key=lambda d: (priority.get(d, max(priority.values(), default=0) + 1), d),
+        key=lambda d: (priority.get(d, _unlisted(priority)), d),
     )
     # sorted by one integer (minute, then device order), the first row of each minute is
     # its best device's: several times cheaper than a two-key sort and a distinct pass

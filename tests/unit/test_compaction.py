@@ -36,6 +36,16 @@ def chunk(rng: random.Random, seq0: int, n: int = 200) -> pl.DataFrame:
     )
 
 
+def filled(root: Path, seed: int, chunks: int, rows: int = 200, worker: str = "w1") -> Store:
+    """A store with ``chunks`` level-0 fragments of ``rows`` random rows each."""
+    rng = random.Random(seed)
+    store = Store(root, worker, 5)
+    store.ensure_layout()
+    for i in range(chunks):
+        store.publish({"heart_rate": chunk(rng, i * 1000, rows)})
+    return store
+
+
 def answers(store: Store, tmp_path: Path) -> list[bytes | None]:
     reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
     out = []
@@ -48,11 +58,7 @@ def answers(store: Store, tmp_path: Path) -> list[bytes | None]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_compaction_changes_no_answer(tmp_path: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    for i in range(20):
-        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    store = filled(tmp_path, seed, 20)
     before = answers(store, tmp_path)
     assert compact(store, min_files=4) is not None
     assert answers(store, tmp_path) == before
@@ -144,10 +150,7 @@ def test_compaction_counts_duplicates_apart_from_replacements(tmp_path: Path) ->
 
 
 def test_verify_checks_rollups(tmp_path: Path) -> None:
-    rng = random.Random(5)
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    store.publish({"heart_rate": chunk(rng, 0)})
+    store = filled(tmp_path, 5, 1)
     compact(store, force=True, grace_s=3600)
     entry = next(f for f in store.manifest.read().fragments if f.rollup)
     assert verify(store) == []
@@ -173,11 +176,7 @@ def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> 
 
 
 def test_retired_files_outlive_the_grace_period_only(tmp_path: Path) -> None:
-    rng = random.Random(3)
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    for i in range(4):
-        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    store = filled(tmp_path, 3, 4)
     old = [store.fragment_dir / f.name for f in store.manifest.read().fragments]
     compact(store, min_files=4, grace_s=3600)
     assert all(p.exists() for p in old)  # a running query may still read them
@@ -226,11 +225,7 @@ def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
     from service.storage.wal import SegmentWriter, encode_frame, segment_path
     from service.validation import Rows
 
-    rng = random.Random(9)
-    store = Store(tmp_path / "live", "w1", 5)
-    store.ensure_layout()
-    for i in range(4):
-        store.publish({"heart_rate": chunk(rng, i * 1000)})
+    store = filled(tmp_path / "live", 9, 4)
     compact(store, min_files=4, grace_s=3600)  # leaves 4 retired files on disk
     wal = SegmentWriter(segment_path(store.wal_dir, "w2", 1))
     wal.append(encode_frame("heart_rate", 10**9, Rows(["u9"], ["d"], [BASE], [80.0])))
@@ -246,11 +241,7 @@ def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
 
 
 def test_a_reused_worker_id_never_overwrites_a_fragment(tmp_path: Path) -> None:
-    rng = random.Random(11)
-    first = Store(tmp_path, "same", 5)
-    first.ensure_layout()
-    for i in range(3):
-        first.publish({"heart_rate": chunk(rng, i * 1000)})
+    first = filled(tmp_path, 11, 3, worker="same")
     before = answers(first, tmp_path)
     second = Store(tmp_path, "same", 5)  # its name counter starts again at 1
     assert compact(second, force=True, grace_s=3600) is not None

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from service import logs
+from service import logs, metrics
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
 from service.api.fastpath import SingleReadingShortcut
@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         finally:
             app.state.runtime = None
             await ingestor.stop()
+            logs.access_log.flush()
+            metrics.tally.flush()
 
     app = FastAPI(
         title="Heart-rate metrics",

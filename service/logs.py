@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import sys
 import time
+
+import msgspec
 
 from service.config import Settings
 
@@ -27,21 +31,95 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class AccessLog:
+    """The access log: one line per request, in the format of the other logs, built
+    without the ``logging`` machinery and written to stderr once per event-loop turn
+    (one ``write`` for every request finished in that turn).
+
+    ``logging`` costs ~40 us per line here, a third of a single-reading request's CPU;
+    this costs ~2 us. A line is written before the loop polls for more I/O, so at most
+    the lines of the current turn are lost if the process is killed.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self._json = True
+        self._fd = 2
+        self._prefix = b""  # text lines: " [pid] INFO service.access "
+        self._lines: list[bytes] = []
+        self._second = -1
+        self._stamp = ""
+        self._encode = msgspec.json.Encoder().encode
+
+    def configure(self, *, enabled: bool, json_lines: bool, fd: int) -> None:
+        self.flush()
+        self.enabled, self._json, self._fd = enabled, json_lines, fd
+        self._prefix = f" [{os.getpid()}] INFO service.access ".encode()
+
+    def request(self, message: str, fields: dict[str, object]) -> None:
+        """Queue one line; it is written at the end of the current loop turn."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = f"{int((now - second) * 1000):03d}"
+        if self._json:
+            entry: dict[str, object] = {
+                "ts": f"{self._stamp}.{millis}Z",
+                "level": "info",
+                "logger": "service.access",
+                "message": message,
+            }
+            entry.update(fields)
+            line = self._encode(entry) + b"\n"
+        else:
+            line = f"{self._stamp}.{millis}Z".encode() + self._prefix + message.encode() + b"\n"
+        if not self._lines:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: write at once
+                self._lines.append(line)
+                self.flush()
+                return
+        self._lines.append(line)
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        data = memoryview(b"".join(self._lines))
+        self._lines.clear()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:
+            pass  # like logging: a log that cannot be written does not fail the request
+
+
+access_log = AccessLog()
+
+
+def json_lines_wanted(settings: Settings) -> bool:
+    return settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+
+
 def configure(settings: Settings) -> None:
     """Service logs to stderr (gunicorn's error log): JSON lines, or text in a terminal."""
     logger = logging.getLogger("service")
     logger.setLevel(settings.log_level)
-    if logger.handlers:
+    access_log.configure(
+        enabled=settings.access_log and logger.isEnabledFor(logging.INFO),
+        json_lines=json_lines_wanted(settings),
+        fd=sys.stderr.fileno(),
+    )
+    if logger.handlers:  # under gunicorn: its logconfig_dict set the handlers
         return
     handler = logging.StreamHandler()
-    json_lines = settings.log_format == "json" or (
-        settings.log_format == "auto" and not sys.stderr.isatty()
-    )
-    if json_lines:
+    if json_lines_wanted(settings):
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
-    access = logging.getLogger("service.access")
-    access.setLevel(logging.INFO if settings.access_log else logging.WARNING)

@@ -1,4 +1,4 @@
-"""Prometheus metric objects (names, labels, buckets) and nothing else.
+"""Prometheus metric objects (names, labels, buckets), and a per-turn tally for the hot path.
 
 Under gunicorn every worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR`` and
 ``/metrics`` merges them; gauges use ``livesum`` so dead workers drop out.
@@ -6,7 +6,90 @@ Under gunicorn every worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR``
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class TurnTally:
+    """Per-request counts and observations, added to the shared values at the end of
+    the event-loop turn they were made in.
+
+    In multiprocess mode each ``inc`` takes a lock, checks the pid and writes the
+    worker's mmap file, and an observation is two of them; that was a sixth of a
+    single-reading request's CPU. Requests finishing in the same turn now share one
+    write per touched value. The values are written before the loop polls for more
+    I/O, so a scrape never misses a request that was answered before it arrived.
+    Outside an event loop (worker threads, tests) values are written at once.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[Counter, float] = {}
+        self._observed: dict[Histogram, list[float]] = {}
+        self._children: dict[tuple[object, ...], Counter | Histogram] = {}
+        self._scheduled = False
+
+    def inc(self, counter: Counter, amount: float = 1.0) -> None:
+        self._counts[counter] = self._counts.get(counter, 0.0) + amount
+        self._schedule()
+
+    def observe(self, histogram: Histogram, value: float) -> None:
+        if (values := self._observed.get(histogram)) is None:
+            self._observed[histogram] = [value]
+        else:
+            values.append(value)
+        self._schedule()
+
+    def counter(self, metric: Counter, *labels: str) -> Counter:
+        """``metric.labels(*labels)``, looked up once."""
+        child = self._children.get((metric, *labels))
+        if child is None:
+            child = self._children[(metric, *labels)] = metric.labels(*labels)
+        assert isinstance(child, Counter)
+        return child
+
+    def histogram(self, metric: Histogram, *labels: str) -> Histogram:
+        """``metric.labels(*labels)``, looked up once."""
+        child = self._children.get((metric, *labels))
+        if child is None:
+            child = self._children[(metric, *labels)] = metric.labels(*labels)
+        assert isinstance(child, Histogram)
+        return child
+
+    def _schedule(self) -> None:
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop in this thread
+            self.flush()
+            return
+        self._scheduled = True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        for histogram, values in observed.items():
+            observe_many(histogram, values)
+
+
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each value, one write per touched bucket."""
+    bounds = histogram._upper_bounds  # ends with +Inf: every value has a bucket
+    per_bucket: dict[int, int] = {}
+    for value in values:
+        index = bisect_left(bounds, value)  # the first bound >= value, as observe() picks
+        per_bucket[index] = per_bucket.get(index, 0) + 1
+    histogram._sum.inc(sum(values))
+    for index, count in per_bucket.items():
+        histogram._buckets[index].inc(count)
+
+
+tally = TurnTally()
 
 # sub-millisecond to seconds: fsyncs and small queries sit at the bottom, flushes and
 # long-range queries at the top

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import secrets
+import os
 import time
 
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-
-access_log = logging.getLogger("service.access")
+from service.logs import access_log
 
 _MAX_REQUEST_ID = 128
 
@@ -22,7 +20,7 @@ def _request_id(scope: Scope) -> str:
             text: str = value.decode("latin-1")
             if 0 < len(text) <= _MAX_REQUEST_ID and text.isprintable():
                 return text
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 class RequestObserver:
@@ -56,24 +54,23 @@ class RequestObserver:
         finally:
             elapsed = time.perf_counter() - started
             template = getattr(scope.get("route"), "path", "unmatched")
-            metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                    extra={
-                        "fields": {
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "route": template,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "request_id": request_id,
-                            "worker": worker,
-                            **{k: v for k, v in state.items() if k in ("accepted", "rejected")},
-                        }
-                    },
-                )
+            tally = metrics.tally
+            tally.observe(
+                tally.histogram(metrics.REQUEST_SECONDS, scope["method"], template, str(status)),
+                elapsed,
+            )
+            if access_log.enabled:
+                method, path = scope["method"], scope["path"]
+                fields: dict[str, object] = {
+                    "method": method,
+                    "path": path,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": request_id,
+                    "worker": worker,
+                }
+                for key in ("accepted", "rejected"):
+                    if key in state:
+                        fields[key] = state[key]
+                access_log.request(f"{method} {path} {status} {elapsed * 1000:.1f}ms", fields)

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import polars as pl
@@ -43,6 +44,8 @@ class Ingestor:
         self._pending: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._io_lock = asyncio.Lock()
+        # group commits run here: one thread, no pool or limiter bookkeeping per write
+        self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix="wal")
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
@@ -69,6 +72,7 @@ class Ingestor:
         flushed = await self.flush()
         if self._log is not None:
             await anyio.to_thread.run_sync(self._close_log, flushed)
+        self._wal_thread.shutdown(wait=False)
 
     def _close_log(self, flushed: bool) -> None:
         if self._log is not None:
@@ -89,7 +93,8 @@ class Ingestor:
         self._pending.append((metric, rows, first_seq, frame, time.monotonic(), future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
-        await asyncio.shield(future)
+        # a cancelled request cancels only its own future: the group still commits
+        await future
 
     def _reserve(self, count: int) -> int:
         first = max(time.time_ns(), self._last_seq + 1)
@@ -112,7 +117,9 @@ class Ingestor:
                     visible = time.monotonic()
                     for metric, rows, first_seq, _, submitted, _ in group:
                         self.buffer.add(metric, rows, first_seq)
-                        metrics.READ_AFTER_WRITE_LAG_SECONDS.observe(visible - submitted)
+                        metrics.tally.observe(
+                            metrics.READ_AFTER_WRITE_LAG_SECONDS, visible - submitted
+                        )
             for *_, future in group:
                 if future.done():
                     continue
@@ -130,7 +137,9 @@ class Ingestor:
         sync = self._settings.durability == "fsync"
         started = time.perf_counter()
         try:
-            await anyio.to_thread.run_sync(_write, owned, data, sync)
+            await asyncio.get_running_loop().run_in_executor(
+                self._wal_thread, _write, owned, data, sync
+            )
         except OSError as exc:
             log.error("WAL write failed: %s", exc)
             # after a failed write or fsync the segment's tail is unknown: start a new one

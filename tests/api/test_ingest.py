@@ -291,3 +291,25 @@ def test_a_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
     bad = json.dumps(reading(heart_rate=500)).encode()
     r = client.post(ONE, content=iter([bad[:10], bad[10:]]))
     assert (r.status_code, fields(r)) == (400, ["heart_rate"])
+
+
+def test_each_request_gets_one_access_line_with_its_id(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with make_client(settings, log_format="json") as c:
+        capfd.readouterr()
+        ok = c.post(ONE, json=reading(user_id="logged"), headers={"X-Request-ID": "log-1"})
+        bad = c.post(BATCH, json={"readings": [GOOD, reading(heart_rate=5)]})
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if "service.access" in x]
+    assert [
+        (x["request_id"], x["status"], x.get("accepted"), x.get("rejected")) for x in lines
+    ] == [
+        ("log-1", 202, 1, None),
+        (bad.headers["x-request-id"], 202, 1, 1),
+    ]
+    assert ok.headers["x-request-id"] == "log-1"
+    assert {x["route"] for x in lines} == {ONE, BATCH}
+    with make_client(settings, access_log=False) as c:
+        capfd.readouterr()
+        c.post(ONE, json=GOOD)
+    assert "service.access" not in capfd.readouterr().err

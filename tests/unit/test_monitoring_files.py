@@ -28,6 +28,12 @@ def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
         assert not unknown, f"{name} names metrics the service does not export: {unknown}"
 
 
+def test_the_dashboard_shows_every_exported_metric() -> None:
+    shown = referenced((MONITORING / "grafana-dashboard.json").read_text())
+    missing = {n for n in KNOWN if re.sub(r"_total$", "", n) not in shown}
+    assert not missing, f"metrics missing from the dashboard: {sorted(missing)}"
+
+
 def test_dashboard_is_valid_json_with_panels() -> None:
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     assert len(dashboard["panels"]) >= 8

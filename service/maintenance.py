@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import Settings
 from service.query.aggregate import dedupe
-from service.storage.compaction import compact
+from service.storage.compaction import DAY_MS, TOP_LEVEL, compact
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
@@ -36,10 +36,12 @@ def verify(store: Store) -> list[str]:
     for f in snapshot.fragments:
         path = store.fragment_dir / f.name
         try:
-            ts = pl.col("ts").dt.epoch("ms")
-            rows, low, high = (
+            ts, user = pl.col("ts").dt.epoch("ms"), pl.col("user_id")
+            rows, low, high, first_user, last_user = (
                 pl.scan_parquet(path, schema=ROW_SCHEMA)
-                .select(pl.len(), ts.min().alias("low"), ts.max().alias("high"))
+                .select(
+                    pl.len(), ts.min(), ts.max().alias("high"), user.min(), user.max().alias("last")
+                )
                 .collect()
                 .row(0)
             )
@@ -51,13 +53,38 @@ def verify(store: Store) -> list[str]:
                 f"{f.name}: has {rows} rows in [{low}, {high}], manifest says "
                 f"{f.rows} in [{f.min_ts}, {f.max_ts}]"
             )
+        if rows and not (f.holds(first_user) and f.holds(last_user)):
+            problems.append(
+                f"{f.name}: holds user ids {first_user!r} to {last_user!r}, outside its "
+                f"range [{f.user_lo!r}, {f.user_hi!r})"
+            )
         if f.rollup:
             problems += _verify_rollup(store, f)
+    problems += _verify_ranges(snapshot.fragments)
     retired = {name for name, _ in snapshot.retired}
     if store.fragment_dir.exists():
         for path in sorted(store.fragment_dir.iterdir()):
             if path.name not in listed | retired and not path.name.endswith(".tmp"):
                 problems.append(f"{path.name}: not listed in the manifest (orphan)")
+    return problems
+
+
+def _verify_ranges(fragments: tuple[FragmentInfo, ...]) -> list[str]:
+    """A compacted day's level-2 files must have disjoint user ranges covering every id."""
+    days: dict[tuple[str, int], list[FragmentInfo]] = {}
+    for f in fragments:
+        if f.level == TOP_LEVEL:
+            days.setdefault((f.metric, f.min_ts // DAY_MS), []).append(f)
+    problems = []
+    for (metric, day), files in sorted(days.items()):
+        # the unbounded-below range first, then by lower bound; each must end where the
+        # next one starts, the last one unbounded above
+        ranges = sorted(
+            ((f.user_lo, f.user_hi) for f in files), key=lambda r: (r[0] is not None, r[0] or "")
+        )
+        starts, ends = [lo for lo, _ in ranges], [hi for _, hi in ranges]
+        if starts[0] is not None or None in starts[1:] or ends != [*starts[1:], None]:
+            problems.append(f"{metric} day {day}: level-2 user ranges do not tile the ids")
     return problems
 
 
@@ -160,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify", help="check every listed file, orphans and WAL state")
     sub.add_parser("recover", help="replay WALs of dead workers into fragments")
     c = sub.add_parser("compact", help="merge fragments now")
-    c.add_argument("--full", action="store_true", help="merge every day into one file")
+    c.add_argument("--full", action="store_true", help="merge every day down to its level-2 files")
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")

@@ -71,7 +71,7 @@ class Reader:
             for path in paths
         ]
         unflushed += self._tails[q.metric].read(others)
-        fragments = self._store.fragments(q.metric, q.start_ms, q.end_ms)
+        fragments = self._store.fragments(q.metric, q.start_ms, q.end_ms, q.user_id)
         metrics.QUERY_FRAGMENTS.observe(len(fragments))
         metrics.QUERY_ROWS.observe(
             sum(df.height for df in unflushed) + sum(f.rows for f in fragments)
@@ -81,7 +81,7 @@ class Reader:
         fresh_paths = []
         for f in fragments:
             day = f.min_ts // DAY_MS
-            if f.level == TOP_LEVEL and day not in days:
+            if f.level == TOP_LEVEL and day not in days:  # the day's one file of this user
                 days.add(day)
                 settled.append(f)
             else:

@@ -5,11 +5,17 @@ metric merged from level-0 fragments; 2 is a whole day merged from its level-1 a
 level-2 files, de-duplicated by reading identity (the highest ``seq`` wins) and sorted by
 (user_id, ts) so that row-group statistics prune a one-user query to a few row groups.
 A level is merged once it holds ``min_files`` files (for a day), so each day settles at
-one level-2 file plus fewer than ``min_files`` files of each lower level. A level-0 merge
-takes at most ``max_rows`` rows (oldest files first), which bounds its memory; the rest
-waits for the next merge. Each level-2 file gets a per-minute rollup (see ``fragments``)
-from the same de-duplicated rows, so queries read 1 row per device and minute instead of
-up to 60 (or 600 at 10 Hz) for every minute nothing fresher has touched.
+its level-2 files plus fewer than ``min_files`` files of each lower level.
+
+Memory is bounded by ``max_rows`` input rows per step, not by the size of a day: a
+level-0 merge takes at most that many rows (oldest files first; the rest waits for the
+next merge), and a day merge cuts the day's user ids into ranges of at most that many
+input rows (a single user's day is never split) and merges one range at a time into its
+own level-2 file. A day's level-2 files have disjoint user ranges covering every id, so a
+one-user query reads exactly one of them. Each level-2 file gets a per-minute rollup
+(see ``fragments``) from the same de-duplicated rows, so queries read 1 row per device
+and minute instead of up to 60 (or 600 at 10 Hz) for every minute nothing fresher has
+touched.
 
 One compactor runs at a time across all processes (a non-blocking file lock elects it).
 Each merge is one manifest change that lists the outputs and retires the inputs; retired
@@ -18,10 +24,11 @@ files are deleted after ``grace_s`` so that queries already running keep their f
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 from filelock import FileLock, Timeout
@@ -35,7 +42,7 @@ log = logging.getLogger("service.storage")
 
 DAY_MS = 86_400_000
 TOP_LEVEL = 2
-MAX_MERGE_ROWS = 1_000_000
+MAX_MERGE_ROWS = 400_000  # input rows per merge step: ~120 MB at the peak
 
 
 @dataclass(slots=True)
@@ -79,8 +86,8 @@ def compact(
                 _merge_level0(store, metric, batch, report)
         for (metric, _day), group in _days(store).items():
             lower = [f for f in group if f.level < TOP_LEVEL]
-            if (force and (len(group) > 1 or lower)) or len(lower) >= min_files:
-                _merge_day(store, metric, group, report)
+            if (force and lower) or len(lower) >= min_files:
+                _merge_day(store, metric, group, report, max_rows)
         return report
     finally:
         lock.release()
@@ -161,15 +168,58 @@ def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], report: 
     _swap(store, files, outputs, report)
 
 
-def _merge_day(store: Store, metric: str, files: list[FragmentInfo], report: Report) -> None:
-    rows = _dedupe_sorted(_scan(store, files), report)
-    output = store.write(rows, metric, TOP_LEVEL)
+def _merge_day(
+    store: Store, metric: str, files: list[FragmentInfo], report: Report, max_rows: int
+) -> None:
+    users = (
+        _scan(store, files)
+        .group_by("user_id")
+        .agg(pl.len())
+        .sort("user_id")
+        .collect(engine="streaming")
+    )
+    outputs: list[FragmentInfo] = []
     try:
-        output = publish_rollup(rollup(rows), store.fragment_dir, output)
+        for lo, hi in user_ranges(users["user_id"].to_list(), users["len"].to_list(), max_rows):
+            inputs = [f for f in files if f.overlaps(lo, hi)]
+            rows = _dedupe_sorted(_scan(store, inputs).filter(_in_range(lo, hi)), report)
+            output = store.write(rows, metric, TOP_LEVEL)
+            outputs.append(output)
+            output = replace(
+                publish_rollup(rollup(rows), store.fragment_dir, output), user_lo=lo, user_hi=hi
+            )
+            outputs[-1] = output
+            del rows
     except BaseException:
-        _unlink(store, [output])
+        _unlink(store, outputs)
         raise
-    _swap(store, files, [output], report)
+    _swap(store, files, outputs, report)
+
+
+def user_ranges(
+    users: list[str], counts: list[int], max_rows: int
+) -> list[tuple[str | None, str | None]]:
+    """Cut sorted ``users`` (with their row counts) into ``[lo, hi)`` ranges of at most
+    ``max_rows`` rows (one user may exceed it alone); together they cover every id."""
+    starts: list[str] = []
+    rows = 0
+    for user, count in zip(users, counts, strict=True):
+        if rows and rows + count > max_rows:
+            starts.append(user)
+            rows = 0
+        rows += count
+    bounds: list[str | None] = [None, *starts, None]
+    return list(itertools.pairwise(bounds))
+
+
+def _in_range(lo: str | None, hi: str | None) -> pl.Expr:
+    user = pl.col("user_id")
+    keep = pl.lit(True)
+    if lo is not None:
+        keep = keep & (user >= lo)
+    if hi is not None:
+        keep = keep & (user < hi)
+    return keep
 
 
 def _unlink(store: Store, infos: list[FragmentInfo]) -> None:

@@ -7,6 +7,10 @@ level 0 (a flush) in arrival order, higher levels (compaction output) sorted by
 (user_id, ts). A fragment is written under a temporary name, fsynced and
 renamed into place; it is visible to queries only once the manifest lists it.
 
+A fully compacted day is a set of level-2 files with disjoint user ranges that together
+cover every user id: ``user_lo`` (inclusive) to ``user_hi`` (exclusive), ``None`` for no
+bound; lower levels, and day files written before ranges existed, have no bounds.
+
 A fully compacted day file may carry a companion rollup, ``<name>.rollup.parquet``
 (``ROLLUP_SCHEMA``: per user, device and UTC minute the sum, count, min and max of its
 de-duplicated readings, sorted by (user_id, minute)); its manifest entry says so.
@@ -34,6 +38,20 @@ class FragmentInfo:
     max_ts: int  # epoch ms, inclusive
     level: int = 0  # 0: flushed; n: rewritten by n compactions
     rollup: bool = False  # a per-minute rollup file accompanies it
+    user_lo: str | None = None  # the user ids it may hold: user_lo <= id < user_hi
+    user_hi: str | None = None
+
+    def holds(self, user_id: str) -> bool:
+        """Whether rows of ``user_id`` may be in this file."""
+        return (self.user_lo is None or self.user_lo <= user_id) and (
+            self.user_hi is None or user_id < self.user_hi
+        )
+
+    def overlaps(self, lo: str | None, hi: str | None) -> bool:
+        """Whether this file's user range meets ``[lo, hi)``."""
+        return (hi is None or self.user_lo is None or self.user_lo < hi) and (
+            lo is None or self.user_hi is None or lo < self.user_hi
+        )
 
     @property
     def files(self) -> tuple[str, ...]:

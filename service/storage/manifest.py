@@ -2,11 +2,13 @@
 
 File: ``manifest.json`` beside ``manifest.json.lock``. Content:
 ``{"version": 1, "generation": n,
-   "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup"}, ...],
+   "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
+                  "user_lo", "user_hi"}, ...],
    "retired": [{"name", "at"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
 flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
-per-minute rollup file accompanies the entry (retired with it). Retired files are
+per-minute rollup file accompanies the entry (retired with it); ``user_lo``/``user_hi``
+bound the user ids of a level-2 file (null: unbounded). Retired files are
 no longer read by new queries; they are deleted after a grace period so that queries
 already running never lose a file under them.
 
@@ -43,6 +45,8 @@ class _Entry(msgspec.Struct):
     max_ts: int
     level: int = 0
     rollup: bool = False
+    user_lo: str | None = None
+    user_hi: str | None = None
 
 
 class _Retired(msgspec.Struct):
@@ -146,7 +150,17 @@ def _parse(data: bytes) -> Snapshot:
     return Snapshot(
         doc.generation,
         tuple(
-            FragmentInfo(e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level, e.rollup)
+            FragmentInfo(
+                e.name,
+                e.metric,
+                e.rows,
+                e.min_ts,
+                e.max_ts,
+                e.level,
+                e.rollup,
+                e.user_lo,
+                e.user_hi,
+            )
             for e in doc.fragments
         ),
         tuple((r.name, r.at) for r in doc.retired),

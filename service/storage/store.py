@@ -57,13 +57,19 @@ class Store:
             except FileExistsError:
                 continue
 
-    def fragments(self, metric: str, start_ms: int, end_ms: int) -> list[FragmentInfo]:
-        """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``."""
+    def fragments(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None
+    ) -> list[FragmentInfo]:
+        """Listed fragments of ``metric`` that may hold rows in ``[start_ms, end_ms)``
+        (of ``user_id``, when given)."""
         snapshot: Snapshot = self.manifest.read()
         return [
             f
             for f in snapshot.fragments
-            if f.metric == metric and f.min_ts < end_ms and f.max_ts >= start_ms
+            if f.metric == metric
+            and f.min_ts < end_ms
+            and f.max_ts >= start_ms
+            and (user_id is None or f.holds(user_id))
         ]
 
     def _next_name(self) -> str:

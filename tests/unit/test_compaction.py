@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import random
 from pathlib import Path
@@ -15,7 +17,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import compact
+from service.storage.compaction import compact, user_ranges
 from service.storage.store import Store
 
 BASE = 1_705_312_800_000
@@ -66,7 +68,7 @@ def test_compaction_changes_no_answer(tmp_path: Path, seed: int) -> None:
     assert compact(store, force=True, grace_s=3600) is not None
     assert answers(store, tmp_path) == before
     days = {f.min_ts // DAY for f in store.manifest.read().fragments}
-    assert len(store.manifest.read().fragments) == len(days)  # one file per day
+    assert len(store.manifest.read().fragments) == len(days)  # small days: one file each
     assert verify(store) == []
 
 
@@ -288,3 +290,76 @@ def test_a_level0_merge_takes_at_most_max_rows(tmp_path: Path) -> None:
     # five merges of two 100-row fragments, then the day's five level-1 files into one
     assert (report.files_in, report.files_out) == (10 + 5, 5 + 1)
     assert [f.level for f in store.manifest.read().fragments] == [2]
+
+
+def test_a_day_merge_works_one_user_range_at_a_time(tmp_path: Path) -> None:
+    users = [f"u{i:02d}" for i in range(20)]
+
+    def fill(store: Store, rng: random.Random, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            rows = chunk(rng, i * 1000, 150).with_columns(
+                pl.Series("user_id", [rng.choice(users) for _ in range(150)])
+            )
+            store.publish({"heart_rate": rows})
+
+    compacted, plain = Store(tmp_path / "c", "w1", 5), Store(tmp_path / "p", "w1", 5)
+    rngs = random.Random(4), random.Random(4)
+    for store, rng in zip((compacted, plain), rngs, strict=True):
+        store.ensure_layout()
+        fill(store, rng, 0, 12)
+    compact(compacted, min_files=4, grace_s=3600, max_rows=200)
+    for store, rng in zip((compacted, plain), rngs, strict=True):
+        fill(store, rng, 12, 12)  # more rows for the same days: ranges are cut anew
+    report = compact(compacted, force=True, grace_s=3600, max_rows=200)
+    assert report is not None
+
+    def ask(store: Store) -> list[bytes | None]:
+        reader = Reader(Settings(data_dir=store.root), store, Buffer())
+        return [reader.run(Query("heart_rate", u, BASE, BASE + 3 * DAY)) for u in users]
+
+    assert ask(compacted) == ask(plain)
+    files = compacted.manifest.read().fragments
+    days = len({f.min_ts // DAY for f in files})
+    reader = Reader(Settings(data_dir=compacted.root), compacted, Buffer())
+    for user in users:  # a query reads one day file per day and nothing else
+        settled, fresh = reader._sources(Query("heart_rate", user, BASE, BASE + 3 * DAY))
+        assert (len(settled), fresh) == (days, None)
+    assert {f.level for f in files} == {2}
+    for day in {f.min_ts // DAY for f in files}:
+        ranges = sorted(
+            ((f.user_lo, f.user_hi) for f in files if f.min_ts // DAY == day),
+            key=lambda r: r[0] or "",
+        )
+        assert len(ranges) > 1
+        # disjoint and covering: each range starts where the previous one ends
+        assert ranges[0][0] is None
+        assert ranges[-1][1] is None
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+        for user in users:
+            holding = compacted.fragments("heart_rate", day * DAY, (day + 1) * DAY, user)
+            assert len(holding) == 1
+    assert all(f.rows <= 200 for f in files)
+    assert verify(compacted) == []
+
+
+def test_user_ranges_never_split_a_user() -> None:
+    assert user_ranges(["a", "b", "c", "d"], [2, 2, 5, 1], 4) == [
+        (None, "c"),
+        ("c", "d"),
+        ("d", None),
+    ]
+    assert user_ranges(["a"], [10], 4) == [(None, None)]
+
+
+def test_verify_checks_the_user_ranges_of_day_files(tmp_path: Path) -> None:
+    store = filled(tmp_path, 5, 8, rows=300)
+    compact(store, force=True, grace_s=3600, max_rows=200)
+    files = store.manifest.read().fragments
+    assert verify(store) == []
+    split = next(f for f in files if f.user_hi is not None)
+    # a gap between two ranges, and a file holding ids outside its range
+    store.manifest.commit(remove=[split.name], retire=False)
+    store.manifest.commit(add=[dataclasses.replace(split, user_hi="u0")])
+    problems = verify(store)
+    assert any("do not tile" in p for p in problems)
+    assert any(f"{split.name}: holds user ids" in p for p in problems)

@@ -40,6 +40,7 @@ class Settings:
     compact_interval_s: float = 30.0
     compact_min_files: int = 8
     compact_grace_s: float = 120.0
+    compact_max_rows: int = 400_000
     rollup_cache_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     log_format: Literal["auto", "text", "json"] = "auto"
@@ -65,6 +66,7 @@ class Settings:
             compact_interval_s=_float(env, "HR_COMPACT_INTERVAL_S", 30.0, minimum=0.01),
             compact_min_files=_int(env, "HR_COMPACT_MIN_FILES", 8, minimum=2),
             compact_grace_s=_float(env, "HR_COMPACT_GRACE_S", 120.0, minimum=0.0),
+            compact_max_rows=_int(env, "HR_COMPACT_MAX_ROWS", 400_000, minimum=1000),
             rollup_cache_bytes=_int(env, "HR_ROLLUP_CACHE_MB", 64, minimum=0) * 1024 * 1024,
             log_level=_choice(
                 env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

@@ -109,10 +109,14 @@ def configure(settings: Settings) -> None:
     """Service logs to stderr (gunicorn's error log): JSON lines, or text in a terminal."""
     logger = logging.getLogger("service")
     logger.setLevel(settings.log_level)
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stderr (tests, embedding)
+        fd = 2
     access_log.configure(
         enabled=settings.access_log and logger.isEnabledFor(logging.INFO),
         json_lines=json_lines_wanted(settings),
-        fd=sys.stderr.fileno(),
+        fd=fd,
     )
     if logger.handlers:  # under gunicorn: its logconfig_dict set the handlers
         return

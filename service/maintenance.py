@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import os
+import resource
 import secrets
 import shutil
 import sys
 from pathlib import Path
 
 import polars as pl
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
+from service import logs
 from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import Settings
 from service.query.aggregate import dedupe
-from service.storage.compaction import DAY_MS, TOP_LEVEL, compact
+from service.storage.compaction import DAY_MS, TOP_LEVEL, compact, compaction_lock
+from service.storage.files import is_held
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
@@ -116,13 +121,7 @@ def wal_state(store: Store) -> list[str]:
 
 
 def _alive(store: Store, worker: str) -> bool:
-    lock = FileLock(lock_path(store.wal_dir, worker))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
+    return is_held(FileLock(lock_path(store.wal_dir, worker)))
 
 
 def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int]:
@@ -136,7 +135,7 @@ def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int
     dest.mkdir(parents=True, exist_ok=False)
     (dest / "fragments").mkdir()
     (dest / "wal").mkdir()
-    with FileLock(store.root / "compaction.lock").acquire(timeout=timeout_s):
+    with compaction_lock(store).acquire(timeout=timeout_s):
         manifest = store.manifest.path.read_bytes() if store.manifest.path.exists() else None
         snapshot = store.manifest.read()
         for f in snapshot.fragments:
@@ -188,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("recover", help="replay WALs of dead workers into fragments")
     c = sub.add_parser("compact", help="merge fragments now")
     c.add_argument("--full", action="store_true", help="merge every day down to its level-2 files")
+    c.add_argument(
+        "--min-files", type=int, help="files that trigger a merge (HR_COMPACT_MIN_FILES)"
+    )
+    c.add_argument("--grace-s", type=float, help="retired files' grace (HR_COMPACT_GRACE_S)")
+    c.add_argument("--max-rows", type=int, help="rows per merge step (HR_COMPACT_MAX_ROWS)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON (null: busy)")
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
@@ -213,12 +218,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replayed {replay_orphans(store)} rows")
         return 0
     if args.command == "compact":
+        logs.configure(settings)
         report = compact(
             store,
             force=args.full,
-            min_files=settings.compact_min_files,
-            grace_s=settings.compact_grace_s,
+            min_files=args.min_files or settings.compact_min_files,
+            grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
+            max_rows=args.max_rows or settings.compact_max_rows,
         )
+        if args.json:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            fields = (
+                None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}
+            )
+            print(json.dumps(fields))
+            return 0
         print("another process is compacting; try again" if report is None else report)
         return 0 if report is not None else 1
     if args.command == "backup":

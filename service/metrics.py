@@ -179,6 +179,12 @@ READ_AFTER_WRITE_LAG_SECONDS = Histogram(
     " them (the WAL write; with durability none, the flush).",
     buckets=LATENCY_BUCKETS,
 )
+COMPACTION_PEAK_RSS_BYTES = Gauge(
+    "hr_compaction_peak_rss_bytes",
+    "Peak resident memory of the last compaction pass's process (compaction runs in a"
+    " child process, so workers' memory does not carry it).",
+    multiprocess_mode="max",
+)
 WAL_APPENDS = Counter("hr_wal_appends_total", "Group-commit writes to the WAL.")
 WAL_BYTES = Counter("hr_wal_bytes_total", "Bytes written to the WAL.")
 MANIFEST_FRAGMENTS = Gauge(

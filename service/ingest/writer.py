@@ -9,27 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import anyio
-import polars as pl
 
 from service import metrics
 from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
-from service.storage.compaction import compact
+from service.storage.compaction import Report, is_compacting
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
 from service.validation import Rows
 
 log = logging.getLogger("service.ingest")
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``-m service...`` is found
 
 # metric, rows, first seq, WAL frame, submitted at (monotonic), the waiting request
 _Pending = tuple[str, Rows, int, bytes, float, "asyncio.Future[None]"]
@@ -49,6 +53,7 @@ class Ingestor:
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self._compacting: asyncio.Task[None] | None = None
         self._last_seq = 0
         self._last_flush = time.monotonic()
         self.flush_failures = 0
@@ -63,10 +68,11 @@ class Ingestor:
 
     async def stop(self) -> None:
         """Flush everything; on success the WAL files go too."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._compacting):
+            if task is not None:
+                task.cancel()  # a running compaction pass finishes first (one commit)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         while self._drainer is not None and not self._drainer.done():
             await self._drainer
         flushed = await self.flush()
@@ -211,16 +217,16 @@ class Ingestor:
         return rows
 
     async def compact(self) -> None:
-        """One compaction pass, if no other process is compacting."""
-        st = self._settings
+        """One compaction pass in a child process, if no other process is compacting.
+
+        The child holds the merge's memory and CPU: the worker's resident memory stays
+        flat (what a merge allocates goes back to the system when the child exits) and
+        the merge never competes with request handling for the worker's GIL.
+        """
         started = time.perf_counter()
         try:
-            report = await anyio.to_thread.run_sync(
-                lambda: compact(
-                    self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s
-                )
-            )
-        except (OSError, ServiceError, pl.exceptions.PolarsError) as exc:
+            report = await self._compact_in_child()
+        except (OSError, ValueError) as exc:
             log.error("compaction failed, will retry: %s", exc)
             return
         if report is not None and report.files_in:
@@ -229,6 +235,35 @@ class Ingestor:
             metrics.COMPACTION_FILES.labels("out").inc(report.files_out)
             metrics.COMPACTION_DUPLICATES.inc(report.duplicates)
             metrics.COMPACTION_REPLACED.inc(report.replaced)
+
+    async def _compact_in_child(self) -> Report | None:
+        st = self._settings
+        if is_compacting(self._store):
+            return None  # no process start for nothing
+        args = [
+            *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
+            *("compact", "--json", "--min-files", str(st.compact_min_files)),
+            *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
+        ]
+        # the child writes no metrics of its own: the worker counts its report
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # subprocess.run starts the child with vfork: no copy-on-write of the worker
+        done = await anyio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, *args],
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=_PROJECT_ROOT,
+                check=False,
+            )
+        )
+        if done.returncode != 0:
+            raise OSError(f"the compaction process exited with status {done.returncode}")
+        fields = json.loads(done.stdout)
+        if fields is None:
+            return None
+        metrics.COMPACTION_PEAK_RSS_BYTES.set(fields.pop("peak_rss_bytes"))
+        return Report(**fields)
 
     def _observe(self) -> None:
         """Refresh the gauges that describe storage rather than requests."""
@@ -262,8 +297,10 @@ class Ingestor:
             if now >= due["recover"]:
                 await self.recover()
                 due["recover"] = time.monotonic() + st.recovery_interval_s
-            if now >= due["compact"]:
-                await self.compact()
+            if now >= due["compact"] and (self._compacting is None or self._compacting.done()):
+                # beside the flushes, never in their way: a pass can take seconds, and
+                # rows would pile up in the buffer meanwhile
+                self._compacting = asyncio.create_task(self.compact(), name="compaction")
                 due["compact"] = time.monotonic() + st.compact_interval_s
             with contextlib.suppress(OSError, ValueError):
                 await anyio.to_thread.run_sync(self._observe)

@@ -34,7 +34,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from service.catalog import IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
-from service.storage.files import unlink_quietly
+from service.storage.files import is_held, unlink_quietly
 from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
 from service.storage.store import Store
 
@@ -68,7 +68,7 @@ def compact(
 
     With ``force`` every day is merged down to a single level-2 file.
     """
-    lock = FileLock(store.root / "compaction.lock")
+    lock = compaction_lock(store)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -91,6 +91,15 @@ def compact(
         return report
     finally:
         lock.release()
+
+
+def compaction_lock(store: Store) -> FileLock:
+    """The lock that elects the one compactor (and that backups hold)."""
+    return FileLock(store.root / "compaction.lock")
+
+
+def is_compacting(store: Store) -> bool:
+    return is_held(compaction_lock(store))
 
 
 def _take(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename or unlink in ``directory`` durable."""
@@ -45,3 +47,13 @@ def publish_new(tmp: Path, final: Path) -> None:
     finally:
         tmp.unlink()
     fsync_dir(final.parent)
+
+
+def is_held(lock: FileLock) -> bool:
+    """Whether another holder has ``lock`` (tested without waiting, released at once)."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False

@@ -4,15 +4,17 @@ across worker restarts, workers outliving a killed master."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import request, wait_until
-from tests.integration.test_server import PATH, reading, scrape, series
+from tests.integration.test_server import PATH, reading, scrape, series, stamp
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +131,39 @@ def test_workers_stop_gracefully_when_the_master_is_killed(server_factory) -> No
     wait_until(all_gone, 60, "orphaned workers to exit")
     again = server_factory(workers=2, data_dir=server.data_dir)
     assert len(series(again, "orphan")) == 20
+
+
+def test_workers_compact_in_a_child_process_while_serving(server_factory) -> None:
+    server = server_factory(
+        workers=2,
+        HR_FLUSH_INTERVAL_S="0.1",
+        HR_COMPACT_INTERVAL_S="0.3",
+        HR_COMPACT_MIN_FILES="2",
+        HR_COMPACT_GRACE_S="0",
+    )
+    expected: dict[str, float] = {}
+    for minute in range(40):
+        value = 60 + minute % 50
+        assert request(server, "POST", PATH, reading("compacted", minute, value))[0] == 202
+        expected[stamp(minute)] = value
+        time.sleep(0.03)  # several flushes, so several fragments to merge
+
+    def merged() -> dict[str, float] | None:
+        totals = scrape(server)
+        done = totals.get("hr_compaction_files_total", 0.0)
+        return totals if done and totals.get("hr_compaction_peak_rss_bytes", 0) > 0 else None
+
+    totals = wait_until(merged, 60, "a compaction pass")
+    levels = {
+        f["level"] for f in json.loads((server.data_dir / "manifest.json").read_text())["fragments"]
+    }
+    assert levels & {1, 2}
+    assert series(server, "compacted", 60) == expected
+    assert 10 * 2**20 < totals["hr_compaction_peak_rss_bytes"] < 2**31
+    for pid in server.worker_pids():  # no compaction process outlives its pass for long
+        wait_until(lambda pid=pid: not children_of(pid), 30, "the compaction process to exit")
+
+
+def children_of(pid: int) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []

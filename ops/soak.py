@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import bench
@@ -52,13 +53,19 @@ def main(argv: list[str]) -> int:
             for t in loads:
                 t.start()
             started = time.monotonic()
-            print("| seconds | RSS per worker (MB) | fragments |")
-            print("|---|---|---|")
+            print("| seconds | RSS per worker (MB) | compaction process peak (MB) | fragments |")
+            print("|---|---|---|---|")
+            compactor: list[float] = []
             while any(t.is_alive() for t in loads):
                 time.sleep(args.every)
                 rss = [bench.proc_status_kb(pid, "VmRSS") for pid in server.workers()]
                 mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
-                print(f"| {time.monotonic() - started:.0f} | {mb} | {fragments(data)} |")
+                child = compactor_peak_mb(server)
+                compactor += [child] if child else []
+                print(
+                    f"| {time.monotonic() - started:.0f} | {mb} "
+                    f"| {f'{child:.0f}' if child else '-'} | {fragments(data)} |"
+                )
                 sys.stdout.flush()
             for t in loads:
                 t.join()
@@ -67,7 +74,23 @@ def main(argv: list[str]) -> int:
         for name, r in results.items():
             print(f"{name}: {r.ok_per_s:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
         print(f"peak RSS (VmHWM) per worker: {peak} MB")
+        if compactor:
+            print(f"compaction process, last pass's peak RSS: max {max(compactor):.0f} MB")
     return 0
+
+
+def compactor_peak_mb(server: bench.Server) -> float | None:
+    """``hr_compaction_peak_rss_bytes`` from ``/metrics``, in MB (None before a pass)."""
+    try:
+        with urllib.request.urlopen(bench.url(server, "/metrics"), timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("hr_compaction_peak_rss_bytes "):
+            value = float(line.split()[1])
+            return value / 2**20 if value else None
+    return None
 
 
 def fragments(data: Path) -> int:

@@ -113,6 +113,7 @@ def _struct_types(spec: MetricSpec) -> tuple[type[msgspec.Struct], type[msgspec.
     reading = msgspec.defstruct(
         f"{spec.name}_reading",
         [("user_id", UserId), ("device_id", DeviceId), ("timestamp", str), (spec.field, value)],
+        gc=False,  # strings and numbers only: no cycles, so no GC tracking per reading
     )
     batch = msgspec.defstruct(f"{spec.name}_batch", [("readings", list[reading])])  # type: ignore[valid-type]
     return reading, batch

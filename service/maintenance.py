@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--grace-s", type=float, help="retired files' grace (HR_COMPACT_GRACE_S)")
     c.add_argument("--max-rows", type=int, help="rows per merge step (HR_COMPACT_MAX_ROWS)")
     c.add_argument("--json", action="store_true", help="print the report as JSON (null: busy)")
+    c.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority")
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replayed {replay_orphans(store)} rows")
         return 0
     if args.command == "compact":
+        os.nice(args.nice)
         logs.configure(settings)
         report = compact(
             store,

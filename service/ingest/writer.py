@@ -242,7 +242,8 @@ class Ingestor:
             return None  # no process start for nothing
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
-            *("compact", "--json", "--min-files", str(st.compact_min_files)),
+            # below the workers' priority: requests first, merges with what is left
+            *("compact", "--json", "--nice", "10", "--min-files", str(st.compact_min_files)),
             *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
         ]
         # the child writes no metrics of its own: the worker counts its report

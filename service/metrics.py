@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
+from typing import TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
 
 
 class TurnTally:
@@ -41,21 +44,12 @@ class TurnTally:
             values.append(value)
         self._schedule()
 
-    def counter(self, metric: Counter, *labels: str) -> Counter:
+    def child(self, metric: _Metric, *labels: str) -> _Metric:
         """``metric.labels(*labels)``, looked up once."""
-        child = self._children.get((metric, *labels))
-        if child is None:
-            child = self._children[(metric, *labels)] = metric.labels(*labels)
-        assert isinstance(child, Counter)
-        return child
-
-    def histogram(self, metric: Histogram, *labels: str) -> Histogram:
-        """``metric.labels(*labels)``, looked up once."""
-        child = self._children.get((metric, *labels))
-        if child is None:
-            child = self._children[(metric, *labels)] = metric.labels(*labels)
-        assert isinstance(child, Histogram)
-        return child
+        found = self._children.get((metric, *labels))
+        if found is None:
+            found = self._children[(metric, *labels)] = metric.labels(*labels)
+        return cast("_Metric", found)
 
     def _schedule(self) -> None:
         if self._scheduled:

@@ -55,7 +55,7 @@ class SingleReadingShortcut:
         except ServiceError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        metrics.tally.inc(metrics.tally.counter(metrics.READINGS_ACCEPTED, "single"))
+        metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, "single"))
         scope.setdefault("state", {})["accepted"] = 1
         await send({"type": "http.response.start", "status": 202, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": ACCEPTED_BODY})

@@ -69,7 +69,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
             count_rejected("single", exc.detail)
             raise
         await rt.ingestor.submit(spec.name, rows)
-        metrics.tally.inc(metrics.tally.counter(metrics.READINGS_ACCEPTED, "single"))
+        metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, "single"))
         request.state.accepted = 1
         return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
 

@@ -56,7 +56,7 @@ class RequestObserver:
             template = getattr(scope.get("route"), "path", "unmatched")
             tally = metrics.tally
             tally.observe(
-                tally.histogram(metrics.REQUEST_SECONDS, scope["method"], template, str(status)),
+                tally.child(metrics.REQUEST_SECONDS, scope["method"], template, str(status)),
                 elapsed,
             )
             if access_log.enabled:

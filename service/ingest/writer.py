@@ -220,8 +220,9 @@ class Ingestor:
         """One compaction pass in a child process, if no other process is compacting.
 
         The child holds the merge's memory and CPU: the worker's resident memory stays
-        flat (what a merge allocates goes back to the system when the child exits) and
-        the merge never competes with request handling for the worker's GIL.
+        flat (what a merge allocates goes back to the system when the child exits), the
+        merge never competes with request handling for the worker's GIL, and the worker's
+        flushes go on meanwhile (this runs as its own task beside the flush loop).
         """
         started = time.perf_counter()
         try:
@@ -248,7 +249,7 @@ class Ingestor:
         ]
         # the child writes no metrics of its own: the worker counts its report
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        # subprocess.run starts the child with vfork: no copy-on-write of the worker
+        # waited for in a thread: the event loop goes on serving meanwhile
         done = await anyio.to_thread.run_sync(
             lambda: subprocess.run(
                 [sys.executable, *args],

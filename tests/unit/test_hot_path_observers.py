@@ -51,8 +51,8 @@ def test_tally_writes_at_the_end_of_the_loop_turn() -> None:
         return registry.get_sample_value(name, labels)
 
     async def turn() -> tuple[float | None, float | None, float | None, float | None]:
-        tally.inc(tally.counter(c, "single"))
-        tally.inc(tally.counter(c, "single"), 2)
+        tally.inc(tally.child(c, "single"))
+        tally.inc(tally.child(c, "single"), 2)
         tally.observe(h, 0.002)
         tally.observe(h, 0.5)
         during = value("c_total", endpoint="single"), value("h_count")
@@ -62,7 +62,7 @@ def test_tally_writes_at_the_end_of_the_loop_turn() -> None:
     assert asyncio.run(turn()) == (0.0, 0.0, 3.0, 2.0)
     assert value("h_bucket", le="0.005") == 1
     assert value("h_sum") == pytest.approx(0.502)
-    tally.inc(tally.counter(c, "batch"), 5)  # no loop in this thread: written at once
+    tally.inc(tally.child(c, "batch"), 5)  # no loop in this thread: written at once
     assert value("c_total", endpoint="batch") == 5
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -12,6 +11,7 @@ import time
 import msgspec
 
 from service.config import Settings
+from service.turn import at_end_of_turn
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +37,7 @@ class AccessLog:
     (one ``write`` for every request finished in that turn).
 
     ``logging`` costs ~40 us per line here, a third of a single-reading request's CPU;
-    this costs ~2 us. A line is written before the loop polls for more I/O, so at most
+    this costs ~2 us. A line is written before the loop waits for more I/O, so at most
     the lines of the current turn are lost if the process is killed.
     """
 
@@ -75,14 +75,10 @@ class AccessLog:
             line = self._encode(entry) + b"\n"
         else:
             line = f"{self._stamp}.{millis}Z".encode() + self._prefix + message.encode() + b"\n"
-        if not self._lines:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop: write at once
-                self._lines.append(line)
-                self.flush()
-                return
+        first = not self._lines
         self._lines.append(line)
+        if first and not at_end_of_turn(self.flush):
+            self.flush()  # no loop: write at once
 
     def flush(self) -> None:
         if not self._lines:

@@ -6,11 +6,12 @@ Under gunicorn every worker writes its own files in ``PROMETHEUS_MULTIPROC_DIR``
 
 from __future__ import annotations
 
-import asyncio
 from bisect import bisect_left
 from typing import TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from service.turn import at_end_of_turn
 
 _Metric = TypeVar("_Metric", Counter, Histogram)
 
@@ -22,9 +23,10 @@ class TurnTally:
     In multiprocess mode each ``inc`` takes a lock, checks the pid and writes the
     worker's mmap file, and an observation is two of them; that was a sixth of a
     single-reading request's CPU. Requests finishing in the same turn now share one
-    write per touched value. The values are written before the loop polls for more
+    write per touched value. The values are written before the loop waits for more
     I/O, so a scrape never misses a request that was answered before it arrived.
-    Outside an event loop (worker threads, tests) values are written at once.
+    Use it from the event loop's thread; where no loop runs (tools, tests) values are
+    written at once.
     """
 
     def __init__(self) -> None:
@@ -54,12 +56,10 @@ class TurnTally:
     def _schedule(self) -> None:
         if self._scheduled:
             return
-        try:
-            asyncio.get_running_loop().call_soon(self.flush)
-        except RuntimeError:  # no loop in this thread
+        if at_end_of_turn(self.flush):
+            self._scheduled = True
+        else:  # no loop in this thread
             self.flush()
-            return
-        self._scheduled = True
 
     def flush(self) -> None:
         self._scheduled = False

@@ -192,12 +192,8 @@ def _merge_day(
         for lo, hi in user_ranges(users["user_id"].to_list(), users["len"].to_list(), max_rows):
             inputs = [f for f in files if f.overlaps(lo, hi)]
             rows = _dedupe_sorted(_scan(store, inputs).filter(_in_range(lo, hi)), report)
-            output = store.write(rows, metric, TOP_LEVEL)
-            outputs.append(output)
-            output = replace(
-                publish_rollup(rollup(rows), store.fragment_dir, output), user_lo=lo, user_hi=hi
-            )
-            outputs[-1] = output
+            outputs.append(replace(store.write(rows, metric, TOP_LEVEL), user_lo=lo, user_hi=hi))
+            outputs[-1] = publish_rollup(rollup(rows), store.fragment_dir, outputs[-1])
             del rows
     except BaseException:
         _unlink(store, outputs)

@@ -1,7 +1,7 @@
 """create_app(settings) -> the ASGI app; the lifespan wires the per-worker objects.
 
 The FastAPI app sits inside two thin ASGI layers: ``RequestObserver`` (latency, access
-log, request ids) around ``SingleReadingShortcut`` (valid single readings answered
+log, request ids) around ``ValidReadingsShortcut`` (valid readings answered
 without FastAPI's middleware and routing). Both see every request, so every route is
 observed the same way.
 """
@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from service import logs, metrics
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
-from service.api.fastpath import SingleReadingShortcut
+from service.api.fastpath import ValidReadingsShortcut
 from service.api.observe import RequestObserver
 from service.api.runtime import Runtime
 from service.catalog import METRICS
@@ -37,7 +37,7 @@ class ServiceApp:
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
-        self._asgi = RequestObserver(SingleReadingShortcut(api, api.state), api.state)
+        self._asgi = RequestObserver(ValidReadingsShortcut(api, api.state), api.state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)

@@ -144,29 +144,52 @@ def validate_one(body: bytes, spec: MetricSpec) -> Rows:
     return rows
 
 
+def parse_batch(body: bytes, spec: MetricSpec, max_batch: int) -> Rows | None:
+    """The fast path alone: the rows of a well-formed batch of 1 to ``max_batch`` readings
+    that are all valid, else None (``validate_batch`` then says what is wrong)."""
+    items = _decode_batch(body, spec)
+    if items is None or not 0 < len(items) <= max_batch:
+        return None
+    rows = _columns(items, spec)
+    return None if None in rows.ts else rows
+
+
 def validate_batch(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:
     """``{"readings": [...]}``; good readings are kept, bad ones reported by index."""
-    _, batch_type = _struct_types(spec)
-    try:
-        batch: Any = msgspec.json.decode(body, type=batch_type)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    items = _decode_batch(body, spec)
+    if items is None:
         return _validate_batch_slowly(body, spec, max_batch)
-    items = batch.readings
     _check_size(len(items), max_batch)
-    # column by column: only the timestamps still need checking
-    stamps = parse_timestamps_ms([item.timestamp for item in items])
-    users = [u if u.__class__ is str else str(u) for u in map(_USER, items)]
-    rows = Rows(users, list(map(_DEVICE, items)), stamps, list(map(attrgetter(spec.field), items)))  # type: ignore[arg-type]
-    if None not in stamps:
+    rows = _columns(items, spec)
+    if None not in rows.ts:
         return BatchResult(rows, [], len(items))
+    # only the timestamps can still be wrong: the decoder checked everything else
     errors: list[Detail] = []
     kept = Rows()
-    for index, ts in enumerate(stamps):
+    for index, ts in enumerate(rows.ts):
         if ts is None:
             errors.append({"index": index, "field": "timestamp", "reason": _TS_REASON})
         else:
             kept.add(rows.user_id[index], rows.device_id[index], ts, rows.value[index])
     return BatchResult(kept, errors, len(items))
+
+
+def _decode_batch(body: bytes, spec: MetricSpec) -> list[Any] | None:
+    """The readings of a body whose every field but the timestamps is valid, else None."""
+    _, batch_type = _struct_types(spec)
+    try:
+        batch: Any = msgspec.json.decode(body, type=batch_type)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    readings: list[Any] = batch.readings
+    return readings
+
+
+def _columns(items: list[Any], spec: MetricSpec) -> Rows:
+    """Decoded readings column by column; a timestamp that does not parse is None."""
+    stamps = parse_timestamps_ms([item.timestamp for item in items])
+    users = [u if u.__class__ is str else str(u) for u in map(_USER, items)]
+    return Rows(users, list(map(_DEVICE, items)), stamps, list(map(attrgetter(spec.field), items)))  # type: ignore[arg-type]
 
 
 def _validate_batch_slowly(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:

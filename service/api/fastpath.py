@@ -1,10 +1,12 @@
-"""A shortcut for the hottest route: a valid single reading skips FastAPI's routing.
+"""A shortcut for the hottest routes: valid readings skip FastAPI's routing.
 
 It answers ``POST /metrics/<metric>`` itself when the body is a well-formed, valid
-reading (the common case), doing exactly what the route does: validate, submit (202 only
-once durable), count. Anything else (a bad or oversized body, a stopping worker) is
-handed to the FastAPI app with the body replayed, so every error is reported by the one
-route that owns it and the route stays documented in the OpenAPI schema.
+reading, and ``POST /metrics/<metric>/batch`` when every reading of a batch up to
+``OFFLOAD_BYTES`` is valid (the common cases), doing exactly what the route does:
+validate, submit (202 only once durable), count, answer the same body. Anything else (a
+bad reading, a bad or oversized body, a stopping worker) is handed to the FastAPI app
+with the body replayed, so every error is reported by the one route that owns it, and
+the routes stay documented in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.ingest import ACCEPTED_BODY
+from service.api.ingest import ACCEPTED_BODY, OFFLOAD_BYTES, batch_accepted_body
 from service.api.runtime import Runtime
-from service.catalog import METRICS
+from service.catalog import METRICS, MetricSpec
 from service.errors import ServiceError, error_response
-from service.validation import parse_one
+from service.validation import Rows, parse_batch, parse_one
 
-_HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(ACCEPTED_BODY)).encode()),
-]
+
+def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+
+_SINGLE_HEADERS = _headers(ACCEPTED_BODY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,20 +36,31 @@ class _Route:
     path: str  # what ``RequestObserver`` labels the request with
 
 
-class SingleReadingShortcut:
+class ValidReadingsShortcut:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self._state = state  # the app's: ``runtime`` once the lifespan has started
-        self._routes = {spec.path: spec for spec in METRICS.values()}
+        self._routes: dict[str, tuple[MetricSpec, bool]] = {}
+        for spec in METRICS.values():
+            self._routes[spec.path] = (spec, False)
+            self._routes[spec.path + "/batch"] = (spec, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        spec = self._routes.get(scope["path"]) if scope["type"] == "http" else None
+        route = self._routes.get(scope["path"]) if scope["type"] == "http" else None
         rt = getattr(self._state, "runtime", None)
-        if spec is None or scope["method"] != "POST" or not isinstance(rt, Runtime):
+        if route is None or scope["method"] != "POST" or not isinstance(rt, Runtime):
             await self.app(scope, receive, send)
             return
-        body, more, whole = await _read(receive, rt.settings.max_body_bytes)
-        rows = parse_one(body, spec) if whole else None
+        spec, batch = route
+        limit = (
+            min(rt.settings.max_body_bytes, OFFLOAD_BYTES) if batch else rt.settings.max_body_bytes
+        )
+        body, more, whole = await _read(receive, limit)
+        rows: Rows | None = None
+        if whole:
+            rows = (
+                parse_batch(body, spec, rt.settings.max_batch) if batch else parse_one(body, spec)
+            )
         if rows is None:
             await self.app(scope, _replay(body, more, receive), send)
             return
@@ -55,10 +70,19 @@ class SingleReadingShortcut:
         except ServiceError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, "single"))
-        scope.setdefault("state", {})["accepted"] = 1
-        await send({"type": "http.response.start", "status": 202, "headers": _HEADERS})
-        await send({"type": "http.response.body", "body": ACCEPTED_BODY})
+        count = len(rows)
+        endpoint = "batch" if batch else "single"
+        metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, endpoint), count)
+        state = scope.setdefault("state", {})
+        state["accepted"] = count
+        if batch:
+            state["rejected"] = 0
+            answer = batch_accepted_body(count, 0, count, [])
+            headers = _headers(answer)
+        else:
+            answer, headers = ACCEPTED_BODY, _SINGLE_HEADERS
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
 
 async def _read(receive: Receive, limit: int) -> tuple[bytes, bool, bool]:

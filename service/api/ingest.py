@@ -15,7 +15,9 @@ from service.errors import Detail, InvalidInput, PayloadTooLarge
 from service.validation import validate_batch, validate_one
 
 ACCEPTED_BODY = b'{"status":"accepted"}'
-_OFFLOAD_BYTES = 64 * 1024  # validate larger bodies in a thread
+# larger bodies are validated in a thread; smaller ones on the event loop, where a batch of
+# 1,000 readings (~100 KB) takes ~1 ms: cheaper than the two thread hand-offs it would cost
+OFFLOAD_BYTES = 256 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -41,6 +43,18 @@ def count_rejected(endpoint: str, errors: list[Detail]) -> None:
         # drop parser detail such as "(line 1 column 5)" to keep the label set small
         reason = str(item.get("reason", "")).split(" (", 1)[0]
         metrics.READINGS_REJECTED.labels(endpoint, str(item.get("field")), reason).inc()
+
+
+def batch_accepted_body(accepted: int, rejected: int, total: int, errors: list[Detail]) -> bytes:
+    """The ``202`` body of a batch."""
+    fields = {
+        "status": "accepted",
+        "accepted": accepted,
+        "rejected": rejected,
+        "total": total,
+        "errors": errors,
+    }
+    return json.dumps(fields).encode()
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -84,7 +98,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         rt = runtime(request)
         body = await read_body(request, rt.settings.max_body_bytes)
         try:
-            if len(body) > _OFFLOAD_BYTES:
+            if len(body) > OFFLOAD_BYTES:
                 result = await anyio.to_thread.run_sync(
                     validate_batch, body, spec, rt.settings.max_batch
                 )
@@ -104,15 +118,7 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         metrics.READINGS_ACCEPTED.labels("batch").inc(len(result.rows))
         rejected = len({item["index"] for item in result.errors})
         request.state.accepted, request.state.rejected = len(result.rows), rejected
-        body_out = {
-            "status": "accepted",
-            "accepted": len(result.rows),
-            "rejected": rejected,
-            "total": result.total,
-            "errors": result.errors,
-        }
-        return Response(
-            json.dumps(body_out).encode(), status_code=202, media_type="application/json"
-        )
+        body_out = batch_accepted_body(len(result.rows), rejected, result.total, result.errors)
+        return Response(body_out, status_code=202, media_type="application/json")
 
     return router

@@ -284,6 +284,57 @@ def test_the_single_reading_shortcut_is_observed_like_the_route(client: TestClie
     ]
 
 
+def test_valid_batches_are_answered_like_the_route(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.api import ingest
+
+    routed: list[int] = []
+    validate = ingest.validate_batch
+
+    def spy(body: bytes, *args):
+        routed.append(len(body))
+        return validate(body, *args)
+
+    monkeypatch.setattr(ingest, "validate_batch", spy)
+
+    def requests() -> float:
+        return sample(
+            "hr_http_request_duration_seconds_count", method="POST", route=BATCH, status="202"
+        )
+
+    before, accepted = requests(), sample("hr_readings_accepted_total", endpoint="batch")
+    small = [
+        reading(user_id=7, timestamp=f"2024-01-15T11:00:0{i}Z", heart_rate=rate)
+        for i, rate in enumerate((60, 70, 110))
+    ]
+    # over OFFLOAD_BYTES: the route validates it (in a thread)
+    large = [reading(user_id="big" + "x" * 100, device_id="d" * 64)] * 2_000
+    answers = [client.post(BATCH, json={"readings": rows}) for rows in (small, large)]
+    assert len(routed) == 1  # the small batch skipped the route, the large one did not
+    assert routed[0] > ingest.OFFLOAD_BYTES
+    for r, rows in zip(answers, (small, large), strict=True):
+        assert r.status_code == 202
+        assert r.headers["content-type"] == "application/json"
+        n = len(rows)
+        assert r.json() == {
+            "status": "accepted",
+            "accepted": n,
+            "rejected": 0,
+            "total": n,
+            "errors": [],
+        }
+    assert answers[0].content == ingest.batch_accepted_body(3, 0, 3, [])
+    assert requests() - before == 2
+    assert sample("hr_readings_accepted_total", endpoint="batch") - accepted == 2_003
+    series = client.get(
+        ONE, params={"user_id": "7", "start": "2024-01-15T11:00:00Z", "end": "2024-01-15T11:01:00Z"}
+    )
+    assert series.json()["data"] == [  # the mean of all three
+        {"timestamp": "2024-01-15T11:00:00Z", "heart_rate": 80.0, "device_id": "device_a"}
+    ]
+
+
 def test_a_body_sent_in_chunks_is_read_whole(client: TestClient) -> None:
     raw = json.dumps(reading(user_id="chunks")).encode()
     r = client.post(ONE, content=iter([raw[:10], raw[10:30], raw[30:]]))

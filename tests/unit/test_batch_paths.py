@@ -1,0 +1,69 @@
+"""The batch shortcut's parser accepts exactly the batches the route accepts whole."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.catalog import HEART_RATE
+from service.errors import InvalidInput, PayloadTooLarge
+from service.validation import parse_batch, validate_batch
+
+MAX_BATCH = 5
+good = st.fixed_dictionaries(
+    {
+        "user_id": st.one_of(st.text(min_size=1, max_size=3), st.integers(-(2**70), 2**70)),
+        "device_id": st.text(min_size=1, max_size=3),
+        "timestamp": st.sampled_from(
+            ["2024-01-15T10:00:00Z", "2024-01-15T10:00:00.25Z", "2024-01-15 10:00:00+02:00"]
+        ),
+        "heart_rate": st.one_of(st.floats(30, 220), st.integers(30, 220)),
+    }
+)
+# one field of a good reading replaced by something that may or may not be valid
+odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.sampled_from(["2024-01-15T10:00:60Z", "2024-13-01T00:00:00Z", "x" * 129]),
+)
+odd = st.tuples(
+    good, st.sampled_from(["user_id", "device_id", "timestamp", "heart_rate", "extra"]), odd_values
+).map(lambda t: {**t[0], t[1]: t[2]})
+# a string the decoder takes but the timestamp parser refuses
+bad_time = st.tuples(
+    good, st.sampled_from(["2024-01-15T10:00:60Z", "2024-13-01T00:00:00Z", "soon", ""])
+).map(lambda t: {**t[0], "timestamp": t[1]})
+dropped = st.tuples(good, st.sampled_from(sorted(good.wrapped_strategy.mapping))).map(
+    lambda t: {k: v for k, v in t[0].items() if k != t[1]}
+)
+
+
+@given(st.lists(st.one_of(good, good, good, bad_time, odd, dropped), max_size=MAX_BATCH + 2))
+def test_the_shortcut_takes_a_batch_only_when_the_route_keeps_it_whole(readings) -> None:
+    body = json.dumps({"readings": readings}).encode()
+    fast = parse_batch(body, HEART_RATE, MAX_BATCH)
+    try:
+        result = validate_batch(body, HEART_RATE, MAX_BATCH)
+    except (InvalidInput, PayloadTooLarge):  # the body as a whole is refused
+        assert fast is None
+        return
+    whole = not result.errors and 0 < result.total <= MAX_BATCH
+    assert (fast is not None) == whole
+    if fast is not None:
+        assert fast == result.rows
+
+
+def test_the_shortcut_leaves_empty_and_oversized_batches_to_the_route() -> None:
+    one = {"user_id": "u", "device_id": "d", "timestamp": "2024-01-15T10:00:00Z", "heart_rate": 60}
+
+    def body(count: int) -> bytes:
+        return json.dumps({"readings": [one] * count}).encode()
+
+    assert parse_batch(body(MAX_BATCH), HEART_RATE, MAX_BATCH) is not None
+    assert parse_batch(body(MAX_BATCH + 1), HEART_RATE, MAX_BATCH) is None
+    assert parse_batch(body(0), HEART_RATE, MAX_BATCH) is None

@@ -322,7 +322,7 @@ def test_a_day_merge_works_one_user_range_at_a_time(tmp_path: Path) -> None:
     days = len({f.min_ts // DAY for f in files})
     reader = Reader(Settings(data_dir=compacted.root), compacted, Buffer())
     for user in users:  # a query reads one day file per day and nothing else
-        settled, fresh = reader._sources(Query("heart_rate", user, BASE, BASE + 3 * DAY))
+        settled, fresh, _ = reader._sources(Query("heart_rate", user, BASE, BASE + 3 * DAY), False)
         assert (len(settled), fresh) == (days, None)
     assert {f.level for f in files} == {2}
     for day in {f.min_ts // DAY for f in files}:
@@ -363,3 +363,51 @@ def test_verify_checks_the_user_ranges_of_day_files(tmp_path: Path) -> None:
     problems = verify(store)
     assert any("do not tile" in p for p in problems)
     assert any(f"{split.name}: holds user ids" in p for p in problems)
+
+
+def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.query import reader as reader_module
+    from service.validation import Rows
+
+    store = filled(tmp_path, 6, 10)
+    compact(store, min_files=4, grace_s=3600)  # some rows in day files, the rest raw
+    rng = random.Random(8)
+    store.publish({"heart_rate": chunk(rng, 50_000)})
+    buffer = Buffer()  # and unflushed rows that repeat identities of stored ones
+    stored = chunk(random.Random(6), 0, 40)
+    buffer.add(
+        "heart_rate",
+        Rows(
+            stored["user_id"].to_list(),
+            stored["device_id"].to_list(),
+            stored["ts"].dt.epoch("ms").to_list(),
+            [v + 1 for v in stored["value"].to_list()],
+        ),
+        10**9,
+    )
+    reader = Reader(Settings(data_dir=tmp_path), store, buffer)
+    days: list[tuple[int, int]] = []
+    answer = Reader._answer
+
+    def counting(self, q: Query, *args):
+        days.append((q.start_ms, q.end_ms))
+        return answer(self, q, *args)
+
+    monkeypatch.setattr(Reader, "_answer", counting)
+    queries = [
+        Query("heart_rate", user, BASE - 7_000, BASE + 3 * DAY + 5_000, device)
+        for user in ("u1", "u2", "u3")
+        for device in (None, "ring")
+    ]
+    whole = [reader.run(q) for q in queries]
+    assert len(days) == len(queries)  # under the threshold: one piece each
+    days.clear()
+    monkeypatch.setattr(reader_module, "SPLIT_SCAN_ROWS", 100)
+    assert [reader.run(q) for q in queries] == whole
+    midnight = BASE // DAY * DAY + DAY  # the first one after BASE
+    cuts = [BASE - 7_000, midnight, midnight + DAY, midnight + 2 * DAY, BASE + 3 * DAY + 5_000]
+    assert days[:4] == list(itertools.pairwise(cuts))  # the range touches 4 UTC days
+    assert len(days) == 4 * len(queries)
+    assert all(answer is not None for answer in whole)

@@ -78,6 +78,7 @@ class Plan:
     connections: int
     wrk_threads: int
     batch_connections: int
+    batch_wide_connections: int
     batch_size: int
     batch_bodies: int
     users: int
@@ -102,6 +103,12 @@ def parse_args(argv: Sequence[str]) -> Plan:
     p.add_argument("--connections", type=int, default=64, help="single-POST connections")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")
     p.add_argument("--batch-connections", type=int, default=4, help="batch connections (4)")
+    p.add_argument(
+        "--batch-wide-connections",
+        type=int,
+        default=16,
+        help="batch connections of a second batch load, a larger client pool (16; 0: skip it)",
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="readings per batch")
     p.add_argument("--batch-bodies", type=int, default=16, help="distinct batch bodies")
     p.add_argument("--users", type=int, help="users in the 1-day store (100; --quick 10)")
@@ -128,6 +135,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
         connections=a.connections,
         wrk_threads=a.wrk_threads,
         batch_connections=a.batch_connections,
+        batch_wide_connections=a.batch_wide_connections,
         batch_size=a.batch_size,
         batch_bodies=a.batch_bodies,
         users=pick(a.users, 100, 10),
@@ -661,6 +669,8 @@ class WriteResults:
     single_noop: list[WrkResult] = field(default_factory=list)
     batch: list[WrkResult] = field(default_factory=list)
     batch_noop: list[WrkResult] = field(default_factory=list)
+    batch_wide: list[WrkResult] = field(default_factory=list)
+    batch_wide_noop: list[WrkResult] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
     lag_polls: list[int] = field(default_factory=list)
     lag_cross: int = 0
@@ -775,6 +785,14 @@ def measure_writes(service: Server, noop: Server, data_dir: Path, plan: Plan) ->
             )
         )
         time.sleep(1)
+        if plan.batch_wide_connections:
+            wide = plan.batch_wide_connections
+            args = ("batch", *map(str, write_batch_bodies(bodies_dir, f"w{stamp}r{run}", plan)))
+            for server, results in ((noop, res.batch_wide_noop), (service, res.batch_wide)):
+                results.append(
+                    run_wrk(url(server, BATCH_PATH), wide, plan.wrk_threads, plan.duration_s, *args)
+                )
+                time.sleep(1)
     res.rss_batch_mb = service.peak_rss_mb()
     res.rss_noop_mb = noop.peak_rss_mb()
     return res
@@ -968,10 +986,25 @@ def report(
         )
         t.add("batch POST p50 (per request)", [r.p50_ms for r in b], fmt_ms, [r.p50_ms for r in n])
         t.add("batch POST p99 (per request)", [r.p99_ms for r in b], fmt_ms, [r.p99_ms for r in n])
+    if writes is not None and writes.batch_wide:
+        b, n = writes.batch_wide, writes.batch_wide_noop
+        size, wide = plan.batch_size, plan.batch_wide_connections
+        t.add(
+            f"batch POST ({size:,}/request, {wide} conns): readings/s",
+            [r.ok_per_s * size for r in b],
+            fmt_int,
+            [r.ok_per_s * size for r in n],
+            ("≥ 1,000,000", TARGETS["batch_rps"], True),
+        )
+        t.add(
+            f"batch POST p99 ({wide} conns)", [r.p99_ms for r in b], fmt_ms, [r.p99_ms for r in n]
+        )
     if writes is not None:
-        bad = sum(r.non2xx for r in writes.single + writes.batch)
-        sock = sum(r.socket_errors for r in writes.single + writes.batch)
-        noop_bad = sum(r.non2xx + r.socket_errors for r in writes.single_noop + writes.batch_noop)
+        ours = writes.single + writes.batch + writes.batch_wide
+        noops = writes.single_noop + writes.batch_noop + writes.batch_wide_noop
+        bad = sum(r.non2xx for r in ours)
+        sock = sum(r.socket_errors for r in ours)
+        noop_bad = sum(r.non2xx + r.socket_errors for r in noops)
         t.text("write errors: non-2xx / socket errors", f"{bad:,} / {sock:,}", f"{noop_bad:,}")
     query_counts: list[str] = []
     for label, res in (("before compaction", before), ("", after)):
@@ -1075,6 +1108,13 @@ def notes(
         "(fresh bodies every run; one body checked first for accepted == size). wrk was "
         "chosen over a Python thread client: the server, not the client, is the limit, and "
         "wrk uses far less of the 2 shared cores. readings/s = 2xx answers x batch size."
+        + (
+            f" The {plan.batch_wide_connections}-connection load does the same with other "
+            "fresh bodies, right after: 4 connections leave a core idle whenever gunicorn "
+            "hands 3 or 4 of them to one worker, and each waits for its own fsync."
+            if plan.batch_wide_connections
+            else ""
+        )
     )
     if store is not None:
         t.notes.append(

@@ -956,7 +956,7 @@ def report(
     failures: list[str],
 ) -> Table:
     t = Table()
-    c, bc = plan.connections, plan.batch_connections
+    c = plan.connections
     if writes is not None and writes.single:
         s, n = writes.single, writes.single_noop
         t.add(
@@ -974,31 +974,28 @@ def report(
             [r.p99_ms for r in n],
             ("≤ 50 ms", TARGETS["single_p99"], False),
         )
-    if writes is not None and writes.batch:
-        b, n = writes.batch, writes.batch_noop
+    batch_loads = (
+        []
+        if writes is None
+        else [
+            (writes.batch, writes.batch_noop, plan.batch_connections),
+            (writes.batch_wide, writes.batch_wide_noop, plan.batch_wide_connections),
+        ]
+    )
+    for b, n, conns in batch_loads:
+        if not b:
+            continue
         size = plan.batch_size
         t.add(
-            f"batch POST ({size:,}/request, {bc} conns): readings/s",
+            f"batch POST ({size:,}/request, {conns} conns): readings/s",
             [r.ok_per_s * size for r in b],
             fmt_int,
             [r.ok_per_s * size for r in n],
             ("≥ 1,000,000", TARGETS["batch_rps"], True),
         )
-        t.add("batch POST p50 (per request)", [r.p50_ms for r in b], fmt_ms, [r.p50_ms for r in n])
-        t.add("batch POST p99 (per request)", [r.p99_ms for r in b], fmt_ms, [r.p99_ms for r in n])
-    if writes is not None and writes.batch_wide:
-        b, n = writes.batch_wide, writes.batch_wide_noop
-        size, wide = plan.batch_size, plan.batch_wide_connections
-        t.add(
-            f"batch POST ({size:,}/request, {wide} conns): readings/s",
-            [r.ok_per_s * size for r in b],
-            fmt_int,
-            [r.ok_per_s * size for r in n],
-            ("≥ 1,000,000", TARGETS["batch_rps"], True),
-        )
-        t.add(
-            f"batch POST p99 ({wide} conns)", [r.p99_ms for r in b], fmt_ms, [r.p99_ms for r in n]
-        )
+        for name, pick in (("p50", lambda r: r.p50_ms), ("p99", lambda r: r.p99_ms)):
+            label = f"batch POST {name} (per request, {conns} conns)"
+            t.add(label, [pick(r) for r in b], fmt_ms, [pick(r) for r in n])
     if writes is not None:
         ours = writes.single + writes.batch + writes.batch_wide
         noops = writes.single_noop + writes.batch_noop + writes.batch_wide_noop

@@ -26,7 +26,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
-from service.storage.compaction import Report, is_compacting
+from service.storage.compaction import Report, has_work, is_compacting
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
@@ -239,8 +239,12 @@ class Ingestor:
 
     async def _compact_in_child(self) -> Report | None:
         st = self._settings
-        if is_compacting(self._store):
-            return None  # no process start for nothing
+        if is_compacting(self._store) or not await anyio.to_thread.run_sync(
+            lambda: has_work(
+                self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s
+            )
+        ):
+            return None  # no process start for nothing (about 0.4 s of CPU each)
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
             # below the workers' priority: requests first, merges with what is left

@@ -28,6 +28,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -84,13 +85,33 @@ def compact(
             while group and (force or len(group) >= min_files):
                 batch, group = _take(group, max_rows)
                 _merge_level0(store, metric, batch, report)
-        for (metric, _day), group in _days(store).items():
-            lower = [f for f in group if f.level < TOP_LEVEL]
-            if (force and lower) or len(lower) >= min_files:
+        for (metric, _day), group in _days(store.manifest.read().fragments).items():
+            if _day_due(group, min_files, force):
                 _merge_day(store, metric, group, report, max_rows)
         return report
     finally:
         lock.release()
+
+
+def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> bool:
+    """Whether ``compact`` with these settings would merge or delete anything now: a
+    cheap look at the manifest that spares starting a compaction process for nothing."""
+    manifest = store.manifest.read()
+    cutoff = time.time() - grace_s
+    if any(at <= cutoff for _, at in manifest.retired):
+        return True
+    level0: dict[str, int] = defaultdict(int)
+    for f in manifest.fragments:
+        if f.level == 0:
+            level0[f.metric] += 1
+    if any(count >= min_files for count in level0.values()):
+        return True
+    return any(_day_due(group, min_files, False) for group in _days(manifest.fragments).values())
+
+
+def _day_due(group: list[FragmentInfo], min_files: int, force: bool) -> bool:
+    lower = [f for f in group if f.level < TOP_LEVEL]
+    return (force and bool(lower)) or len(lower) >= min_files
 
 
 def compaction_lock(store: Store) -> FileLock:
@@ -114,9 +135,9 @@ def _take(
     return files, []
 
 
-def _days(store: Store) -> dict[tuple[str, int], list[FragmentInfo]]:
+def _days(fragments: Sequence[FragmentInfo]) -> dict[tuple[str, int], list[FragmentInfo]]:
     days: dict[tuple[str, int], list[FragmentInfo]] = defaultdict(list)
-    for f in store.manifest.read().fragments:
+    for f in fragments:
         if f.level > 0:
             days[(f.metric, f.min_ts // DAY_MS)].append(f)
     return days

@@ -17,7 +17,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import compact, user_ranges
+from service.storage.compaction import compact, has_work, user_ranges
 from service.storage.store import Store
 
 BASE = 1_705_312_800_000
@@ -411,3 +411,20 @@ def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answ
     assert days[:4] == list(itertools.pairwise(cuts))  # the range touches 4 UTC days
     assert len(days) == 4 * len(queries)
     assert all(answer is not None for answer in whole)
+
+
+def test_has_work_says_whether_a_pass_would_merge_or_delete(tmp_path: Path) -> None:
+    store = filled(tmp_path, 9, 3)
+    assert not has_work(store, min_files=4)  # 3 level-0 files: nothing to merge
+    store.publish({"heart_rate": chunk(random.Random(9), 10_000)})
+    assert has_work(store, min_files=4)
+    assert compact(store, min_files=4, grace_s=3600) is not None
+    # the 4 level-0 files became one level-1 file per day; the inputs wait out their grace
+    assert not has_work(store, min_files=4, grace_s=3600)
+    assert has_work(store, min_files=4, grace_s=0)  # retired files are due for deletion
+    compact(store, min_files=4, grace_s=0)
+    assert not has_work(store, min_files=4, grace_s=0)
+    day = BASE // DAY
+    lower = [f for f in store.manifest.read().fragments if f.min_ts // DAY == day]
+    assert has_work(store, min_files=len(lower), grace_s=0)  # a day's level-1 files pile up
+    assert not has_work(store, min_files=len(lower) + 1, grace_s=0)

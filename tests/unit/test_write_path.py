@@ -230,3 +230,29 @@ def test_stale_lock_files_without_segments_are_removed(tmp_path) -> None:
     os.utime(stale, (0, 0))
     replay_orphans(store)
     assert not stale.exists()
+
+
+def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, monkeypatch) -> None:
+    from service.ingest import writer
+
+    started: list[list[str]] = []
+
+    def run(args, **kwargs):
+        started.append(args)
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(writer.subprocess, "run", run)
+
+    async def scenario() -> None:
+        ingestor, _ = make(tmp_path, compact_min_files=2)
+        await ingestor.start()
+        await ingestor.compact()  # an empty store
+        assert started == []
+        for i in range(2):
+            await ingestor.submit("heart_rate", rows(5, start=10 * i))
+            await ingestor.flush()
+        await ingestor.compact()  # two level-0 files: a pass is due
+        assert len(started) == 1
+        await ingestor.stop()
+
+    asyncio.run(scenario())

@@ -20,12 +20,12 @@ from starlette.types import Receive, Scope, Send
 from service import logs, metrics
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
-from service.api.errors import install_handlers
 from service.api.fastpath import ValidReadingsShortcut
 from service.api.observe import RequestObserver
 from service.api.runtime import Runtime
 from service.catalog import METRICS
 from service.config import Settings
+from service.errors import install_handlers
 from service.ingest.buffer import Buffer
 from service.ingest.writer import Ingestor
 from service.query.reader import Reader

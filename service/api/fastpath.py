@@ -17,11 +17,10 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.errors import error_response
 from service.api.ingest import ACCEPTED_BODY, OFFLOAD_BYTES, batch_accepted_body
 from service.api.runtime import Runtime
 from service.catalog import METRICS, MetricSpec
-from service.errors import ServiceError
+from service.errors import ServiceError, error_response
 from service.validation import Rows, parse_batch, parse_one
 
 

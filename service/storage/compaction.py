@@ -4,8 +4,14 @@ Levels: 0 is a flushed fragment (any days, a few thousand rows); 1 is one UTC da
 metric merged from level-0 fragments; 2 is a whole day merged from its level-1 and
 level-2 files, de-duplicated by reading identity (the highest ``seq`` wins) and sorted by
 (user_id, ts) so that row-group statistics prune a one-user query to a few row groups.
-A level is merged once it holds ``min_files`` files (for a day), so each day settles at
-its level-2 files plus fewer than ``min_files`` files of each lower level.
+Level-0 files are merged once ``min_files`` exist. A day's level-1 files are merged into
+its level-2 files once there are ``min_files`` of them holding at least a quarter of the
+rows the level-2 files hold, or ``TIER_FILES`` times ``min_files`` of them whatever they
+hold: each merge rewrites the day so far, so waiting until the new rows are a fair share
+of it keeps the rows written per row ingested bounded (about 5 for a growing day, instead
+of one rewrite of the whole day per ``min_files`` level-1 files), while the file count
+stays bounded too: each day settles at its level-2 files plus fewer than ``TIER_FILES``
+times ``min_files`` level-1 files.
 
 Memory is bounded by ``max_rows`` input rows per step, not by the size of a day: a
 level-0 merge takes at most that many rows (oldest files first; the rest waits for the
@@ -44,6 +50,8 @@ log = logging.getLogger("service.storage")
 DAY_MS = 86_400_000
 TOP_LEVEL = 2
 MAX_MERGE_ROWS = 400_000  # input rows per merge step: ~120 MB at the peak
+TIER_RATIO = 4  # a day merge waits until its level-1 rows are a quarter of its level-2 rows
+TIER_FILES = 4  # ... or until it has this many times ``min_files`` level-1 files
 
 
 @dataclass(slots=True)
@@ -111,7 +119,11 @@ def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> boo
 
 def _day_due(group: list[FragmentInfo], min_files: int, force: bool) -> bool:
     lower = [f for f in group if f.level < TOP_LEVEL]
-    return (force and bool(lower)) or len(lower) >= min_files
+    if force or len(lower) < min_files:
+        return force and bool(lower)
+    top_rows = sum(f.rows for f in group if f.level == TOP_LEVEL)
+    lower_rows = sum(f.rows for f in lower)
+    return lower_rows * TIER_RATIO >= top_rows or len(lower) >= TIER_FILES * min_files
 
 
 def compaction_lock(store: Store) -> FileLock:

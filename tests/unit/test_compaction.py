@@ -17,7 +17,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import compact, has_work, user_ranges
+from service.storage.compaction import TIER_FILES, compact, has_work, user_ranges
 from service.storage.store import Store
 
 BASE = 1_705_312_800_000
@@ -170,8 +170,9 @@ def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> 
         compact(store, min_files=4, grace_s=0)
         counts.append(len(store.manifest.read().fragments))
     # fewer than min_files at level 0, and per UTC day (the data touches 4) fewer than
-    # min_files at level 1 plus one level-2 file
-    assert max(counts) <= 3 + 4 * (3 + 1)
+    # TIER_FILES * min_files at level 1 plus one level-2 file
+    assert max(counts) <= 3 + 4 * (TIER_FILES * 4 - 1 + 1)
+    assert counts[-1] < max(counts)  # day merges do happen
     compact(store, min_files=4, grace_s=0)  # the next pass purges what the last one retired
     listed = [name for f in store.manifest.read().fragments for name in f.files]
     assert sorted(p.name for p in store.fragment_dir.iterdir()) == sorted(listed)
@@ -428,3 +429,37 @@ def test_has_work_says_whether_a_pass_would_merge_or_delete(tmp_path: Path) -> N
     lower = [f for f in store.manifest.read().fragments if f.min_ts // DAY == day]
     assert has_work(store, min_files=len(lower), grace_s=0)  # a day's level-1 files pile up
     assert not has_work(store, min_files=len(lower) + 1, grace_s=0)
+
+
+def test_a_growing_day_is_rewritten_a_bounded_number_of_times_per_row(tmp_path: Path) -> None:
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    ingested = written = 0
+    files: list[int] = []
+    for i in range(160):  # one UTC day growing in 160 flushes of new readings
+        n = 50
+        ts = [BASE + (i * n + j) * 1000 for j in range(n)]
+        store.publish(
+            {
+                "heart_rate": pl.DataFrame(
+                    {
+                        "user_id": [f"u{j % 7}" for j in range(n)],
+                        "device_id": ["device_a"] * n,
+                        "ts": ts,
+                        "value": [60.0] * n,
+                        "seq": [i * n + j for j in range(n)],
+                    },
+                    schema=ROW_SCHEMA,
+                )
+            }
+        )
+        ingested += n
+        report = compact(store, min_files=2, grace_s=0)
+        assert report is not None
+        written += report.rows_out
+        files.append(len(store.manifest.read().fragments))
+    # every row is written to level 1 once, then to level 2 a few times; rewriting the day
+    # so far every 2 level-1 files (the old rule) wrote 21 rows per row ingested here
+    assert written / ingested <= 8
+    assert max(files) <= 1 + (TIER_FILES * 2 - 1) + 1  # level 0, level 1, level 2
+    assert answers(store, tmp_path)  # still readable

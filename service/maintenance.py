@@ -14,7 +14,10 @@ import os
 import resource
 import secrets
 import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -177,6 +180,26 @@ def export(store: Store, user_id: str, out: Path, metric: str) -> int:
     return data.height
 
 
+def _stop_on_term(with_parent: bool) -> None:
+    """SIGTERM ends a compaction pass cleanly: the merge in progress deletes what it wrote
+    and the manifest stays as it was. With ``with_parent``, so does the death of the process
+    that started this one (a worker killed by gunicorn leaves no merge running behind it)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if with_parent:
+        parent = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/maint", description=__doc__)
     parser.add_argument(
@@ -194,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--max-rows", type=int, help="rows per merge step (HR_COMPACT_MAX_ROWS)")
     c.add_argument("--json", action="store_true", help="print the report as JSON (null: busy)")
     c.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority")
+    c.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop cleanly when the process that started this one is gone",
+    )
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
@@ -221,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compact":
         os.nice(args.nice)
         logs.configure(settings)
+        _stop_on_term(args.stop_with_parent)
         report = compact(
             store,
             force=args.full,

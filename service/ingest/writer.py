@@ -54,6 +54,8 @@ class Ingestor:
         self._wake = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self._compacting: asyncio.Task[None] | None = None
+        self._compactor: subprocess.Popen[bytes] | None = None  # the running child, if any
+        self._stopping = False
         self._last_seq = 0
         self._last_flush = time.monotonic()
         self.flush_failures = 0
@@ -68,9 +70,15 @@ class Ingestor:
 
     async def stop(self) -> None:
         """Flush everything; on success the WAL files go too."""
+        self._stopping = True
+        child = self._compactor
+        if child is not None and child.poll() is None:
+            # the pass stops cleanly (its merge in progress deletes what it wrote) instead
+            # of outliving the worker if gunicorn's graceful timeout runs out first
+            child.terminate()
         for task in (self._ticker, self._compacting):
             if task is not None:
-                task.cancel()  # a running compaction pass finishes first (one commit)
+                task.cancel()  # a compaction task returns once its process has exited
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         while self._drainer is not None and not self._drainer.done():
@@ -228,7 +236,10 @@ class Ingestor:
         try:
             report = await self._compact_in_child()
         except (OSError, ValueError) as exc:
-            log.error("compaction failed, will retry: %s", exc)
+            if self._stopping:
+                log.info("compaction stopped with the worker")
+            else:
+                log.error("compaction failed, will retry: %s", exc)
             return
         if report is not None and report.files_in:
             metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
@@ -248,28 +259,34 @@ class Ingestor:
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
             # below the workers' priority: requests first, merges with what is left
-            *("compact", "--json", "--nice", "10", "--min-files", str(st.compact_min_files)),
+            *("compact", "--json", "--nice", "10", "--stop-with-parent"),
+            *("--min-files", str(st.compact_min_files)),
             *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
         ]
         # the child writes no metrics of its own: the worker counts its report
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        # waited for in a thread: the event loop goes on serving meanwhile
-        done = await anyio.to_thread.run_sync(
-            lambda: subprocess.run(
-                [sys.executable, *args],
-                stdout=subprocess.PIPE,
-                env=env,
-                cwd=_PROJECT_ROOT,
-                check=False,
-            )
-        )
-        if done.returncode != 0:
-            raise OSError(f"the compaction process exited with status {done.returncode}")
-        fields = json.loads(done.stdout)
+        # started and waited for in a thread: the event loop goes on serving meanwhile
+        status, out = await anyio.to_thread.run_sync(self._run_child, args, env)
+        if status != 0:
+            raise OSError(f"the compaction process exited with status {status}")
+        fields = json.loads(out)
         if fields is None:
             return None
         metrics.COMPACTION_PEAK_RSS_BYTES.set(fields.pop("peak_rss_bytes"))
         return Report(**fields)
+
+    def _run_child(self, args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+        child = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, env=env, cwd=_PROJECT_ROOT
+        )
+        self._compactor = child
+        try:
+            if self._stopping:  # stop() ran before the process existed
+                child.terminate()
+            out, _ = child.communicate()
+        finally:
+            self._compactor = None
+        return child.returncode, out
 
     def _observe(self) -> None:
         """Refresh the gauges that describe storage rather than requests."""

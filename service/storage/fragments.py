@@ -75,9 +75,7 @@ def publish(
     Raises ``FileExistsError`` (and writes nothing) if ``name`` exists: a fragment is
     immutable, even against a caller that reuses a worker id.
     """
-    tmp = directory / f".{name}.tmp"
-    frame.write_parquet(tmp, statistics=True, row_group_size=ROW_GROUP)
-    publish_new(tmp, directory / name)
+    _write_new(frame, directory, name, ROW_GROUP)
     low, high = frame.select(
         pl.col("ts").dt.epoch("ms").min().alias("low"), pl.col("ts").dt.epoch("ms").max()
     ).row(0)
@@ -87,7 +85,15 @@ def publish(
 def publish_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:
     """Write ``frame`` (``ROLLUP_SCHEMA``, sorted) as the rollup of ``of``; the new entry."""
     name = rollup_name(of.name)
-    tmp = directory / f".{name}.tmp"
-    frame.write_parquet(tmp, statistics=True, row_group_size=ROLLUP_ROW_GROUP)
-    publish_new(tmp, directory / name)
+    _write_new(frame, directory, name, ROLLUP_ROW_GROUP)
     return replace(of, rollup=True)
+
+
+def _write_new(frame: pl.DataFrame, directory: Path, name: str, row_group: int) -> None:
+    tmp = directory / f".{name}.tmp"
+    try:
+        frame.write_parquet(tmp, statistics=True, row_group_size=row_group)
+        publish_new(tmp, directory / name)
+    except BaseException:  # an error, or a stopping process: leave no temporary file
+        tmp.unlink(missing_ok=True)
+        raise

@@ -17,7 +17,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import TIER_FILES, compact, has_work, user_ranges
+from service.storage.compaction import TIER_FILES, compact, has_work, is_compacting, user_ranges
 from service.storage.store import Store
 
 BASE = 1_705_312_800_000
@@ -463,3 +463,49 @@ def test_a_growing_day_is_rewritten_a_bounded_number_of_times_per_row(tmp_path: 
     assert written / ingested <= 8
     assert max(files) <= 1 + (TIER_FILES * 2 - 1) + 1  # level 0, level 1, level 2
     assert answers(store, tmp_path)  # still readable
+
+
+def test_sigterm_stops_a_compaction_process_without_a_trace(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    n = 150_000
+    for i in range(10):  # 1.5 M rows: a pass takes seconds
+        i_ = pl.int_range(0, n, dtype=pl.Int64)
+        store.publish(
+            {
+                "heart_rate": pl.select(
+                    ("u" + (i_ % 97).cast(pl.String)).alias("user_id"),
+                    pl.lit("device_a").alias("device_id"),
+                    pl.from_epoch(BASE + (i_ + i * n) * 500, time_unit="ms")
+                    .dt.replace_time_zone("UTC")
+                    .alias("ts"),
+                    pl.lit(70.0).alias("value"),
+                    (i_ + i * n).alias("seq"),
+                ).cast(pl.Schema(ROW_SCHEMA))
+            }
+        )
+    before = store.manifest.read()
+    command = [sys.executable, "-m", "service.maintenance", "--data-dir", str(tmp_path)]
+    # every day merged down, in small steps: many merges, each one manifest change
+    steps = ["compact", "--json", "--full", "--max-rows", "40000"]
+    child = subprocess.Popen([*command, *steps], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not is_compacting(store) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the first merge
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=60)
+    assert (child.returncode, out) == (128 + signal.SIGTERM, b"")  # stopped mid-pass
+    after = store.manifest.read()
+    # the merge in progress deleted what it wrote; merges committed before it stay
+    listed = {name for f in after.fragments for name in f.files}
+    retired = {name for name, _ in after.retired}
+    assert {p.name for p in store.fragment_dir.iterdir()} == listed | retired
+    assert sum(f.rows for f in after.fragments) == sum(f.rows for f in before.fragments)
+    assert not is_compacting(store)
+    assert verify(store) == []

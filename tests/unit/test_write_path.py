@@ -237,11 +237,11 @@ def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, m
 
     started: list[list[str]] = []
 
-    def run(args, **kwargs):
+    def popen(args, **kwargs):
         started.append(args)
         raise OSError("not started in this test")
 
-    monkeypatch.setattr(writer.subprocess, "run", run)
+    monkeypatch.setattr(writer.subprocess, "Popen", popen)
 
     async def scenario() -> None:
         ingestor, _ = make(tmp_path, compact_min_files=2)

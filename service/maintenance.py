@@ -182,8 +182,9 @@ def export(store: Store, user_id: str, out: Path, metric: str) -> int:
 
 def _stop_on_term(with_parent: bool) -> None:
     """SIGTERM ends a compaction pass cleanly: the merge in progress deletes what it wrote
-    and the manifest stays as it was. With ``with_parent``, so does the death of the process
-    that started this one (a worker killed by gunicorn leaves no merge running behind it)."""
+    and never reaches the manifest; merges already committed stay. With ``with_parent``, so
+    does the death of the process that started this one (a worker killed by gunicorn leaves
+    no merge running behind it)."""
 
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)

@@ -255,7 +255,7 @@ class Ingestor:
                 self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s
             )
         ):
-            return None  # no process start for nothing (about 0.4 s of CPU each)
+            return None  # no process start for nothing (a second or more of CPU each)
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
             # below the workers' priority: requests first, merges with what is left

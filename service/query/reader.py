@@ -58,24 +58,28 @@ class Reader:
     def run(self, q: Query) -> bytes | None:
         """The response body for ``q``, or None when no reading matches. Blocking."""
         started = time.perf_counter()
-        frame = self._frame(q, top=True)
+        frame = self._frame(q, self._unflushed(q.metric), observe=True)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
         return _encode(q.user_id, frame)
 
-    def _frame(self, q: Query, top: bool = False) -> pl.DataFrame | None:
-        settled, fresh, scanned = self._sources(q, observe=top)
+    def _frame(
+        self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False
+    ) -> pl.DataFrame | None:
+        settled, fresh, scanned = self._sources(q, unflushed, observe)
         first_day, last_day = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
         if scanned > SPLIT_SCAN_ROWS and first_day < last_day:
-            # every bucket lies within one UTC day, and so does every reading identity
+            # every bucket lies within one UTC day, and so does every reading identity; the
+            # unflushed rows read once, before any manifest read, serve every day
             days = [
                 self._frame(
                     replace(
                         q,
                         start_ms=max(q.start_ms, d * DAY_MS),
                         end_ms=min(q.end_ms, (d + 1) * DAY_MS),
-                    )
+                    ),
+                    unflushed,
                 )
                 for d in range(first_day, last_day + 1)
             ]
@@ -83,19 +87,21 @@ class Reader:
             return pl.concat(found) if found else None
         return None if not settled and fresh is None else self._answer(q, settled, fresh)
 
-    def _sources(
-        self, q: Query, observe: bool
-    ) -> tuple[list[FragmentInfo], pl.LazyFrame | None, int]:
-        """(settled, fresh, scanned): compacted day files, every other row (unflushed
-        first), and how many rows the not-yet-compacted files hold."""
-        unflushed = self._buffer.snapshot(q.metric)
+    def _unflushed(self, metric: str) -> list[pl.DataFrame]:
+        """Rows not in a listed fragment yet: this worker's buffer, other workers' WALs."""
         others = [
             path
             for worker, paths in list_segments(self._store.wal_dir).items()
             if worker != self._store.worker
             for path in paths
         ]
-        unflushed += self._tails[q.metric].read(others)
+        return self._buffer.snapshot(metric) + self._tails[metric].read(others)
+
+    def _sources(
+        self, q: Query, unflushed: list[pl.DataFrame], observe: bool
+    ) -> tuple[list[FragmentInfo], pl.LazyFrame | None, int]:
+        """(settled, fresh, scanned): compacted day files, every other row (``unflushed``,
+        read before the manifest), and how many rows the not-yet-compacted files hold."""
         fragments = self._store.fragments(q.metric, q.start_ms, q.end_ms, q.user_id)
         if observe:
             metrics.QUERY_FRAGMENTS.observe(len(fragments))

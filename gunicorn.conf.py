@@ -9,8 +9,11 @@ import shutil
 import tempfile
 
 # multiprocess metrics need their directory before prometheus_client is first imported
+# prometheus_client writes them through mmap: on a full filesystem a worker dies of SIGBUS,
+# so they go to shared memory (/dev/shm) rather than a disk the data may fill
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hr-prometheus-")
+    _shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hr-prometheus-", dir=_shm)
     _OWN_METRICS_DIR = True
 else:
     _OWN_METRICS_DIR = False
@@ -19,6 +22,11 @@ wsgi_app = "service.app:app"
 bind = os.environ.get("HR_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("HR_WORKERS", "0")) or max(2, os.cpu_count() or 1)
 worker_class = "uvicorn_worker.UvicornWorker"
+# each worker opens its own listening socket (SO_REUSEPORT) and the kernel spreads new
+# connections over them by address hash; on one shared socket the first worker to wake
+# takes a burst of connections (62 of 64 seen), leaving the other worker idle. A fixed
+# port is needed: with port 0 every worker would listen on a port of its own.
+reuse_port = True
 preload_app = False  # Polars pools and file locks must be created after fork
 max_requests = 0  # every new worker pid adds metric files that each scrape reads
 timeout = 30

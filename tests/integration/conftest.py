@@ -6,8 +6,8 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,15 +76,25 @@ def wait_until(condition, timeout_s: float = 30, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def start_server(data_dir: Path, log: Path, workers: int = 2, **env: str) -> Server:
     full_env = {
         **os.environ,
         "HR_DATA_DIR": str(data_dir),
-        "PROMETHEUS_MULTIPROC_DIR": str(data_dir.parent / f"prom-{data_dir.name}"),
+        # beside the data, not on its disk: a test that fills the data disk fills only it
+        "PROMETHEUS_MULTIPROC_DIR": str(log.parent / f"prom-{data_dir.name}"),
         "HR_LOG_LEVEL": "INFO",
         **env,
     }
     Path(full_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    # every worker binds the address itself (reuse_port), so the port is chosen here
+    url = f"http://127.0.0.1:{free_port()}"
     offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as sink:  # every log line goes to stderr (gunicorn.conf.py)
         proc = subprocess.Popen(
@@ -95,7 +105,7 @@ def start_server(data_dir: Path, log: Path, workers: int = 2, **env: str) -> Ser
                 "-c",
                 "gunicorn.conf.py",
                 "--bind",
-                "127.0.0.1:0",
+                url.removeprefix("http://"),
                 "--workers",
                 str(workers),
                 "--no-control-socket",
@@ -106,16 +116,13 @@ def start_server(data_dir: Path, log: Path, workers: int = 2, **env: str) -> Ser
             stderr=sink,
         )
 
-    def ready() -> str | None:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"gunicorn exited early:\n{log.read_text()}")
         text = log.read_text()[offset:] if log.exists() else ""
-        match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)
-        if match and text.count("Application startup complete") >= workers:
-            return match.group(1)
-        return None
+        return text.count("Application startup complete") >= workers
 
-    url = wait_until(ready, 60, "gunicorn to start")
+    wait_until(ready, 60, "gunicorn to start")
     return Server(proc, url, data_dir, log, workers, env)
 
 

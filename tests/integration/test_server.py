@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -253,3 +254,50 @@ def test_metrics_add_up_across_workers(server_factory) -> None:
     assert totals["hr_read_after_write_lag_seconds_count"] == 41  # one per accepted request
     wait_until(lambda: scrape(server).get("hr_flush_rows_total", 0) >= 45, 30, "flushes")
     assert scrape(server).get("hr_buffer_rows", -1) == 0
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _sockets_of(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def test_connections_are_spread_over_the_workers(server_factory) -> None:
+    server = server_factory(workers=2)
+    listening = _listening_inodes(server.port)
+    workers = server.worker_pids()
+    held = {pid: _sockets_of(pid) & listening for pid in workers}
+    # one listening socket per worker, its own; the master accepts nothing
+    assert all(len(sockets) == 1 for sockets in held.values()), held
+    assert len(set().union(*held.values())) == len(workers) == len(listening)
+    assert not _sockets_of(server.proc.pid) & listening
+    # a burst of connections, like a load generator's: each worker gets a fair share
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(64)]
+    try:
+        threads = [threading.Thread(target=c.connect) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        served: dict[str, int] = {}
+        for c in conns:
+            _, headers, _ = request(server, "GET", "/health", conn=c)
+            served[headers["x-served-by"]] = served.get(headers["x-served-by"], 0) + 1
+    finally:
+        for c in conns:
+            c.close()
+    assert len(served) == 2, served
+    assert min(served.values()) >= 12, served  # 64 fair coin flips: below 12 ~ 1 in 10^7

@@ -1,0 +1,44 @@
+"""The gunicorn settings that the benchmark and the robustness tests depend on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PRINT = (
+    "import json, os, runpy; runpy.run_path('gunicorn.conf.py'); "
+    "print(json.dumps({'dir': os.environ['PROMETHEUS_MULTIPROC_DIR']}))"
+)
+
+
+def _load(**env: str) -> dict[str, object]:
+    full = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | env
+    done = subprocess.run(
+        [sys.executable, "-c", _PRINT], cwd=ROOT, env=full, capture_output=True, check=True
+    )
+    loaded: dict[str, object] = json.loads(done.stdout)
+    return loaded
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm")
+def test_metric_files_default_to_shared_memory_not_the_data_disk() -> None:
+    # prometheus_client maps them into memory: a full disk under them is a SIGBUS
+    loaded = _load()
+    directory = Path(str(loaded["dir"]))
+    try:
+        assert directory.parent == Path("/dev/shm")
+        assert directory.name.startswith("hr-prometheus-")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_given_metrics_directory_is_kept(tmp_path: Path) -> None:
+    assert _load(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))["dir"] == str(tmp_path)

@@ -31,14 +31,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _AccessEntry(msgspec.Struct, omit_defaults=True):
+    """One JSON access line: the keys of every log line, then the request's."""
+
+    ts: str
+    level: str
+    logger: str
+    message: str
+    method: str
+    path: str
+    route: str
+    status: int
+    duration_ms: float
+    request_id: str
+    worker: str
+    accepted: int | None = None
+    rejected: int | None = None
+
+
 class AccessLog:
     """The access log: one line per request, in the format of the other logs, built
     without the ``logging`` machinery and written to stderr once per event-loop turn
     (one ``write`` for every request finished in that turn).
 
     ``logging`` costs ~40 us per line here, a third of a single-reading request's CPU;
-    this costs ~2 us. A line is written before the loop waits for more I/O, so at most
-    the lines of the current turn are lost if the process is killed.
+    a line encoded from a msgspec struct costs ~4 us. A line is written before the loop
+    waits for more I/O, so at most the lines of the current turn are lost if the process
+    is killed.
     """
 
     def __init__(self) -> None:
@@ -56,25 +75,45 @@ class AccessLog:
         self.enabled, self._json, self._fd = enabled, json_lines, fd
         self._prefix = f" [{os.getpid()}] INFO service.access ".encode()
 
-    def request(self, message: str, fields: dict[str, object]) -> None:
+    def request(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        elapsed_s: float,
+        request_id: str,
+        worker: str,
+        accepted: int | None = None,
+        rejected: int | None = None,
+    ) -> None:
         """Queue one line; it is written at the end of the current loop turn."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        millis = f"{int((now - second) * 1000):03d}"
+        stamp = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        message = f"{method} {path} {status} {elapsed_s * 1000:.1f}ms"
         if self._json:
-            entry: dict[str, object] = {
-                "ts": f"{self._stamp}.{millis}Z",
-                "level": "info",
-                "logger": "service.access",
-                "message": message,
-            }
-            entry.update(fields)
+            entry = _AccessEntry(
+                stamp,
+                "info",
+                "service.access",
+                message,
+                method,
+                path,
+                route,
+                status,
+                round(elapsed_s * 1000, 3),
+                request_id,
+                worker,
+                accepted,
+                rejected,
+            )
             line = self._encode(entry) + b"\n"
         else:
-            line = f"{self._stamp}.{millis}Z".encode() + self._prefix + message.encode() + b"\n"
+            line = stamp.encode() + self._prefix + message.encode() + b"\n"
         first = not self._lines
         self._lines.append(line)
         if first and not at_end_of_turn(self.flush):

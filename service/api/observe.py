@@ -60,17 +60,14 @@ class RequestObserver:
                 elapsed,
             )
             if access_log.enabled:
-                method, path = scope["method"], scope["path"]
-                fields: dict[str, object] = {
-                    "method": method,
-                    "path": path,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "request_id": request_id,
-                    "worker": worker,
-                }
-                for key in ("accepted", "rejected"):
-                    if key in state:
-                        fields[key] = state[key]
-                access_log.request(f"{method} {path} {status} {elapsed * 1000:.1f}ms", fields)
+                access_log.request(
+                    scope["method"],
+                    scope["path"],
+                    template,
+                    status,
+                    elapsed,
+                    request_id,
+                    worker,
+                    state.get("accepted"),
+                    state.get("rejected"),
+                )

@@ -80,8 +80,8 @@ def test_access_lines_of_one_turn_are_written_together() -> None:
     log.configure(enabled=True, json_lines=True, fd=w)
 
     async def turn() -> tuple[bytes, bytes]:
-        log.request("POST /x 202 1.0ms", {"status": 202, "request_id": "a", "accepted": 1})
-        log.request("GET /y 200 2.0ms", {"status": 200, "request_id": 'q"uote'})
+        log.request("POST", "/x", "/x", 202, 0.001, "a", "w1", accepted=1)
+        log.request("GET", "/y", "unmatched", 200, 0.002, 'q"uote', "w1")
         before = read_all(r)
         await asyncio.sleep(0)
         return before, read_all(r)
@@ -95,11 +95,21 @@ def test_access_lines_of_one_turn_are_written_together() -> None:
     ]
     assert lines[0]["accepted"] == 1
     assert "accepted" not in lines[1]
+    assert "rejected" not in lines[0]
+    assert list(lines[0]) == [
+        *("ts", "level", "logger", "message", "method", "path", "route", "status"),
+        *("duration_ms", "request_id", "worker", "accepted"),
+    ]
+    assert (lines[1]["route"], lines[1]["duration_ms"], lines[1]["worker"]) == (
+        "unmatched",
+        2.0,
+        "w1",
+    )
     assert {(x["level"], x["logger"]) for x in lines} == {("info", "service.access")}
     assert all(len(x["ts"]) == 24 and x["ts"].endswith("Z") for x in lines)
 
     log.configure(enabled=True, json_lines=False, fd=w)
-    log.request("GET /z 404 0.5ms", {})  # no loop: written at once
+    log.request("GET", "/z", "unmatched", 404, 0.0005, "b", "w1")  # no loop: at once
     text = read_all(r).decode()
     assert text.endswith(" INFO service.access GET /z 404 0.5ms\n")
     os.close(r)

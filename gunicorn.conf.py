@@ -69,6 +69,11 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
+    # with reuse_port the master holds no socket ("Listening at:" stays empty): each worker
+    # says where its own socket listens
+    server.log.info(
+        "Worker %s listening at: %s", os.getpid(), ",".join(str(s) for s in worker.sockets)
+    )
     # Polars reads this once at import: share the cores between the workers
     cores = os.cpu_count() or 1
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, cores // server.cfg.workers)))

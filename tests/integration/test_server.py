@@ -284,6 +284,7 @@ def test_connections_are_spread_over_the_workers(server_factory) -> None:
     assert all(len(sockets) == 1 for sockets in held.values()), held
     assert len(set().union(*held.values())) == len(workers) == len(listening)
     assert not _sockets_of(server.proc.pid) & listening
+    assert server.log.read_text().count(f"listening at: {server.url}") == len(workers)
     # a burst of connections, like a load generator's: each worker gets a fair share
     conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(64)]
     try:

@@ -6,6 +6,8 @@ imports the service or Polars: state is created in each worker after fork.
 
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 # multiprocess metrics need their directory before prometheus_client is first imported
@@ -61,7 +63,27 @@ logconfig_dict = {
 }
 
 
+def _exit_unless_free(server):
+    """With reuse_port only the workers bind, and gunicorn respawns a worker that cannot:
+    a port held by another program would loop forever instead of failing at start."""
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket: gunicorn's master binds it
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                server.log.error("Cannot listen at %s:%s: %s", *address[:2], exc.strerror)
+                on_exit(server)
+                sys.exit(1)
+
+
 def on_starting(server):
+    if server.cfg.reuse_port:
+        _exit_unless_free(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):

@@ -7,13 +7,15 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import request, wait_until
+from tests.integration.conftest import ROOT, request, wait_until
 from tests.integration.test_server import PATH, reading, scrape, series, stamp
 
 pytestmark = pytest.mark.integration
@@ -167,3 +169,31 @@ def test_workers_compact_in_a_child_process_while_serving(server_factory) -> Non
 def children_of(pid: int) -> list[str]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return path.read_text().split() if path.exists() else []
+
+
+def test_a_port_held_by_another_program_stops_the_server_at_start(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        metrics_dirs = set(Path("/dev/shm").glob("hr-prometheus-*"))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PROMETHEUS_MULTIPROC_DIR", "HR_DATA_DIR")
+        }
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
+                *("--bind", f"127.0.0.1:{port}", "--no-control-socket"),
+            ],
+            cwd=ROOT,
+            env={**env, "HR_DATA_DIR": str(tmp_path / "data")},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"Cannot listen at 127.0.0.1:{port}: Address already in use" in done.stderr.decode()
+    assert b"Booting worker" not in done.stderr
+    assert set(Path("/dev/shm").glob("hr-prometheus-*")) <= metrics_dirs  # its own is gone

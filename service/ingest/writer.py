@@ -76,11 +76,17 @@ class Ingestor:
             # the pass stops cleanly (its merge in progress deletes what it wrote) instead
             # of outliving the worker if gunicorn's graceful timeout runs out first
             child.terminate()
-        for task in (self._ticker, self._compacting):
-            if task is not None:
-                task.cancel()  # a compaction task returns once its process has exited
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._ticker, self._compacting) if t is not None]
+        for task in tasks:
+            task.cancel()  # a compaction task returns once its process has exited
+        if tasks:
+            # asyncio.wait: their cancellation is not raised here, but a cancellation of
+            # stop() itself still is (suppressing CancelledError around ``await task``
+            # would swallow both)
+            await asyncio.wait(tasks)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s ended with an error", task.get_name(), exc_info=task.exception())
         while self._drainer is not None and not self._drainer.done():
             await self._drainer
         flushed = await self.flush()
@@ -307,8 +313,11 @@ class Ingestor:
         }
         while True:
             wait = min(self._last_flush + st.flush_interval_s, *due.values()) - time.monotonic()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives in the same loop turn as the wake-up, and stop() then waited forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
             if now >= self._last_flush + st.flush_interval_s or (

@@ -256,3 +256,24 @@ def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, m
         await ingestor.stop()
 
     asyncio.run(scenario())
+
+
+def test_stop_finishes_when_the_flush_loop_was_just_woken(tmp_path) -> None:
+    """A stop that arrives in the same loop turn as a wake-up (a full buffer under load)
+    must still end the flush loop, flush and delete the WAL, not wait forever."""
+
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path)
+        await ingestor.start()
+        await ingestor.submit("heart_rate", rows(5))
+        await asyncio.sleep(0.05)  # the flush loop waits for its next wake-up
+        ingestor._wake.set()  # what a full buffer does
+        stopping = asyncio.create_task(ingestor.stop())
+        # asyncio.wait, not wait_for: on 3.11 a wait_for timeout can be swallowed as well
+        done, _ = await asyncio.wait([stopping], timeout=20)
+        assert done, "stop() still waits for the flush loop"
+        await stopping
+        assert listed_rows(store) == 5
+        assert wal_rows(store) == 0
+
+    asyncio.run(scenario())

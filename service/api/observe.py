@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import itertools
+import secrets
 import time
 
 from starlette.datastructures import State
@@ -14,13 +15,13 @@ from service.logs import access_log
 _MAX_REQUEST_ID = 128
 
 
-def _request_id(scope: Scope) -> str:
+def _given_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text: str = value.decode("latin-1")
             if 0 < len(text) <= _MAX_REQUEST_ID and text.isprintable():
                 return text
-    return os.urandom(8).hex()
+    return None
 
 
 class RequestObserver:
@@ -30,6 +31,18 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self._state = state  # the app's: ``worker`` once the lifespan has started
+        self._worker = ""
+        self._served_by = (b"x-served-by", b"")
+        self._ids = itertools.count()
+        self._id_prefix = ""
+
+    def _identify(self) -> str:
+        """The worker id, and a new request-id series whenever it changes (a new worker)."""
+        worker = str(getattr(self._state, "worker", ""))
+        if worker != self._worker:
+            self._worker, self._served_by = worker, (b"x-served-by", worker.encode())
+            self._id_prefix, self._ids = secrets.token_hex(4), itertools.count()
+        return worker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,10 +50,14 @@ class RequestObserver:
             return
         started = time.perf_counter()
         status = 500
-        request_id = _request_id(scope)
-        worker = str(getattr(self._state, "worker", ""))
+        worker = self._identify()
+        # generated ids: a random prefix per worker and a counter (16 hex digits), unique
+        # without a getrandom call per request
+        request_id = _given_request_id(scope) or (
+            f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFF:08x}"
+        )
         state = scope.setdefault("state", {})
-        extra = [(b"x-request-id", request_id.encode("latin-1")), (b"x-served-by", worker.encode())]
+        extra = [(b"x-request-id", request_id.encode("latin-1")), self._served_by]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

@@ -31,7 +31,7 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self._state = state  # the app's: ``worker`` once the lifespan has started
-        self._worker = ""
+        self._worker: str | None = None  # set by the first request
         self._served_by = (b"x-served-by", b"")
         self._ids = itertools.count()
         self._id_prefix = ""

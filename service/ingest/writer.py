@@ -85,8 +85,8 @@ class Ingestor:
             # would swallow both)
             await asyncio.wait(tasks)
             for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("%s ended with an error", task.get_name(), exc_info=task.exception())
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.error("%s ended with an error", task.get_name(), exc_info=error)
         while self._drainer is not None and not self._drainer.done():
             await self._drainer
         flushed = await self.flush()

@@ -114,3 +114,35 @@ def test_access_lines_of_one_turn_are_written_together() -> None:
     assert text.endswith(" INFO service.access GET /z 404 0.5ms\n")
     os.close(r)
     os.close(w)
+
+
+def test_generated_request_ids_have_16_hex_digits_before_and_after_the_worker_is_named() -> None:
+    from starlette.datastructures import State
+
+    from service.api.observe import RequestObserver
+
+    async def answer(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    state = State()
+    observer = RequestObserver(answer, state)
+
+    async def request_id() -> str:
+        sent: list[dict] = []
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+        await observer(scope, None, send)  # type: ignore[arg-type]
+        return dict(sent[0]["headers"])[b"x-request-id"].decode()
+
+    async def requests() -> list[str]:
+        before = [await request_id(), await request_id()]
+        state.worker = "w1"  # what the lifespan sets
+        return [*before, await request_id(), await request_id()]
+
+    ids = asyncio.run(requests())
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == 4

@@ -74,6 +74,40 @@ def test_acknowledged_rows_are_in_the_wal_and_fsyncs_are_shared(tmp_path, monkey
     asyncio.run(scenario())
 
 
+def test_a_group_commit_writes_one_frame_per_metric_in_submission_order(tmp_path) -> None:
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path)
+        await ingestor.start()
+        await ingestor.submit("heart_rate", rows(1, start=0))  # the first group: alone
+        # the same identity 40 times over: the last submitted must be the one that wins
+        await asyncio.gather(
+            *(
+                ingestor.submit("heart_rate", Rows(["u"], ["device_a"], [BASE], [float(i)]))
+                for i in range(40)
+            )
+        )
+        frames = [
+            f
+            for paths in list_segments(store.wal_dir).values()
+            for p in paths
+            for f in read_segment(p)
+        ]
+        assert sum(len(f.rows) for f in frames) == 41
+        assert len(frames) < 10  # one per group commit, not one per request
+        values = [v for f in frames for v in f.rows.value]
+        seqs = [f.first_seq + i for f in frames for i in range(len(f.rows))]
+        assert values[1:] == [float(i) for i in range(40)]
+        assert seqs == sorted(set(seqs))
+        answer = Reader(ingestor._settings, store, ingestor.buffer).run(
+            Query("heart_rate", "u", BASE, BASE + 60_000)
+        )
+        assert answer is not None
+        assert b'"heart_rate":39.0' in answer
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
 def test_write_mode_skips_fsync_but_still_logs(tmp_path, monkeypatch) -> None:
     async def scenario() -> None:
         ingestor, store = make(tmp_path, durability="write")

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from service.config import Settings
+from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
 from service.ingest.writer import Ingestor
 from service.query.reader import Query, Reader
@@ -155,6 +156,34 @@ def test_flushing_rows_stay_visible_until_listed() -> None:
     assert sum(df.height for df in buffer.snapshot("heart_rate")) == 6
     buffer.end_flush()
     assert sum(df.height for df in buffer.snapshot("heart_rate")) == 2
+
+
+def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
+    monkeypatch,
+) -> None:
+    converted: list[int] = []
+    real = buffer_module.rows_frame
+
+    def counting(rows_: Rows, seq: list[int]) -> pl.DataFrame:
+        converted.append(len(rows_))
+        return real(rows_, seq)
+
+    monkeypatch.setattr(buffer_module, "rows_frame", counting)
+    buffer, expected, seq = Buffer(), [], 1
+    for i in range(40):  # more pieces than a cached frame keeps before it is rechunked
+        batch = rows(3, start=10 * i)
+        buffer.add("heart_rate", batch, seq)
+        expected += [(BASE + (10 * i + k) * 1000, seq + k) for k in range(3)]
+        seq += 3
+        (frame,) = buffer.snapshot("heart_rate")
+        assert list(zip(frame["ts"].dt.epoch("ms"), frame["seq"], strict=True)) == expected
+        if i == 20:
+            buffer.begin_flush()  # the flushing generation reuses what was converted
+            assert buffer.flushing_frames()["heart_rate"].height == len(expected)
+            buffer.end_flush()
+            expected = []
+    assert sum(converted) == 40 * 3
+    assert buffer.snapshot("heart_rate")[0] is buffer.snapshot("heart_rate")[0]
 
 
 def dead_worker_wal(store: Store, worker: str, n: int) -> Path:

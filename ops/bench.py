@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 LUA = ROOT / "ops" / "bench_post.lua"
 SINGLE_PATH = "/metrics/heart-rate"
+PHASES = ("writes", "queries")
 BATCH_PATH = "/metrics/heart-rate/batch"
 QUERY_DAY = datetime(2024, 1, 15, tzinfo=UTC)  # the day every user of the query store has
 WRITE_BASE = datetime(2024, 1, 1, tzinfo=UTC)  # bench_post.lua's first timestamp
@@ -90,6 +91,7 @@ class Plan:
     workers: int | None
     keep: bool
     quick: bool
+    phases: frozenset[str] = frozenset(PHASES)
 
 
 def parse_args(argv: Sequence[str]) -> Plan:
@@ -123,6 +125,12 @@ def parse_args(argv: Sequence[str]) -> Plan:
     )
     p.add_argument("--workers", type=int, help="gunicorn workers (default: as ops/serve)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
+    p.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="which phases to run, comma-separated: writes (single and batch POSTs, lag, "
+        "RSS) and/or queries (default: both)",
+    )
     a = p.parse_args(argv)
     quick = bool(a.quick)
 
@@ -147,7 +155,10 @@ def parse_args(argv: Sequence[str]) -> Plan:
         workers=a.workers,
         keep=bool(a.keep),
         quick=quick,
+        phases=frozenset(x.strip() for x in a.phases.split(",") if x.strip()),
     )
+    if not plan.phases or not plan.phases <= set(PHASES):
+        p.error(f"--phases takes a comma-separated subset of {', '.join(PHASES)}")
     if plan.runs < 1 or plan.duration_s < 1 or plan.queries < 1 or plan.users < 1:
         p.error("--runs, --duration, --queries and --users must be at least 1")
     if not 0 <= plan.long_users <= plan.users or plan.long_days < 1:
@@ -1168,47 +1179,49 @@ def main(argv: Sequence[str]) -> int:
     noise: dict[str, float] = {}
     try:
         # phases 1, 2, 4: writes against a fresh data dir, next to the no-op ceiling
-        write_dir = tmp / "write-data"
-        service = service_server("service-write", write_dir, plan, logs)
-        noop = noop_server(plan, logs)
-        try:
-            watch = CpuWatch()
-            with running(noop, service):
-                writes = measure_writes(service, noop, write_dir, plan)
-            noise["write phase"] = watch.share()
-            writes.fragments_end = fragment_count(write_dir)
-            writes.wal_left = sum(1 for p in (write_dir / "wal").glob("*.log"))
-        except Exception as exc:
-            failures.append(f"write phase: {exc}")
-            log(f"write phase failed: {exc}")
+        if "writes" in plan.phases:
+            write_dir = tmp / "write-data"
+            try:
+                service = service_server("service-write", write_dir, plan, logs)
+                noop = noop_server(plan, logs)
+                watch = CpuWatch()
+                with running(noop, service):
+                    writes = measure_writes(service, noop, write_dir, plan)
+                noise["write phase"] = watch.share()
+                writes.fragments_end = fragment_count(write_dir)
+                writes.wal_left = sum(1 for p in (write_dir / "wal").glob("*.log"))
+            except Exception as exc:
+                failures.append(f"write phase: {exc}")
+                log(f"write phase failed: {exc}")
 
         # phase 3: queries against a store loaded through the storage layer
-        query_dir = tmp / "query-data"
-        try:
-            watch = CpuWatch()
-            log(f"loading the query store into {query_dir}")
-            store, loaded = build_query_store(query_dir, plan)
-            has_compaction = _has_compact_all()
-            if has_compaction:
-                server = service_server(
-                    "service-query-before",
-                    query_dir,
-                    plan,
-                    logs,
-                    {"HR_COMPACT_INTERVAL_S": "86400"},
-                )
-                with running(server):
-                    log("queries before compaction")
-                    before = measure_queries(server, plan)
-            if compact_store(query_dir, loaded, store) or not has_compaction:
-                server = service_server("service-query", query_dir, plan, logs)
-                with running(server):
-                    log("queries" + (" after compaction" if has_compaction else ""))
-                    after = measure_queries(server, plan)
-            noise["query phase"] = watch.share()
-        except Exception as exc:
-            failures.append(f"query phase: {exc}")
-            log(f"query phase failed: {exc}")
+        if "queries" in plan.phases:
+            query_dir = tmp / "query-data"
+            try:
+                watch = CpuWatch()
+                log(f"loading the query store into {query_dir}")
+                store, loaded = build_query_store(query_dir, plan)
+                has_compaction = _has_compact_all()
+                if has_compaction:
+                    server = service_server(
+                        "service-query-before",
+                        query_dir,
+                        plan,
+                        logs,
+                        {"HR_COMPACT_INTERVAL_S": "86400"},
+                    )
+                    with running(server):
+                        log("queries before compaction")
+                        before = measure_queries(server, plan)
+                if compact_store(query_dir, loaded, store) or not has_compaction:
+                    server = service_server("service-query", query_dir, plan, logs)
+                    with running(server):
+                        log("queries" + (" after compaction" if has_compaction else ""))
+                        after = measure_queries(server, plan)
+                noise["query phase"] = watch.share()
+            except Exception as exc:
+                failures.append(f"query phase: {exc}")
+                log(f"query phase failed: {exc}")
     finally:
         if not plan.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -129,7 +129,7 @@ class Ingestor:
         while self._pending:
             group, self._pending = self._pending, []
             # one WAL frame per metric for the whole group: a reader decodes a frame per
-            # group commit, not one per request (at ~20 us a frame, other workers' queries
+            # group commit, not one per request (at ~9 us a frame, other workers' queries
             # spent tens of ms a call on frames of one reading each)
             merged = _merge(group)
             parts = [(metric, self._reserve(len(rows)), rows) for metric, rows in merged.items()]

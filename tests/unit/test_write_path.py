@@ -17,6 +17,7 @@ from service.query.reader import Query, Reader
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import (
+    Frame,
     SegmentWriter,
     encode_frame,
     list_segments,
@@ -45,13 +46,14 @@ def make(tmp_path: Path, worker: str = "w1", **changes: object) -> tuple[Ingesto
     return Ingestor(settings, store, Buffer()), store
 
 
+def wal_frames(store: Store) -> list[Frame]:
+    return [
+        f for paths in list_segments(store.wal_dir).values() for p in paths for f in read_segment(p)
+    ]
+
+
 def wal_rows(store: Store) -> int:
-    return sum(
-        len(f.rows)
-        for paths in list_segments(store.wal_dir).values()
-        for p in paths
-        for f in read_segment(p)
-    )
+    return sum(len(f.rows) for f in wal_frames(store))
 
 
 def listed_rows(store: Store) -> int:
@@ -87,12 +89,7 @@ def test_a_group_commit_writes_one_frame_per_metric_in_submission_order(tmp_path
                 for i in range(40)
             )
         )
-        frames = [
-            f
-            for paths in list_segments(store.wal_dir).values()
-            for p in paths
-            for f in read_segment(p)
-        ]
+        frames = wal_frames(store)
         assert sum(len(f.rows) for f in frames) == 41
         assert len(frames) < 10  # one per group commit, not one per request
         values = [v for f in frames for v in f.rows.value]

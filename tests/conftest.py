@@ -4,11 +4,16 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import hypothesis
 import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+
+# no per-example time limit: on 2 busy cores a slow example is noise, not a failure
+hypothesis.settings.register_profile("service", deadline=None)
+hypothesis.settings.load_profile("service")
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""The column-wise timestamp parser agrees with the one-at-a-time parser on every input."""
+"""The batch timestamp parser agrees with the one-at-a-time parser on every input."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import service.validation
 from service.validation import parse_timestamp_ms, parse_timestamps_ms
 
 digits = st.integers(min_value=0, max_value=99).map(lambda n: f"{n:02d}")
@@ -30,6 +32,9 @@ EDGES = [
     "2024-1-15T10:00:00.5Z",
     "2024-01-15T10:00:00.Z",
     "+2024-01-15T10:00:00Z",
+    "2024-01-15T10:00:00+02:00",
+    "2024-01-15T10:00:00",  # no offset: UTC
+    "2024-01-15T24:00:00Z",
     "",
 ]
 
@@ -42,3 +47,28 @@ def test_column_parser_matches_the_scalar_one(texts: list[str]) -> None:
 def test_edges_match() -> None:
     assert parse_timestamps_ms(EDGES) == [parse_timestamp_ms(t) for t in EDGES]
     assert parse_timestamps_ms(EDGES)[:2] == [1_705_312_800_000, None]
+
+
+@given(st.lists(common, min_size=1, max_size=12), st.lists(st.integers(0, 11), max_size=60))
+def test_a_batch_with_repeated_timestamps_matches_the_scalar_parser(
+    pool: list[str], picks: list[int]
+) -> None:
+    texts = pool + [pool[i % len(pool)] for i in picks]
+    assert parse_timestamps_ms(texts) == [parse_timestamp_ms(t) for t in texts]
+
+
+def test_each_distinct_timestamp_of_a_batch_is_parsed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a gateway's batch: 100 devices' readings of the same 10 seconds
+    seen: list[list[str]] = []
+    usual = service.validation._parse_usual
+
+    def counting(texts: list[str]) -> list[int | None] | None:
+        seen.append(texts)
+        return usual(texts)
+
+    monkeypatch.setattr(service.validation, "_parse_usual", counting)
+    texts = [f"2024-01-15T10:00:{i % 10:02d}Z" for i in range(1000)]
+    assert parse_timestamps_ms(texts) == [1_705_312_800_000 + (i % 10) * 1000 for i in range(1000)]
+    assert [len(batch) for batch in seen] == [10]

@@ -4,18 +4,57 @@ Command-line flags override anything here (``--bind``, ``--workers`` ...). Nothi
 imports the service or Polars: state is created in each worker after fork.
 """
 
+import fcntl
 import os
 import shutil
 import socket
 import sys
 import tempfile
 
+_METRICS_PREFIX = "hr-prometheus-"
+# held (flock) by the master and, through fork, its workers: while any of them lives,
+# the directory is in use; once the lock is free, every process writing there is gone
+_OWNER_LOCK = ".owner.lock"
+
+
+def _remove_abandoned_metric_dirs(parent: str) -> None:
+    """Delete the metric dirs of servers that died without cleaning up (kill -9): each
+    holds its files in shared memory until the next reboot otherwise."""
+    for entry in os.scandir(parent):
+        if not entry.name.startswith(_METRICS_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(os.path.join(entry.path, _OWNER_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock file: not ours to judge (or still being created)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # a live server's
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _own_metrics_dir(parent: str | None) -> str:
+    """A fresh metrics dir, locked for as long as this server's processes live."""
+    _remove_abandoned_metric_dirs(parent or tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix=_METRICS_PREFIX, dir=parent)
+    # locked before it gets its name, so no other server ever sees it unlocked
+    pending = os.path.join(directory, _OWNER_LOCK + ".new")
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(pending, os.path.join(directory, _OWNER_LOCK))
+    return directory  # fd stays open: the forked workers share the lock
+
+
 # multiprocess metrics need their directory before prometheus_client is first imported
 # prometheus_client writes them through mmap: on a full filesystem a worker dies of SIGBUS,
 # so they go to shared memory (/dev/shm) rather than a disk the data may fill
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hr-prometheus-", dir=_shm)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir(_shm)
     _OWN_METRICS_DIR = True
 else:
     _OWN_METRICS_DIR = False
@@ -87,7 +126,8 @@ def on_starting(server):
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
-        os.unlink(os.path.join(directory, name))
+        if name != _OWNER_LOCK:
+            os.unlink(os.path.join(directory, name))
 
 
 def post_fork(server, worker):

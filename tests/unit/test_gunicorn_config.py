@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,30 @@ def test_metric_files_default_to_shared_memory_not_the_data_disk() -> None:
 
 def test_a_given_metrics_directory_is_kept(tmp_path: Path) -> None:
     assert _load(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))["dir"] == str(tmp_path)
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm")
+def test_a_dead_servers_metrics_directory_is_removed_at_start_and_a_live_ones_kept() -> None:
+    # a master killed with -9 never runs on_exit: its metric files would stay in memory
+    shm = Path("/dev/shm")
+    dead = Path(tempfile.mkdtemp(prefix="hr-prometheus-", dir=shm))
+    live = Path(tempfile.mkdtemp(prefix="hr-prometheus-", dir=shm))
+    unknown = Path(tempfile.mkdtemp(prefix="hr-prometheus-", dir=shm))
+    created: Path | None = None
+    for directory in (dead, live):
+        (directory / ".owner.lock").touch()
+        (directory / "counter_123.db").write_bytes(b"\0" * 64)
+    (unknown / "counter_123.db").write_bytes(b"\0" * 64)  # no lock file: left alone
+    held = os.open(live / ".owner.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running server's master does
+        created = Path(str(_load()["dir"]))
+        assert not dead.exists()
+        assert (live / "counter_123.db").exists()
+        assert (unknown / "counter_123.db").exists()
+        assert (created / ".owner.lock").exists()
+    finally:
+        os.close(held)
+        for directory in (dead, live, unknown, created):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)

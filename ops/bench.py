@@ -79,7 +79,7 @@ class Plan:
     connections: int
     wrk_threads: int
     batch_connections: int
-    batch_wide_connections: int
+    batch_wide_connections: tuple[int, ...]
     batch_size: int
     batch_bodies: int
     users: int
@@ -107,9 +107,9 @@ def parse_args(argv: Sequence[str]) -> Plan:
     p.add_argument("--batch-connections", type=int, default=4, help="batch connections (4)")
     p.add_argument(
         "--batch-wide-connections",
-        type=int,
-        default=16,
-        help="batch connections of a second batch load, a larger client pool (16; 0: skip it)",
+        default="16,64",
+        help="connection counts of further batch loads, larger client pools, comma-separated "
+        "(16,64; 0: none)",
     )
     p.add_argument("--batch-size", type=int, default=1000, help="readings per batch")
     p.add_argument("--batch-bodies", type=int, default=16, help="distinct batch bodies")
@@ -133,6 +133,14 @@ def parse_args(argv: Sequence[str]) -> Plan:
     )
     a = p.parse_args(argv)
     quick = bool(a.quick)
+    try:
+        wide = tuple(
+            int(x) for x in a.batch_wide_connections.split(",") if x.strip() not in ("", "0")
+        )
+    except ValueError:
+        p.error("--batch-wide-connections takes comma-separated connection counts, e.g. 16,64")
+    if any(n < 1 for n in wide):
+        p.error("--batch-wide-connections: every count must be at least 1")
 
     def pick(value: int | None, full: int, smoke: int) -> int:
         return value if value is not None else (smoke if quick else full)
@@ -143,7 +151,7 @@ def parse_args(argv: Sequence[str]) -> Plan:
         connections=a.connections,
         wrk_threads=a.wrk_threads,
         batch_connections=a.batch_connections,
-        batch_wide_connections=a.batch_wide_connections,
+        batch_wide_connections=wide,
         batch_size=a.batch_size,
         batch_bodies=a.batch_bodies,
         users=pick(a.users, 100, 10),
@@ -680,8 +688,9 @@ class WriteResults:
     single_noop: list[WrkResult] = field(default_factory=list)
     batch: list[WrkResult] = field(default_factory=list)
     batch_noop: list[WrkResult] = field(default_factory=list)
-    batch_wide: list[WrkResult] = field(default_factory=list)
-    batch_wide_noop: list[WrkResult] = field(default_factory=list)
+    # per connection count of the wider batch loads
+    batch_wide: dict[int, list[WrkResult]] = field(default_factory=dict)
+    batch_wide_noop: dict[int, list[WrkResult]] = field(default_factory=dict)
     lag_ms: list[float] = field(default_factory=list)
     lag_polls: list[int] = field(default_factory=list)
     lag_cross: int = 0
@@ -796,11 +805,11 @@ def measure_writes(service: Server, noop: Server, data_dir: Path, plan: Plan) ->
             )
         )
         time.sleep(1)
-        if plan.batch_wide_connections:
-            wide = plan.batch_wide_connections
-            args = ("batch", *map(str, write_batch_bodies(bodies_dir, f"w{stamp}r{run}", plan)))
+        for wide in plan.batch_wide_connections:
+            bodies = write_batch_bodies(bodies_dir, f"w{wide}s{stamp}r{run}", plan)
+            args = ("batch", *map(str, bodies))
             for server, results in ((noop, res.batch_wide_noop), (service, res.batch_wide)):
-                results.append(
+                results.setdefault(wide, []).append(
                     run_wrk(url(server, BATCH_PATH), wide, plan.wrk_threads, plan.duration_s, *args)
                 )
                 time.sleep(1)
@@ -990,7 +999,10 @@ def report(
         if writes is None
         else [
             (writes.batch, writes.batch_noop, plan.batch_connections),
-            (writes.batch_wide, writes.batch_wide_noop, plan.batch_wide_connections),
+            *(
+                (writes.batch_wide.get(wide, []), writes.batch_wide_noop.get(wide, []), wide)
+                for wide in plan.batch_wide_connections
+            ),
         ]
     )
     for b, n, conns in batch_loads:
@@ -1008,8 +1020,12 @@ def report(
             label = f"batch POST {name} (per request, {conns} conns)"
             t.add(label, [pick(r) for r in b], fmt_ms, [pick(r) for r in n])
     if writes is not None:
-        ours = writes.single + writes.batch + writes.batch_wide
-        noops = writes.single_noop + writes.batch_noop + writes.batch_wide_noop
+        ours = writes.single + writes.batch + [r for rs in writes.batch_wide.values() for r in rs]
+        noops = [
+            *writes.single_noop,
+            *writes.batch_noop,
+            *(r for rs in writes.batch_wide_noop.values() for r in rs),
+        ]
         bad = sum(r.non2xx for r in ours)
         sock = sum(r.socket_errors for r in ours)
         noop_bad = sum(r.non2xx + r.socket_errors for r in noops)
@@ -1117,9 +1133,11 @@ def notes(
         "chosen over a Python thread client: the server, not the client, is the limit, and "
         "wrk uses far less of the 2 shared cores. readings/s = 2xx answers x batch size."
         + (
-            f" The {plan.batch_wide_connections}-connection load does the same with other "
-            "fresh bodies, right after: 4 connections leave a core idle whenever gunicorn "
-            "hands 3 or 4 of them to one worker, and each waits for its own fsync."
+            f" The {' and '.join(map(str, plan.batch_wide_connections))}-connection loads do "
+            "the same with other fresh bodies, right after, in that order: 4 connections "
+            "leave a core idle whenever the kernel hands 3 or 4 of them to one worker, and "
+            "each waits for its own fsync; with more connections waiting, a group commit "
+            "covers more requests (64 is also the single-POST load's count)."
             if plan.batch_wide_connections
             else ""
         )

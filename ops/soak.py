@@ -27,13 +27,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--duration", type=int, default=300, help="seconds of load (300)")
     p.add_argument("--every", type=int, default=15, help="seconds between samples (15)")
     p.add_argument("--bodies", type=int, default=64, help="distinct batch bodies (64)")
+    p.add_argument(
+        "--single-connections", type=int, default=32, help="single-POST connections (32; 0: none)"
+    )
+    p.add_argument(
+        "--batch-connections", type=int, default=4, help="batch-POST connections (4; 0: none)"
+    )
     args = p.parse_args(argv)
     plan = bench.parse_args(["--batch-bodies", str(args.bodies)])
     with tempfile.TemporaryDirectory(prefix="hr-soak-") as tmp:
         root = Path(tmp)
         data = root / "data"
         server = bench.service_server("service-soak", data, plan, root)
-        bodies = bench.write_batch_bodies(root / "bodies", "soak", plan)
+        bodies_args = [str(b) for b in bench.write_batch_bodies(root / "bodies", "soak", plan)]
         results: dict[str, bench.WrkResult] = {}
 
         def load(name: str, path: str, connections: int, *wrk_args: str) -> None:
@@ -41,15 +47,9 @@ def main(argv: list[str]) -> int:
             results[name] = bench.run_wrk(url, connections, 1, args.duration, *wrk_args)
 
         with bench.running(server):
-            loads = [
-                threading.Thread(
-                    target=load, args=("single", bench.SINGLE_PATH, 32, "single", "soak")
-                ),
-                threading.Thread(
-                    target=load,
-                    args=("batch", bench.BATCH_PATH, 4, "batch", *map(str, bodies)),
-                ),
-            ]
+            single = ("single", bench.SINGLE_PATH, args.single_connections, "single", "soak")
+            batch = ("batch", bench.BATCH_PATH, args.batch_connections, "batch", *bodies_args)
+            loads = [threading.Thread(target=load, args=a) for a in (single, batch) if a[2] > 0]
             for t in loads:
                 t.start()
             started = time.monotonic()

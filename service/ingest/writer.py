@@ -26,7 +26,13 @@ from service import metrics
 from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
-from service.storage.compaction import Report, has_work, is_compacting
+from service.storage.compaction import (
+    BEHIND_FILES_PER_MIN_FILES,
+    Report,
+    backlog,
+    has_work,
+    is_compacting,
+)
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
@@ -267,10 +273,15 @@ class Ingestor:
             )
         ):
             return None  # no process start for nothing (a second or more of CPU each)
+        behind = await anyio.to_thread.run_sync(backlog, self._store) >= (
+            BEHIND_FILES_PER_MIN_FILES * st.compact_min_files
+        )
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
-            # below the workers' priority: requests first, merges with what is left
-            *("compact", "--json", "--nice", "10", "--stop-with-parent"),
+            # below the workers' priority: requests first, merges with what is left; but
+            # when ingestion outruns the merges, they compete as equals, or the files to
+            # merge (and every query's work) would grow for as long as the load lasts
+            *("compact", "--json", "--nice", "0" if behind else "10", "--stop-with-parent"),
             *("--min-files", str(st.compact_min_files)),
             *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
         ]

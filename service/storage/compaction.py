@@ -52,6 +52,8 @@ TOP_LEVEL = 2
 MAX_MERGE_ROWS = 400_000  # input rows per merge step: ~120 MB at the peak
 TIER_RATIO = 4  # a day merge waits until its level-1 rows are a quarter of its level-2 rows
 TIER_FILES = 4  # ... or until it has this many times ``min_files`` level-1 files
+# a backlog of this many times ``min_files`` unmerged files means merging has fallen behind
+BEHIND_FILES_PER_MIN_FILES = 32
 
 
 @dataclass(slots=True)
@@ -115,6 +117,11 @@ def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> boo
     if any(count >= min_files for count in level0.values()):
         return True
     return any(_day_due(group, min_files, False) for group in _days(manifest.fragments).values())
+
+
+def backlog(store: Store) -> int:
+    """Files not merged into a day's sorted files yet (levels 0 and 1)."""
+    return sum(1 for f in store.manifest.read().fragments if f.level < TOP_LEVEL)
 
 
 def _day_due(group: list[FragmentInfo], min_files: int, force: bool) -> bool:

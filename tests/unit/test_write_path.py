@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from service.catalog import rows_frame
 from service.config import Settings
 from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
@@ -316,6 +317,32 @@ def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, m
         await ingestor.stop()
 
     asyncio.run(scenario())
+
+
+def test_merges_run_at_the_workers_priority_once_they_fall_behind(tmp_path, monkeypatch) -> None:
+    # below it, requests come first; at 32 x min_files unmerged files, ingestion is
+    # outrunning the merges, which then compete as equals
+    from service.ingest import writer
+
+    nices: list[str] = []
+
+    def popen(args, **kwargs):
+        nices.append(args[args.index("--nice") + 1])
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(writer.subprocess, "Popen", popen)
+
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path, compact_min_files=2)
+        await ingestor.start()
+        for i in range(64):
+            store.publish({"heart_rate": rows_frame(rows(2, start=2 * i), [2 * i, 2 * i + 1])})
+            if i in (62, 63):  # 63 files, then 64
+                await ingestor.compact()
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+    assert nices == ["10", "0"]
 
 
 def test_stop_finishes_when_the_flush_loop_was_just_woken(tmp_path) -> None:

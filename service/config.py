@@ -31,6 +31,7 @@ class Settings:
     )
     priority_scope: PriorityScope = "bucket"
     max_batch: int = 10_000
+    max_batch_days: int = 31
     max_body_bytes: int = 8 * 1024 * 1024
     max_query_days: float = 31.0
     max_buffer_rows: int = 500_000
@@ -57,6 +58,7 @@ class Settings:
             device_priority=parse_priority(env.get("HR_DEVICE_PRIORITY", DEFAULT_PRIORITY)),
             priority_scope=_choice(env, "HR_PRIORITY_SCOPE", "bucket", ("bucket", "timestamp")),
             max_batch=_int(env, "HR_MAX_BATCH", 10_000, minimum=1),
+            max_batch_days=_int(env, "HR_MAX_BATCH_DAYS", 31, minimum=1),
             max_body_bytes=_int(env, "HR_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             max_query_days=_float(env, "HR_MAX_QUERY_DAYS", 31.0, minimum=0.001),
             max_buffer_rows=_int(env, "HR_MAX_BUFFER_ROWS", 500_000, minimum=1),

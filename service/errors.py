@@ -118,10 +118,23 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=exc.headers)
 
 
+INTERNAL_BODY = error_body(
+    ServiceError.code, [{"reason": "internal error; the log names it by this request's id"}]
+)
+
+
+async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
+    # the one error shape even for a bug; the exception is logged by the server
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(INTERNAL_BODY, status_code=500)
+
+
 def install_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

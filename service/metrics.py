@@ -137,6 +137,12 @@ FLUSH_SECONDS = Histogram(
 )
 FLUSH_ROWS = Counter("hr_flush_rows_total", "Rows written to fragments by flushes.")
 FLUSH_FAILURES = Counter("hr_flush_failures_total", "Flushes that failed and will be retried.")
+TASK_FAILURES = Counter(
+    "hr_task_failures_total",
+    "Failures of a worker's background tasks (flush, recovery, compaction, group commit,"
+    " the flush loop), each retried.",
+    ["task"],
+)
 RECOVERED_ROWS = Counter("hr_recovered_rows_total", "Rows replayed from dead workers' WALs.")
 BUFFER_ROWS = Gauge(
     "hr_buffer_rows", "Rows in worker buffers not yet in a fragment.", multiprocess_mode="livesum"

@@ -9,22 +9,32 @@ timestamps with the same function, so they accept exactly the same readings.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import cache
-from itertools import repeat
-from operator import attrgetter, floordiv, itemgetter, sub
+from itertools import accumulate
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
 
 from service.catalog import MetricSpec
 from service.errors import Detail, InvalidInput, PayloadTooLarge, field_error
+from service.timestamps import REASON as _TS_REASON
+from service.timestamps import parse_timestamp_ms, parse_timestamps_ms
 
 USER_ID_MAX = 128
 DEVICE_ID_MAX = 64
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_DEPTH = 64  # JSON nesting a body may have; a reading needs 2, a batch 3
+DAY_MS = 86_400_000
 _MISSING = object()
+# C0 and C1 controls, DEL, lone surrogates (they cannot be encoded, so no file could hold
+# them) and the line and paragraph separators (they break log lines and CSV rows)
+_NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+TEXT_REASON = "must be printable text (no control characters or lone surrogates)"
+_USER = attrgetter("user_id")
+_DEVICE = attrgetter("device_id")
+_TIMESTAMP = attrgetter("timestamp")
 
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_ID_MAX)] | int
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=DEVICE_ID_MAX)]
@@ -62,66 +72,6 @@ class BatchResult:
     total: int
 
 
-def parse_timestamp_ms(text: str) -> int | None:
-    """ISO 8601 date-time -> UTC epoch milliseconds (floor); no offset means UTC."""
-    if not 16 <= len(text) <= 40 or text[10] not in "Tt ":
-        return None
-    try:
-        moment = datetime.fromisoformat(text.upper())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-
-
-_MS = timedelta(milliseconds=1)
-_TEN = itemgetter(10)
-_USER = attrgetter("user_id")
-_DEVICE = attrgetter("device_id")
-_TIMESTAMP = attrgetter("timestamp")
-
-
-def parse_timestamps_ms(texts: list[str]) -> list[int | None]:
-    """``parse_timestamp_ms`` of each text, each distinct text parsed once.
-
-    Readings of a batch often share their timestamps (a gateway sends many devices'
-    readings of the same seconds). Distinct texts of the usual shape are parsed in
-    C-level passes, without a Python frame per text (see ``_parse_usual``).
-    """
-    distinct = dict.fromkeys(texts)
-    keys = list(distinct)
-    parsed = _parse_usual(keys) if len(keys) >= 8 else None
-    if parsed is None:
-        parsed = [parse_timestamp_ms(text) for text in keys]
-    if len(keys) == len(texts):
-        return parsed
-    distinct.update(zip(keys, parsed, strict=True))
-    return list(map(distinct.__getitem__, texts))
-
-
-def _parse_usual(texts: list[str]) -> list[int | None] | None:
-    """``parse_timestamp_ms`` of texts that are all ASCII, upper case, 16 to 40 characters
-    with ``T`` as the separator, and carry an offset or ``Z``: there it is exactly
-    ``fromisoformat`` and a floor division of the distance from the epoch. None when
-    a text is of another shape or does not parse."""
-    joined = "".join(texts)
-    if not (
-        joined.isascii()
-        and joined.upper() == joined
-        and min(map(len, texts)) >= 16
-        and max(map(len, texts)) <= 40
-        and set(map(_TEN, texts)) == {"T"}
-    ):
-        return None
-    try:
-        moments = map(datetime.fromisoformat, texts)
-        return list(map(floordiv, map(sub, moments, repeat(_EPOCH)), repeat(_MS)))
-    except (ValueError, TypeError):  # a text that does not parse, or one without offset
-        return None
-
-
 @cache
 def _struct_types(spec: MetricSpec) -> tuple[type[msgspec.Struct], type[msgspec.Struct]]:
     value = Annotated[float, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
@@ -139,12 +89,18 @@ def parse_one(body: bytes, spec: MetricSpec) -> Rows | None:
     reading_type, _ = _struct_types(spec)
     try:
         item: Any = msgspec.json.decode(body, type=reading_type)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except ValueError:  # msgspec's DecodeError and ValidationError, or bad UTF-8
         return None
     ts = parse_timestamp_ms(item.timestamp)
-    if ts is None:
+    user_id = str(item.user_id)
+    if ts is None or not printable(user_id) or not printable(item.device_id):
         return None
-    return Rows([str(item.user_id)], [item.device_id], [ts], [getattr(item, spec.field)])
+    return Rows([user_id], [item.device_id], [ts], [getattr(item, spec.field)])
+
+
+def printable(text: str) -> bool:
+    """Whether ``text`` holds no control character, lone surrogate or line separator."""
+    return _NOT_PRINTABLE.search(text) is None
 
 
 def validate_one(body: bytes, spec: MetricSpec) -> Rows:
@@ -159,26 +115,45 @@ def validate_one(body: bytes, spec: MetricSpec) -> Rows:
     return rows
 
 
-def parse_batch(body: bytes, spec: MetricSpec, max_batch: int) -> Rows | None:
+def parse_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int) -> Rows | None:
     """The fast path alone: the rows of a well-formed batch of 1 to ``max_batch`` readings
-    that are all valid, else None (``validate_batch`` then says what is wrong)."""
+    over at most ``max_days`` UTC days that are all valid, else None (``validate_batch``
+    then says what is wrong)."""
     items = _decode_batch(body, spec)
     if items is None or not 0 < len(items) <= max_batch:
         return None
     rows = _columns(items, spec)
-    return None if None in rows.ts else rows
+    if None in rows.ts or not _all_printable(rows) or _days(rows.ts, max_days) > max_days:
+        return None
+    return rows
 
 
-def validate_batch(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:
-    """``{"readings": [...]}``; good readings are kept, bad ones reported by index."""
+def validate_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int) -> BatchResult:
+    """``{"readings": [...]}``; good readings are kept, bad ones reported by index.
+
+    The good readings may span at most ``max_days`` distinct UTC days: one request then
+    cannot make a flush or a compaction write a file for each of thousands of days."""
+    result = None
     items = _decode_batch(body, spec)
-    if items is None:
-        return _validate_batch_slowly(body, spec, max_batch)
-    _check_size(len(items), max_batch)
-    rows = _columns(items, spec)
+    if items is not None:
+        _check_size(len(items), max_batch)
+        rows = _columns(items, spec)
+        if _all_printable(rows):  # else the slow path names each bad id
+            result = _keep_parsed(rows, len(items))
+    if result is None:
+        result = _validate_batch_slowly(body, spec, max_batch)
+    days = _days(result.rows.ts, max_days)
+    if days > max_days:
+        raise field_error(
+            "readings", f"the readings span {days} UTC days; a batch may span at most {max_days}"
+        )
+    return result
+
+
+def _keep_parsed(rows: Rows, total: int) -> BatchResult:
+    """Decoded rows whose only possible fault is a timestamp that did not parse (None)."""
     if None not in rows.ts:
-        return BatchResult(rows, [], len(items))
-    # only the timestamps can still be wrong: the decoder checked everything else
+        return BatchResult(rows, [], total)
     errors: list[Detail] = []
     kept = Rows()
     for index, ts in enumerate(rows.ts):
@@ -186,7 +161,20 @@ def validate_batch(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult
             errors.append({"index": index, "field": "timestamp", "reason": _TS_REASON})
         else:
             kept.add(rows.user_id[index], rows.device_id[index], ts, rows.value[index])
-    return BatchResult(kept, errors, len(items))
+    return BatchResult(kept, errors, total)
+
+
+def _all_printable(rows: Rows) -> bool:
+    # one search over the joined ids: a batch's ids cost one C call, not one per reading
+    return printable("".join(rows.user_id)) and printable("".join(rows.device_id))
+
+
+def _days(ts: list[int], limit: int) -> int:
+    """The distinct UTC days of ``ts`` (counted only when their span exceeds ``limit``)."""
+    if not ts:
+        return 0
+    span = max(ts) // DAY_MS - min(ts) // DAY_MS + 1
+    return span if span <= limit else len({t // DAY_MS for t in ts})
 
 
 def _decode_batch(body: bytes, spec: MetricSpec) -> list[Any] | None:
@@ -194,7 +182,7 @@ def _decode_batch(body: bytes, spec: MetricSpec) -> list[Any] | None:
     _, batch_type = _struct_types(spec)
     try:
         batch: Any = msgspec.json.decode(body, type=batch_type)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except ValueError:  # msgspec's DecodeError and ValidationError, or bad UTF-8
         return None
     readings: list[Any] = batch.readings
     return readings
@@ -228,10 +216,30 @@ def _decode_leniently(body: bytes) -> object:
     # the stdlib decoder turns 1e309 and NaN into floats, so one out-of-range number is
     # reported against its reading instead of failing the readings beside it
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise field_error("body", f"not valid UTF-8 (byte {exc.start})") from exc
+    if _depth(text) > MAX_DEPTH:
+        raise field_error("body", f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         raise field_error("body", f"not valid JSON ({reason})") from exc
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}.__getitem__
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON ``text`` (an upper bound when
+    the text is malformed); C-level passes only, so an 8 MB body costs milliseconds."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_STEP, brackets)), default=0)
 
 
 def _check_size(count: int, max_batch: int) -> None:
@@ -240,9 +248,6 @@ def _check_size(count: int, max_batch: int) -> None:
             f"{count} readings exceed the batch limit of {max_batch}",
             [{"field": "readings", "reason": f"at most {max_batch} readings per batch"}],
         )
-
-
-_TS_REASON = "must be an ISO 8601 date-time such as 2024-01-15T10:00:00Z"
 
 
 def _check_item(item: object, spec: MetricSpec, rows: Rows) -> list[tuple[str, str]]:
@@ -285,6 +290,9 @@ def _text(
         return None
     if not 1 <= len(raw) <= limit:
         problems.append((name, f"must be 1 to {limit} characters long"))
+        return None
+    if not printable(raw):
+        problems.append((name, TEXT_REASON))
         return None
     return raw
 

@@ -59,7 +59,9 @@ class ValidReadingsShortcut:
         rows: Rows | None = None
         if whole:
             rows = (
-                parse_batch(body, spec, rt.settings.max_batch) if batch else parse_one(body, spec)
+                parse_batch(body, spec, rt.settings.max_batch, rt.settings.max_batch_days)
+                if batch
+                else parse_one(body, spec)
             )
         if rows is None:
             await self.app(scope, _replay(body, more, receive), send)

@@ -13,8 +13,6 @@ from service.api.runtime import Runtime, runtime
 
 router = APIRouter(tags=["operations"])
 
-_FLUSH_FAILURES_NOT_READY = 3
-
 
 @router.get("/health", summary="Liveness: the worker answers")
 async def health() -> dict[str, str]:
@@ -25,8 +23,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     rt = runtime(request)
     problems = await anyio.to_thread.run_sync(_check, rt)
-    if rt.ingestor.flush_failures >= _FLUSH_FAILURES_NOT_READY:
-        problems.append(f"the last {rt.ingestor.flush_failures} flushes failed")
+    problems += rt.ingestor.problems()
     if problems:
         return JSONResponse({"status": "not ready", "reasons": problems}, status_code=503)
     return JSONResponse({"status": "ready"})

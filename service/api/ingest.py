@@ -97,13 +97,12 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
     async def post_batch(request: Request) -> Response:
         rt = runtime(request)
         body = await read_body(request, rt.settings.max_body_bytes)
+        limits = rt.settings.max_batch, rt.settings.max_batch_days
         try:
             if len(body) > OFFLOAD_BYTES:
-                result = await anyio.to_thread.run_sync(
-                    validate_batch, body, spec, rt.settings.max_batch
-                )
+                result = await anyio.to_thread.run_sync(validate_batch, body, spec, *limits)
             else:
-                result = validate_batch(body, spec, rt.settings.max_batch)
+                result = validate_batch(body, spec, *limits)
         except InvalidInput as exc:  # the body as a whole: counted once
             count_rejected("batch", exc.detail)
             raise

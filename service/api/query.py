@@ -12,7 +12,8 @@ from service.api.schemas import ERROR_RESPONSES, Series
 from service.catalog import MetricSpec
 from service.errors import NotFound, field_error
 from service.query.reader import Query as SeriesQuery
-from service.validation import DEVICE_ID_MAX, USER_ID_MAX, parse_timestamp_ms
+from service.timestamps import parse_timestamp_ms
+from service.validation import DEVICE_ID_MAX, TEXT_REASON, USER_ID_MAX, printable
 
 _DAY_MS = 86_400_000
 
@@ -57,6 +58,9 @@ def _parse(
         raise field_error("user_id", f"must be 1 to {USER_ID_MAX} characters long")
     if device_id is not None and not 1 <= len(device_id) <= DEVICE_ID_MAX:
         raise field_error("device_id", f"must be 1 to {DEVICE_ID_MAX} characters long")
+    for name, text in (("user_id", user_id), ("device_id", device_id or "")):
+        if not printable(text):
+            raise field_error(name, TEXT_REASON)
     start_ms, end_ms = parse_timestamp_ms(_unplus(start)), parse_timestamp_ms(_unplus(end))
     if start_ms is None:
         raise field_error("start", "must be an ISO 8601 date-time")

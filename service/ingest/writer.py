@@ -26,6 +26,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
+from service.ingest.health import TaskHealth
 from service.storage.compaction import (
     BEHIND_FILES_PER_MIN_FILES,
     Report,
@@ -62,9 +63,11 @@ class Ingestor:
         self._compacting: asyncio.Task[None] | None = None
         self._compactor: subprocess.Popen[bytes] | None = None  # the running child, if any
         self._stopping = False
+        self._exiting = False  # this worker asked itself to stop (its master is gone)
         self._last_seq = 0
         self._last_flush = time.monotonic()
-        self.flush_failures = 0
+        self._flush_not_before = 0.0  # monotonic; a failed flush waits before its retry
+        self.health = TaskHealth()
 
     async def start(self) -> None:
         """Take ownership of a fresh WAL, replay dead workers' logs, start the ticker."""
@@ -72,7 +75,8 @@ class Ingestor:
         if self._settings.durability != "none":
             self._log = await anyio.to_thread.run_sync(OwnedLog, self._store)
         await self.recover()
-        self._ticker = asyncio.create_task(self._tick(), name="flusher")
+        self._ticker = asyncio.create_task(self._tick(), name="flush loop")
+        self._ticker.add_done_callback(self._ended)
 
     async def stop(self) -> None:
         """Flush everything; on success the WAL files go too."""
@@ -108,6 +112,7 @@ class Ingestor:
     async def submit(self, metric: str, rows: Rows) -> None:
         """Return once ``rows`` are durable as the durability mode defines it."""
         if self.buffer.rows + len(rows) > self._settings.max_buffer_rows:
+            self.health.overloaded()
             raise Overloaded(f"{self.buffer.rows} rows wait for a flush; try again shortly")
         if self._log is None:
             self.buffer.add(metric, rows, self._reserve(len(rows)))
@@ -119,6 +124,15 @@ class Ingestor:
             self._drainer = asyncio.create_task(self._drain())
         # a cancelled request cancels only its own future: the group still commits
         await future
+
+    def problems(self) -> list[str]:
+        """Why this worker should not get traffic: failing or ended tasks, full buffers."""
+        found = self.health.problems()
+        if self.buffer.rows >= self._settings.max_buffer_rows and not any(
+            "buffers are full" in p for p in found
+        ):
+            found.append("buffers are full: ingestion answers 503 until a flush makes room")
+        return found
 
     def _reserve(self, count: int) -> int:
         first = max(time.time_ns(), self._last_seq + 1)
@@ -134,33 +148,40 @@ class Ingestor:
         # one write + fsync covers every request that queued while the previous one ran
         while self._pending:
             group, self._pending = self._pending, []
-            # one WAL frame per metric for the whole group: a reader decodes a frame per
-            # group commit, not one per request (at ~9 us a frame, other workers' queries
-            # spent tens of ms a call on frames of one reading each)
-            merged = _merge(group)
-            parts = [(metric, self._reserve(len(rows)), rows) for metric, rows in merged.items()]
-            data = b"".join(encode_frame(*part) for part in parts)
-            async with self._io_lock:
-                error = await self._write_group(data)
-                if error is None:
-                    # written to the WAL: every worker's queries can read these rows now
-                    visible = time.monotonic()
-                    for metric, first_seq, rows in parts:
-                        self.buffer.add(metric, rows, first_seq)
-                    for _, _, submitted, _ in group:
-                        metrics.tally.observe(
-                            metrics.READ_AFTER_WRITE_LAG_SECONDS, visible - submitted
-                        )
-            for *_, future in group:
-                if future.done():
-                    continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
-            if error is None:
-                metrics.WAL_GROUP_READINGS.observe(sum(len(item[1]) for item in group))
-                self._after_add()
+            try:
+                error = await self._commit(group)
+            except Exception as exc:  # every waiting request gets an answer, whatever broke
+                self.health.failed("group commit", exc)
+                error = Unavailable(f"the write-ahead log could not be written: {exc!r}")
+            except BaseException:
+                _answer(group, Unavailable("the worker is stopping"))
+                raise
+            else:
+                if self.health.failures:
+                    self.health.succeeded("group commit")
+            _answer(group, error)
+
+    async def _commit(self, group: list[_Pending]) -> ServiceError | None:
+        """Write ``group`` to the WAL as one append; the error to answer it with, if any."""
+        # one WAL frame per metric for the whole group: a reader decodes a frame per
+        # group commit, not one per request (at ~9 us a frame, other workers' queries
+        # spent tens of ms a call on frames of one reading each)
+        merged = _merge(group)
+        parts = [(metric, self._reserve(len(rows)), rows) for metric, rows in merged.items()]
+        data = b"".join(encode_frame(*part) for part in parts)
+        async with self._io_lock:
+            error = await self._write_group(data)
+            if error is not None:
+                return error
+            # written to the WAL: every worker's queries can read these rows now
+            visible = time.monotonic()
+            for metric, first_seq, rows in parts:
+                self.buffer.add(metric, rows, first_seq)
+            for _, _, submitted, _ in group:
+                metrics.tally.observe(metrics.READ_AFTER_WRITE_LAG_SECONDS, visible - submitted)
+        metrics.WAL_GROUP_READINGS.observe(sum(len(item[1]) for item in group))
+        self._after_add()
+        return None
 
     async def _write_group(self, data: bytes) -> ServiceError | None:
         owned = self._log
@@ -200,12 +221,12 @@ class Ingestor:
                 await anyio.to_thread.run_sync(
                     lambda: self._store.publish(self.buffer.flushing_frames())
                 )
-            except (OSError, ServiceError) as exc:
-                self.flush_failures += 1
+            except Exception as exc:  # a full disk surfaces as OSError or Polars' errors
                 metrics.FLUSH_FAILURES.inc()
-                log.error("flush of %d rows failed, will retry: %s", rows, exc)
+                delay = self.health.failed("flush", exc)
+                self._flush_not_before = time.monotonic() + delay
                 return False
-            self.flush_failures = 0
+            self.health.succeeded("flush")
             self.buffer.end_flush()
             if self._log is None and rows:
                 # without a WAL other workers see rows once flushed: the oldest waited most
@@ -235,9 +256,10 @@ class Ingestor:
         """Replay the WALs of dead workers (their owner locks are free)."""
         try:
             rows = await anyio.to_thread.run_sync(replay_orphans, self._store)
-        except (OSError, ServiceError) as exc:
-            log.error("WAL recovery failed, will retry: %s", exc)
+        except Exception as exc:
+            self.health.failed("recovery", exc)
             return 0
+        self.health.succeeded("recovery")
         metrics.RECOVERED_ROWS.inc(rows)
         return rows
 
@@ -252,12 +274,13 @@ class Ingestor:
         started = time.perf_counter()
         try:
             report = await self._compact_in_child()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             if self._stopping:
                 log.info("compaction stopped with the worker")
-            else:
-                log.error("compaction failed, will retry: %s", exc)
+            else:  # retried at the next interval
+                self.health.failed("compaction", exc)
             return
+        self.health.succeeded("compaction")
         if report is not None and report.files_in:
             metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
             metrics.COMPACTION_FILES.labels("in").inc(report.files_in)
@@ -321,42 +344,85 @@ class Ingestor:
         metrics.DISK_FREE_BYTES.set(shutil.disk_usage(self._store.root).free)
 
     async def _tick(self) -> None:
-        """Flush on size or interval; look for dead workers' WALs; compact."""
+        """Flush on size or interval; look for dead workers' WALs; compact; watch the
+        master. A step that fails is counted and retried: the loop itself never ends
+        while the worker runs (if it does, ``_ended`` has the worker replaced)."""
         st = self._settings
         due = {
             "recover": time.monotonic() + st.recovery_interval_s,
             "compact": time.monotonic() + st.compact_interval_s,
         }
         while True:
-            wait = min(self._last_flush + st.flush_interval_s, *due.values()) - time.monotonic()
+            next_flush = max(self._last_flush + st.flush_interval_s, self._flush_not_before)
+            wait = min(next_flush, *due.values()) - time.monotonic()
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
             # arrives in the same loop turn as the wake-up, and stop() then waited forever
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(wait, 0.01)):
                     await self._wake.wait()
             self._wake.clear()
-            now = time.monotonic()
-            if now >= self._last_flush + st.flush_interval_s or (
-                self.buffer.active_rows >= st.flush_rows
-            ):
-                if self.buffer.rows:
-                    await self.flush()
-                self._last_flush = now
-            if now >= due["recover"]:
-                await self.recover()
-                due["recover"] = time.monotonic() + st.recovery_interval_s
-            if now >= due["compact"] and (self._compacting is None or self._compacting.done()):
-                # beside the flushes, never in their way: a pass can take seconds, and
-                # rows would pile up in the buffer meanwhile
-                self._compacting = asyncio.create_task(self.compact(), name="compaction")
-                due["compact"] = time.monotonic() + st.compact_interval_s
-            with contextlib.suppress(OSError, ValueError):
-                await anyio.to_thread.run_sync(self._observe)
+            try:
+                await self._tick_once(due)
+            except Exception as exc:
+                await asyncio.sleep(self.health.failed("flush loop", exc))
+                continue
+            if self.health.failures.get("flush loop"):
+                self.health.succeeded("flush loop")
             if st.master_pid and os.getppid() != st.master_pid:
                 # the gunicorn master is gone: stop like on SIGTERM (flush, then exit)
                 log.error("gunicorn master %d is gone; shutting down", st.master_pid)
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._exit_worker()
                 return
+
+    async def _tick_once(self, due: dict[str, float]) -> None:
+        st = self._settings
+        now = time.monotonic()
+        if now >= self._flush_not_before and (
+            now >= self._last_flush + st.flush_interval_s
+            or self.buffer.active_rows >= st.flush_rows
+        ):
+            if self.buffer.rows:
+                await self.flush()
+            self._last_flush = now
+        if now >= due["recover"]:
+            await self.recover()
+            due["recover"] = time.monotonic() + st.recovery_interval_s
+        if now >= due["compact"] and (self._compacting is None or self._compacting.done()):
+            # beside the flushes, never in their way: a pass can take seconds, and
+            # rows would pile up in the buffer meanwhile
+            self._compacting = asyncio.create_task(self.compact(), name="compaction")
+            due["compact"] = time.monotonic() + st.compact_interval_s
+        try:
+            await anyio.to_thread.run_sync(self._observe)
+        except Exception as exc:  # a gauge is not worth a retry delay: the next tick tries
+            self.health.failed("storage gauges", exc)
+        else:
+            self.health.succeeded("storage gauges")
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The flush loop stopped: unless the worker is stopping, it is broken for good,
+        so it reports not ready and stops, and gunicorn starts a fresh one."""
+        if self._stopping or self._exiting:
+            return
+        error = None if task.cancelled() else task.exception()
+        self.health.ended = f"the {task.get_name()} ended" + (f": {error!r}" if error else "")
+        log.critical("%s; the worker stops so that a fresh one replaces it", self.health.ended)
+        if self._settings.master_pid:  # under gunicorn; elsewhere /ready reports it
+            self._exit_worker()
+
+    def _exit_worker(self) -> None:
+        self._exiting = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _answer(group: list[_Pending], error: ServiceError | None) -> None:
+    for *_, future in group:
+        if future.done():  # its request was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def _merge(group: list[_Pending]) -> dict[str, Rows]:

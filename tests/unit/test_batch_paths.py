@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,12 +13,19 @@ from service.errors import InvalidInput, PayloadTooLarge
 from service.validation import parse_batch, validate_batch
 
 MAX_BATCH = 5
+MAX_DAYS = 2
 good = st.fixed_dictionaries(
     {
         "user_id": st.one_of(st.text(min_size=1, max_size=3), st.integers(-(2**70), 2**70)),
         "device_id": st.text(min_size=1, max_size=3),
         "timestamp": st.sampled_from(
-            ["2024-01-15T10:00:00Z", "2024-01-15T10:00:00.25Z", "2024-01-15 10:00:00+02:00"]
+            [
+                "2024-01-15T10:00:00Z",
+                "2024-01-15T10:00:00.25Z",
+                "2024-01-15 10:00:00+02:00",
+                "2024-01-16T23:59:59Z",
+                "2024-01-17T00:00:00Z",
+            ]
         ),
         "heart_rate": st.one_of(st.floats(30, 220), st.integers(30, 220)),
     }
@@ -29,14 +37,27 @@ odd_values = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False),
     st.text(max_size=3),
-    st.sampled_from(["2024-01-15T10:00:60Z", "2024-13-01T00:00:00Z", "x" * 129]),
+    st.sampled_from(
+        ["2024-01-15T10:00:60Z", "2024-13-01T00:00:00Z", "x" * 129, "a\x00b", "\ud800", "z\x85"]
+    ),
 )
 odd = st.tuples(
     good, st.sampled_from(["user_id", "device_id", "timestamp", "heart_rate", "extra"]), odd_values
 ).map(lambda t: {**t[0], t[1]: t[2]})
 # a string the decoder takes but the timestamp parser refuses
 bad_time = st.tuples(
-    good, st.sampled_from(["2024-01-15T10:00:60Z", "2024-13-01T00:00:00Z", "soon", ""])
+    good,
+    st.sampled_from(
+        [
+            "2024-01-15T10:00:60Z",
+            "2024-13-01T00:00:00Z",
+            "soon",
+            "",
+            "2024-02-01T00:00:00Z\x00garbage",
+            "1969-12-31T23:59:59Z",
+            "2101-01-01T00:00:00Z",
+        ]
+    ),
 ).map(lambda t: {**t[0], "timestamp": t[1]})
 dropped = st.tuples(good, st.sampled_from(sorted(good.wrapped_strategy.mapping))).map(
     lambda t: {k: v for k, v in t[0].items() if k != t[1]}
@@ -46,9 +67,9 @@ dropped = st.tuples(good, st.sampled_from(sorted(good.wrapped_strategy.mapping))
 @given(st.lists(st.one_of(good, good, good, bad_time, odd, dropped), max_size=MAX_BATCH + 2))
 def test_the_shortcut_takes_a_batch_only_when_the_route_keeps_it_whole(readings) -> None:
     body = json.dumps({"readings": readings}).encode()
-    fast = parse_batch(body, HEART_RATE, MAX_BATCH)
+    fast = parse_batch(body, HEART_RATE, MAX_BATCH, MAX_DAYS)
     try:
-        result = validate_batch(body, HEART_RATE, MAX_BATCH)
+        result = validate_batch(body, HEART_RATE, MAX_BATCH, MAX_DAYS)
     except (InvalidInput, PayloadTooLarge):  # the body as a whole is refused
         assert fast is None
         return
@@ -64,6 +85,29 @@ def test_the_shortcut_leaves_empty_and_oversized_batches_to_the_route() -> None:
     def body(count: int) -> bytes:
         return json.dumps({"readings": [one] * count}).encode()
 
-    assert parse_batch(body(MAX_BATCH), HEART_RATE, MAX_BATCH) is not None
-    assert parse_batch(body(MAX_BATCH + 1), HEART_RATE, MAX_BATCH) is None
-    assert parse_batch(body(0), HEART_RATE, MAX_BATCH) is None
+    assert parse_batch(body(MAX_BATCH), HEART_RATE, MAX_BATCH, MAX_DAYS) is not None
+    assert parse_batch(body(MAX_BATCH + 1), HEART_RATE, MAX_BATCH, MAX_DAYS) is None
+    assert parse_batch(body(0), HEART_RATE, MAX_BATCH, MAX_DAYS) is None
+
+
+def test_a_batch_over_too_many_days_is_refused_whole() -> None:
+    def reading(day: int) -> dict[str, object]:
+        return {
+            "user_id": "u",
+            "device_id": "d",
+            "timestamp": f"2024-01-{day:02d}T10:00:00Z",
+            "heart_rate": 60,
+        }
+
+    within = json.dumps({"readings": [reading(1), reading(2), reading(2)]}).encode()
+    assert validate_batch(within, HEART_RATE, MAX_BATCH, MAX_DAYS).total == 3
+    over = json.dumps({"readings": [reading(1), reading(2), reading(3)]}).encode()
+    assert parse_batch(over, HEART_RATE, MAX_BATCH, MAX_DAYS) is None
+    with pytest.raises(InvalidInput) as refused:
+        validate_batch(over, HEART_RATE, MAX_BATCH, MAX_DAYS)
+    assert refused.value.detail[0]["field"] == "readings"
+    assert "3 UTC days" in str(refused.value.detail[0]["reason"])
+    # only the readings that are kept count: a bad one on a third day does not
+    bad_third = [reading(1), reading(2), {**reading(3), "heart_rate": 1}]
+    result = validate_batch(json.dumps({"readings": bad_third}).encode(), HEART_RATE, 5, 2)
+    assert (len(result.rows), len(result.errors)) == (2, 1)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import service.validation
-from service.validation import parse_timestamp_ms, parse_timestamps_ms
+import service.timestamps
+from service.timestamps import parse_timestamp_ms, parse_timestamps_ms
 
 digits = st.integers(min_value=0, max_value=99).map(lambda n: f"{n:02d}")
 common = st.builds(
@@ -36,6 +36,15 @@ EDGES = [
     "2024-01-15T10:00:00",  # no offset: UTC
     "2024-01-15T24:00:00Z",
     "",
+    "2024-02-01T00:00:00Z\x00garbage",
+    "2024-02-01T00:00:00Zgarbage",
+    "0001-02-01T00:00:00Z",
+    "9999-02-01T00:00:00Z",
+    "2100-12-31T23:59:59.999Z",
+    "2101-01-01T00:00:00Z",
+    "1970-01-01T00:30:00+01:00",
+    "2024-01-15T10:00:00\n",
+    "\uff12\uff10\uff12\uff14-01-15T10:00:00Z",
 ]
 
 
@@ -62,13 +71,39 @@ def test_each_distinct_timestamp_of_a_batch_is_parsed_once(
 ) -> None:
     # a gateway's batch: 100 devices' readings of the same 10 seconds
     seen: list[list[str]] = []
-    usual = service.validation._parse_usual
+    usual = service.timestamps._parse_usual
 
     def counting(texts: list[str]) -> list[int | None] | None:
         seen.append(texts)
         return usual(texts)
 
-    monkeypatch.setattr(service.validation, "_parse_usual", counting)
+    monkeypatch.setattr(service.timestamps, "_parse_usual", counting)
     texts = [f"2024-01-15T10:00:{i % 10:02d}Z" for i in range(1000)]
     assert parse_timestamps_ms(texts) == [1_705_312_800_000 + (i % 10) * 1000 for i in range(1000)]
     assert [len(batch) for batch in seen] == [10]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-02-01T00:00:00Z\x00garbage",
+        "2024-02-01T00:00:00Z garbage",
+        "2024-02-01T00:00:00+01:00x",
+        "0001-02-01T00:00:00Z",
+        "9999-02-01T00:00:00Z",
+        "1969-12-31T23:59:59.999Z",
+        "1970-01-01T00:30:00+01:00",  # 1969 in UTC
+        "2101-01-01T00:00:00Z",
+        "\uff12\uff10\uff12\uff14-01-15T10:00:00Z",  # digits, but not ASCII ones
+    ],
+)
+def test_only_whole_date_times_in_1970_to_2100_are_taken(text: str) -> None:
+    assert parse_timestamp_ms(text) is None
+    assert (
+        parse_timestamps_ms([text] * 9 + [f"2024-01-15T10:00:0{i}Z" for i in range(9)])[0] is None
+    )
+
+
+def test_the_edges_of_the_accepted_years() -> None:
+    assert parse_timestamp_ms("1970-01-01T00:00:00Z") == 0
+    assert parse_timestamp_ms("2100-12-31T23:59:59.999Z") == 4_133_980_799_999

@@ -40,9 +40,8 @@ def rows(n: int, user: str = "u", start: int = 0) -> Rows:
 
 
 def make(tmp_path: Path, worker: str = "w1", **changes: object) -> tuple[Ingestor, Store]:
-    settings = Settings(
-        data_dir=tmp_path, flush_interval_s=3600, recovery_interval_s=3600, **changes
-    )  # type: ignore[arg-type]
+    fields = {"flush_interval_s": 3600, "recovery_interval_s": 3600, **changes}
+    settings = Settings(data_dir=tmp_path, **fields)  # type: ignore[arg-type]
     store = Store(tmp_path, worker, settings.lock_timeout_s)
     return Ingestor(settings, store, Buffer()), store
 

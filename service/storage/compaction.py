@@ -115,7 +115,8 @@ def compact(
 
 def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> bool:
     """Whether ``compact`` with these settings would merge or delete anything now: a
-    cheap look at the manifest that spares starting a compaction process for nothing."""
+    cheap look at the manifest (and at the names in ``fragments/``, for orphans) that
+    spares starting a compaction process for nothing."""
     manifest = store.manifest.read()
     cutoff = time.time() - grace_s
     if any(at <= cutoff for _, at in manifest.retired) or stale(store, grace_s):

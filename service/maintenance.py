@@ -71,10 +71,15 @@ def verify(store: Store) -> list[str]:
         if f.rollup:
             problems += _verify_rollup(store, f)
     problems += _verify_ranges(snapshot.fragments)
-    retired = {name for name, _ in snapshot.retired}
+    return problems + _unlisted(store, listed | {name for name, _ in snapshot.retired})
+
+
+def _unlisted(store: Store, named: set[str]) -> list[str]:
+    """Orphans in ``fragments/`` and the quarantined files."""
+    problems = []
     if store.fragment_dir.exists():
         for path in sorted(store.fragment_dir.iterdir()):
-            if path.name not in listed | retired and not path.name.endswith(".tmp"):
+            if path.name not in named and not path.name.endswith(".tmp"):
                 problems.append(f"{path.name}: not listed in the manifest (orphan)")
     for name, why in quarantined(store.root).items():
         problems.append(f"{name}: quarantined ({why or 'no reason recorded'})")

@@ -32,12 +32,14 @@ from service.storage.files import is_held
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
+from service.storage.quarantine import quarantined
 from service.storage.store import Store
 from service.storage.wal import list_segments, lock_path, read_segment, to_frame
 
 
 def verify(store: Store) -> list[str]:
-    """Problems found: listed files missing or unlike their entry, orphans, stray WAL."""
+    """Problems found: listed files missing or unlike their entry, orphans, quarantined
+    files (their rows are missing from answers until an operator restores them)."""
     problems: list[str] = []
     snapshot = store.manifest.read()
     listed = {name for f in snapshot.fragments for name in f.files}
@@ -69,11 +71,18 @@ def verify(store: Store) -> list[str]:
         if f.rollup:
             problems += _verify_rollup(store, f)
     problems += _verify_ranges(snapshot.fragments)
-    retired = {name for name, _ in snapshot.retired}
+    return problems + _unlisted(store, listed | {name for name, _ in snapshot.retired})
+
+
+def _unlisted(store: Store, named: set[str]) -> list[str]:
+    """Orphans in ``fragments/`` and the quarantined files."""
+    problems = []
     if store.fragment_dir.exists():
         for path in sorted(store.fragment_dir.iterdir()):
-            if path.name not in listed | retired and not path.name.endswith(".tmp"):
+            if path.name not in named and not path.name.endswith(".tmp"):
                 problems.append(f"{path.name}: not listed in the manifest (orphan)")
+    for name, why in quarantined(store.root).items():
+        problems.append(f"{name}: quarantined ({why or 'no reason recorded'})")
     return problems
 
 

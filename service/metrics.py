@@ -165,6 +165,15 @@ COMPACTION_SECONDS = Histogram(
     "Compaction passes that merged something.",
     buckets=LATENCY_BUCKETS,
 )
+QUARANTINED_FILES = Counter(
+    "hr_quarantined_files_total",
+    "Unreadable data files (and their companions) moved to the quarantine directory and"
+    " dropped from the manifest, by queries and compaction.",
+)
+ORPHAN_FILES_REMOVED = Counter(
+    "hr_orphan_files_removed_total",
+    "Unlisted files a killed writer left in the fragment directory, deleted by compaction.",
+)
 COMPACTION_DUPLICATES = Counter(
     "hr_compaction_duplicates_total",
     "Rows dropped by compaction as exact duplicates (same identity, same value).",

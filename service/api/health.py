@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.runtime import Runtime, runtime
+from service.storage.quarantine import quarantined
 
 router = APIRouter(tags=["operations"])
 
@@ -21,12 +22,17 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", summary="Readiness: storage is writable, readable and has room")
 async def ready(request: Request) -> JSONResponse:
+    """503 when this worker cannot serve; 200 ``degraded`` when it serves without some
+    quarantined files (an operator's job, which taking traffic away would not do)."""
     rt = runtime(request)
     problems = await anyio.to_thread.run_sync(_check, rt)
     problems += rt.ingestor.problems()
+    lost = sorted(await anyio.to_thread.run_sync(quarantined, rt.store.root))
+    extra = {"quarantined": lost} if lost else {}
     if problems:
-        return JSONResponse({"status": "not ready", "reasons": problems}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        body = {"status": "not ready", "reasons": problems, **extra}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "degraded", **extra} if lost else {"status": "ready"})
 
 
 def _check(rt: Runtime) -> list[str]:

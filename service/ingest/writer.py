@@ -281,6 +281,10 @@ class Ingestor:
                 self.health.failed("compaction", exc)
             return
         self.health.succeeded("compaction")
+        if report is not None:
+            # the child writes no metrics: what it found is counted here
+            metrics.QUARANTINED_FILES.inc(report.quarantined)
+            metrics.ORPHAN_FILES_REMOVED.inc(report.orphans)
         if report is not None and report.files_in:
             metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
             metrics.COMPACTION_FILES.labels("in").inc(report.files_in)

@@ -3,6 +3,9 @@
 Order matters (invariant 7): a flush moves rows from a buffer or WAL into a fragment
 and only then forgets them, so reading the unflushed rows before the manifest never
 misses a row in transit; a row seen in both places is removed by ``dedupe``.
+
+A listed file that cannot be read is quarantined (see ``storage.quarantine``) and the query
+runs again without it: it answers from every other file and the unflushed rows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from service.query.aggregate import (
 from service.query.rollups import RollupCache
 from service.storage.compaction import DAY_MS, TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
+from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.store import Store
 from service.storage.wal import TailReader, list_segments
 
@@ -36,6 +40,9 @@ MINUTE_MS = 60_000
 # runs one day at a time: de-duplication then holds one day's rows, not the whole range's
 # (a 30-day query over 42 M uncompacted rows peaked at 1.2 GB when run in one piece)
 SPLIT_SCAN_ROWS = 1_000_000
+# runs of one query: each after quarantining what failed the previous one, or after the
+# manifest changed under it (a file it listed retired and deleted meanwhile)
+ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +65,29 @@ class Reader:
     def run(self, q: Query) -> bytes | None:
         """The response body for ``q``, or None when no reading matches. Blocking."""
         started = time.perf_counter()
-        frame = self._frame(q, self._unflushed(q.metric), observe=True)
+        frame = self._salvaging(q)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
         return _encode(q.user_id, frame)
+
+    def _salvaging(self, q: Query) -> pl.DataFrame | None:
+        """``_frame`` for ``q``; when a read fails, the files to blame are quarantined and
+        the query runs again (probing happens only then: the hot path is unchanged)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            generation = self._store.manifest.read().generation
+            try:
+                return self._frame(q, self._unflushed(q.metric), observe=attempt == 1)
+            except READ_ERRORS:
+                if attempt == ATTEMPTS:
+                    raise
+                listed = self._store.fragments(q.metric, q.start_ms, q.end_ms, q.user_id)
+                bad = unreadable(self._store, listed)
+                if bad:
+                    metrics.QUARANTINED_FILES.inc(len(isolate(self._store, bad)))
+                elif self._store.manifest.read().generation == generation:
+                    raise  # nothing to blame and nothing changed: a real error
+        raise AssertionError("unreachable")
 
     def _frame(
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False

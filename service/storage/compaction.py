@@ -26,6 +26,8 @@ touched.
 One compactor runs at a time across all processes (a non-blocking file lock elects it).
 Each merge is one manifest change that lists the outputs and retires the inputs; retired
 files are deleted after ``grace_s`` so that queries already running keep their files.
+A pass also deletes what a killed pass left behind (see ``orphans``), and an input it
+cannot read is quarantined (see ``quarantine``) and the merge done without it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import polars as pl
 from filelock import FileLock, Timeout
@@ -43,6 +46,8 @@ from filelock import FileLock, Timeout
 from service.catalog import IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.files import is_held, unlink_quietly
 from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
+from service.storage.orphans import stale, sweep
+from service.storage.quarantine import merge_readable
 from service.storage.store import Store
 
 log = logging.getLogger("service.storage")
@@ -65,6 +70,8 @@ class Report:
     duplicates: int = 0  # rows dropped: same identity and value as the row kept
     replaced: int = 0  # rows dropped: a later write of the identity changed the value
     purged: int = 0
+    orphans: int = 0  # unlisted files a killed writer left, deleted
+    quarantined: int = 0  # unreadable inputs (and companions) moved out of the way
 
 
 def compact(
@@ -87,6 +94,7 @@ def compact(
     try:
         report = Report()
         _purge(store, grace_s, report)
+        report.orphans += len(sweep(store, grace_s))
         level0 = [f for f in store.manifest.read().fragments if f.level == 0]
         by_metric: dict[str, list[FragmentInfo]] = defaultdict(list)
         for f in level0:
@@ -94,10 +102,12 @@ def compact(
         for metric, group in by_metric.items():
             while group and (force or len(group) >= min_files):
                 batch, group = _take(group, max_rows)
-                _merge_level0(store, metric, batch, report)
+                merge = partial(_merge_level0, store, metric, report=report)
+                report.quarantined += merge_readable(store, batch, merge)
         for (metric, _day), group in _days(store.manifest.read().fragments).items():
             if _day_due(group, min_files, force):
-                _merge_day(store, metric, group, report, max_rows)
+                merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
+                report.quarantined += merge_readable(store, group, merge)
         return report
     finally:
         lock.release()
@@ -105,10 +115,11 @@ def compact(
 
 def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> bool:
     """Whether ``compact`` with these settings would merge or delete anything now: a
-    cheap look at the manifest that spares starting a compaction process for nothing."""
+    cheap look at the manifest (and at the names in ``fragments/``, for orphans) that
+    spares starting a compaction process for nothing."""
     manifest = store.manifest.read()
     cutoff = time.time() - grace_s
-    if any(at <= cutoff for _, at in manifest.retired):
+    if any(at <= cutoff for _, at in manifest.retired) or stale(store, grace_s):
         return True
     level0: dict[str, int] = defaultdict(int)
     for f in manifest.fragments:
@@ -203,7 +214,7 @@ def rollup(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], report: Report) -> None:
+def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], *, report: Report) -> None:
     # de-duplicated while streaming from the files: only the surviving rows are held
     rows = _dedupe_sorted(_scan(store, files), report)
     day = (pl.col("ts").dt.epoch("ms") // DAY_MS).alias("day")
@@ -218,7 +229,7 @@ def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], report: 
 
 
 def _merge_day(
-    store: Store, metric: str, files: list[FragmentInfo], report: Report, max_rows: int
+    store: Store, metric: str, files: list[FragmentInfo], *, report: Report, max_rows: int
 ) -> None:
     users = (
         _scan(store, files)

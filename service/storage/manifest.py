@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import msgspec
@@ -105,19 +105,26 @@ class Manifest:
         *,
         retire: bool = False,
         forget: Iterable[str] = (),
+        unroll: Iterable[str] = (),
     ) -> Snapshot:
         """Add and remove entries in one atomic change under the manifest lock.
 
         With ``retire`` the removed files are remembered as retired (for deletion after a
-        grace period); ``forget`` drops names from the retired list.
+        grace period); ``forget`` drops names from the retired list; the entries named in
+        ``unroll`` stay, without their rollup (decided under the lock: an entry retired
+        meanwhile must not come back).
         """
-        add, gone, forgotten = list(add), set(remove), set(forget)
+        add, gone, forgotten, unrolled = list(add), set(remove), set(forget), set(unroll)
         lock = FileLock(self._lock_path)
         try:
             with _local_lock, lock.acquire(timeout=self._timeout):
                 current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
                 known = {f.name for f in current.fragments}
-                kept = [f for f in current.fragments if f.name not in gone]
+                kept = [
+                    replace(f, rollup=False) if f.name in unrolled else f
+                    for f in current.fragments
+                    if f.name not in gone
+                ]
                 retired = [r for r in current.retired if r[0] not in forgotten]
                 if retire:
                     now = time.time()

@@ -1,6 +1,7 @@
 """The storage interface the rest of the service uses: one data directory.
 
-Layout under the data root: ``manifest.json`` (+ ``.lock``), ``fragments/``, ``wal/``.
+Layout under the data root: ``manifest.json`` (+ ``.lock``), ``fragments/``, ``wal/``,
+and ``quarantine/`` once a file could not be read (see ``quarantine``).
 Everything that knows where files live is here or below; swapping the lock-file
 manifest for a table format's catalogue touches this package only.
 """

@@ -6,6 +6,10 @@ import io
 import json
 import logging
 import os
+import runpy
+from pathlib import Path
+
+import pytest
 
 from service.logs import AccessLog, JsonFormatter, TextFormatter, printable
 
@@ -76,3 +80,19 @@ def test_json_lines_stay_one_line_and_keep_the_text() -> None:
     logger.warning("bad id %s", "u1\n\x1b\x85\u2028")
     (line,) = out.getvalue().splitlines()
     assert json.loads(line)["message"] == "bad id u1\n\x1b\x85\u2028"
+
+
+def test_gunicorn_and_uvicorn_text_lines_use_the_escaping_formatter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # keeps the config inert
+    monkeypatch.setenv("HR_LOG_FORMAT", "text")
+    config = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    logconfig = config["logconfig_dict"]
+    assert logconfig["handlers"]["stderr"]["formatter"] == "text"
+    spec = dict(logconfig["formatters"]["text"])
+    factory = spec.pop("()")
+    assert factory == "service.logs.TextFormatter"
+    logger, out = capture(TextFormatter(**spec))
+    logger.warning("Invalid request %s", "GET /\nforged")
+    assert out.getvalue().count("\n") == 1

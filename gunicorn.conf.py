@@ -85,7 +85,10 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "service.logs.JsonFormatter"},
-        "text": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s"},
+        "text": {
+            "()": "service.logs.TextFormatter",  # escapes control characters from requests
+            "fmt": "%(asctime)s [%(process)d] %(levelname)s %(name)s %(message)s",
+        },
     },
     "handlers": {
         "stderr": {

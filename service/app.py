@@ -22,6 +22,7 @@ from service.api import health, ingest, query
 from service.api import metrics as metrics_route
 from service.api.fastpath import ValidReadingsShortcut
 from service.api.observe import RequestObserver
+from service.api.redirects import redirect_slashes_relatively
 from service.api.runtime import Runtime
 from service.catalog import METRICS
 from service.config import Settings
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_handlers(app)
+    redirect_slashes_relatively(app)
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))

@@ -50,6 +50,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        settings = cls._read(env)
+        if settings.max_batch > settings.max_buffer_rows:
+            # such a batch could never be buffered: every request of that size would be refused
+            raise ConfigError(
+                f"HR_MAX_BATCH={settings.max_batch} is larger than "
+                f"HR_MAX_BUFFER_ROWS={settings.max_buffer_rows}"
+            )
+        return settings
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> Settings:
         return cls(
             data_dir=Path(env.get("HR_DATA_DIR", "data")),
             flush_rows=_int(env, "HR_FLUSH_ROWS", 25_000, minimum=1),

@@ -31,6 +31,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class TextFormatter(logging.Formatter):
+    """Text lines that request data cannot forge: control characters in the message are
+    escaped, and every further line (a traceback, whose last line repeats an exception
+    message) is indented, so only a real record starts at column 0."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, sep, rest = super().format(record).partition("\n")
+        if not sep:
+            return first
+        return first + "".join("\n    " + printable(line) for line in rest.split("\n"))
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character (C0, C1, DEL, line separators, format
+    characters) written as an escape: ``\\n``, ``\\x1b``, ``\\u2028``."""
+    if text.isprintable():  # the common case: no copy
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # the timestamp's fraction, by millisecond
 
 
@@ -100,6 +140,9 @@ class AccessLog:
         # integer arithmetic: formatting floats costs more than the rest of the line
         us = int(elapsed_s * 1_000_000)
         tenths = (us + 50) // 100  # of a millisecond, rounded half up
+        if not self._json and not (path.isprintable() and method.isprintable()):
+            # uvicorn decodes %0a in a URL into the path: a newline would forge a line
+            method, path = printable(method), printable(path)
         message = f"{method} {path} {status} {tenths // 10}.{tenths % 10}ms"
         if self._json:
             entry = _AccessEntry(
@@ -165,6 +208,6 @@ def configure(settings: Settings) -> None:
     if json_lines_wanted(settings):
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False

@@ -1,4 +1,4 @@
-"""Maintenance commands for operators: ``ops/maint verify|compact|recover|export``.
+"""Maintenance commands for operators: ``ops/maint verify|recover|compact|backup|export``.
 
 They work on a live data directory: every change goes through the same manifest lock,
 compaction election and WAL owner locks as the workers use.
@@ -7,13 +7,11 @@ compaction election and WAL owner locks as the workers use.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import resource
 import secrets
-import shutil
 import signal
 import sys
 import threading
@@ -21,20 +19,18 @@ import time
 from pathlib import Path
 
 import polars as pl
-from filelock import FileLock
 
-from service import logs
+from service import export, logs
+from service.backup import BackupError, backup
 from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
-from service.config import Settings
-from service.query.aggregate import dedupe
-from service.storage.compaction import DAY_MS, TOP_LEVEL, compact, compaction_lock
-from service.storage.files import is_held
+from service.config import ConfigError, Settings
+from service.storage.compaction import DAY_MS, TOP_LEVEL, compact
+from service.storage.files import is_held, private_lock
 from service.storage.fragments import FragmentInfo, rollup_name
-from service.storage.manifest import Manifest
 from service.storage.ownership import replay_orphans
 from service.storage.quarantine import quarantined
 from service.storage.store import Store
-from service.storage.wal import list_segments, lock_path, read_segment, to_frame
+from service.storage.wal import list_segments, lock_path, read_segment
 
 
 def verify(store: Store) -> list[str]:
@@ -133,60 +129,27 @@ def wal_state(store: Store) -> list[str]:
 
 
 def _alive(store: Store, worker: str) -> bool:
-    return is_held(FileLock(lock_path(store.wal_dir, worker)))
+    return is_held(private_lock(lock_path(store.wal_dir, worker)))
 
 
-def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int]:
-    """Copy a consistent snapshot of a (running) data dir into the empty ``dest``.
-
-    Holding the compaction lock keeps every listed fragment on disk; fragments are
-    immutable, so the manifest read under it and the files it lists form one state.
-    WAL segments are copied after, so readings acknowledged meanwhile are kept too (a
-    torn tail in a copy is not replayed). Returns (fragments, WAL segments) copied.
-    """
-    dest.mkdir(parents=True, exist_ok=False)
-    (dest / "fragments").mkdir()
-    (dest / "wal").mkdir()
-    with compaction_lock(store).acquire(timeout=timeout_s):
-        manifest = store.manifest.path.read_bytes() if store.manifest.path.exists() else None
-        snapshot = store.manifest.read()
-        for f in snapshot.fragments:
-            for name in f.files:
-                shutil.copy2(store.fragment_dir / name, dest / "fragments" / name)
-        copied = 0
-        for segments in list_segments(store.wal_dir).values():
-            for path in segments:
-                with contextlib.suppress(FileNotFoundError):  # flushed meanwhile
-                    shutil.copy2(path, dest / "wal" / path.name)
-                    copied += 1
-    if manifest is not None:
-        # keep only the listed entries: the retired ones were not copied
-        restored = Manifest(dest / "manifest.json", 10)
-        restored.commit(add=snapshot.fragments)
-    return len(snapshot.fragments), copied
+class MaintenanceError(Exception):
+    """A command cannot run as asked; ``main`` prints it as one line on stderr."""
 
 
-def export(store: Store, user_id: str, out: Path, metric: str) -> int:
-    """Write one user's de-duplicated raw readings (flushed and unflushed) to CSV/Parquet."""
-    paths = [
-        store.fragment_dir / f.name for f in store.manifest.read().fragments if f.metric == metric
-    ]
-    frames = [pl.scan_parquet(paths, schema=ROW_SCHEMA)] if paths else []
-    for segments in list_segments(store.wal_dir).values():
-        frames += [to_frame(read_segment(path), metric).lazy() for path in segments]
-    if not frames:
-        return 0
-    data = (
-        dedupe(pl.concat(frames).filter(pl.col("user_id") == user_id))
-        .sort("ts", "device_id")
-        .select("user_id", "device_id", "ts", pl.col("value").alias(METRICS[metric].field))
-        .collect()
-    )
-    if out.suffix == ".parquet":
-        data.write_parquet(out)
-    else:
-        data.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")).write_csv(out)
-    return data.height
+def open_store(root: Path, lock_timeout_s: float) -> Store:
+    """The existing data directory ``root``; never creates one (a typo must not look OK)."""
+    if not root.exists():
+        raise MaintenanceError(f"no data directory at {root} (check --data-dir or HR_DATA_DIR)")
+    if not root.is_dir() or not any((root / n).exists() for n in _LAYOUT):
+        raise MaintenanceError(
+            f"{root} is not a data directory (it has no manifest.json, wal/ or fragments/)"
+        )
+    store = Store(root, f"maint{os.getpid()}x{secrets.token_hex(4)}", lock_timeout_s)
+    store.ensure_layout()
+    return store
+
+
+_LAYOUT = ("manifest.json", "wal", "fragments")
 
 
 def _stop_on_term(with_parent: bool) -> None:
@@ -210,7 +173,7 @@ def _stop_on_term(with_parent: bool) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ops/maint", description=__doc__)
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data root (default: HR_DATA_DIR or data)"
@@ -234,54 +197,88 @@ def main(argv: list[str] | None = None) -> int:
     )
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
-    e = sub.add_parser("export", help="write one user's readings to CSV or Parquet")
+    e = sub.add_parser("export", help="write one user's readings to CSV, NDJSON or Parquet")
     e.add_argument("user_id")
-    e.add_argument("output", type=Path, help="a .csv or .parquet path")
-    e.add_argument("--metric", default="heart_rate", choices=sorted(METRICS))
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    root = args.data_dir or settings.data_dir
-    store = Store(root, f"maint{os.getpid()}x{secrets.token_hex(4)}", settings.lock_timeout_s)
-    store.ensure_layout()
-    if args.command == "verify":
-        problems = verify(store)
-        snapshot = store.manifest.read()
-        print(
-            f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "
-            f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired"
-        )
-        print("\n".join([*wal_state(store), *problems]) or "no WAL files")
-        print("OK" if not problems else f"{len(problems)} problems")
-        return 1 if problems else 0
-    if args.command == "recover":
-        print(f"replayed {replay_orphans(store)} rows")
-        return 0
-    if args.command == "compact":
-        os.nice(args.nice)
-        logs.configure(settings)
-        _stop_on_term(args.stop_with_parent)
-        report = compact(
-            store,
-            force=args.full,
-            min_files=args.min_files or settings.compact_min_files,
-            grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
-            max_rows=args.max_rows or settings.compact_max_rows,
-        )
-        if args.json:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            fields = (
-                None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}
-            )
-            print(json.dumps(fields))
-            return 0
-        print("another process is compacting; try again" if report is None else report)
-        return 0 if report is not None else 1
-    if args.command == "backup":
-        fragments, segments = backup(store, args.destination)
-        print(f"copied {fragments} fragments and {segments} WAL segments to {args.destination}")
-        return 0
-    print(f"exported {export(store, args.user_id, args.output, args.metric)} readings")
+    e.add_argument("output", type=Path, help="a .csv, .ndjson/.jsonl or .parquet path")
+    e.add_argument(
+        "--format", choices=export.FORMATS, help="the output format (default: by suffix)"
+    )
+    e.add_argument("--metric", choices=sorted(METRICS), help="one metric (default: all)")
+    return parser
+
+
+def _verify(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    problems = verify(store)
+    snapshot = store.manifest.read()
+    print(
+        f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "
+        f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired"
+    )
+    print("\n".join([*wal_state(store), *problems]) or "no WAL files")
+    print("OK" if not problems else f"{len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _recover(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    print(f"replayed {replay_orphans(store)} rows")
     return 0
+
+
+def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    os.nice(args.nice)
+    logs.configure(settings)
+    _stop_on_term(args.stop_with_parent)
+    report = compact(
+        store,
+        force=args.full,
+        min_files=args.min_files or settings.compact_min_files,
+        grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
+        max_rows=args.max_rows or settings.compact_max_rows,
+    )
+    if args.json:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        fields = None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}
+        print(json.dumps(fields))
+        return 0
+    print("another process is compacting; try again" if report is None else report)
+    return 0 if report is not None else 1
+
+
+def _backup(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    fragments, segments = backup(store, args.destination)
+    print(f"copied {fragments} fragments and {segments} WAL segments to {args.destination}")
+    return 0
+
+
+def _export(store: Store, settings: Settings, args: argparse.Namespace) -> int:
+    fmt = export.format_of(args.output, args.format)  # before any work: a bad name fails fast
+    data = export.readings(store, args.user_id, [args.metric] if args.metric else list(METRICS))
+    export.write(data, args.output, fmt)
+    print(f"exported {data.height} readings to {args.output} ({fmt})")
+    return 0
+
+
+_COMMANDS = {
+    "verify": _verify,
+    "recover": _recover,
+    "compact": _compact,
+    "backup": _backup,
+    "export": _export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        store = open_store(args.data_dir or settings.data_dir, settings.lock_timeout_s)
+        return _COMMANDS[args.command](store, settings, args)
+    except (MaintenanceError, BackupError, export.ExportError, ConfigError) as exc:
+        print(f"ops/maint {args.command}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ops/maint {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

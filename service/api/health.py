@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.runtime import Runtime, runtime
+from service.storage.files import write_private
 from service.storage.quarantine import quarantined
 
 router = APIRouter(tags=["operations"])
@@ -40,7 +41,7 @@ def _check(rt: Runtime) -> list[str]:
     root = rt.store.root
     probe = root / f".ready-{os.getpid()}"
     try:
-        probe.write_bytes(b"ok")
+        write_private(probe, b"ok")
         probe.unlink()
     except OSError as exc:
         problems.append(f"data directory {root} is not writable: {exc.strerror}")

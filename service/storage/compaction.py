@@ -44,7 +44,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from service.catalog import IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
-from service.storage.files import is_held, unlink_quietly
+from service.storage.files import is_held, private_lock, unlink_quietly
 from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
 from service.storage.orphans import stale, sweep
 from service.storage.quarantine import merge_readable
@@ -146,7 +146,7 @@ def _day_due(group: list[FragmentInfo], min_files: int, force: bool) -> bool:
 
 def compaction_lock(store: Store) -> FileLock:
     """The lock that elects the one compactor (and that backups hold)."""
-    return FileLock(store.root / "compaction.lock")
+    return private_lock(store.root / "compaction.lock")
 
 
 def is_compacting(store: Store) -> bool:

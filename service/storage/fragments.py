@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.storage.files import publish_new
+from service.storage.files import create_private, publish_new
 
 ROW_GROUP = 100_000
 ROLLUP_ROW_GROUP = 16_384
@@ -92,6 +92,7 @@ def publish_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> Fr
 def _write_new(frame: pl.DataFrame, directory: Path, name: str, row_group: int) -> None:
     tmp = directory / f".{name}.tmp"
     try:
+        create_private(tmp).close()  # Polars truncates it and keeps its mode: never readable
         frame.write_parquet(tmp, statistics=True, row_group_size=row_group)
         publish_new(tmp, directory / name)
     except BaseException:  # an error, or a stopping process: leave no temporary file

@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import msgspec
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from service.errors import ManifestBusy
-from service.storage.files import replace_atomically
+from service.storage.files import private_lock, replace_atomically, write_private
 from service.storage.fragments import FragmentInfo
 
 VERSION = 1
@@ -115,7 +115,7 @@ class Manifest:
         meanwhile must not come back).
         """
         add, gone, forgotten, unrolled = list(add), set(remove), set(forget), set(unroll)
-        lock = FileLock(self._lock_path)
+        lock = private_lock(self._lock_path)
         try:
             with _local_lock, lock.acquire(timeout=self._timeout):
                 current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
@@ -146,7 +146,7 @@ class Manifest:
             [_Retired(name, at) for name, at in snapshot.retired],
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(msgspec.json.encode(doc))
+        write_private(tmp, msgspec.json.encode(doc))
         replace_atomically(tmp, self.path)
 
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import polars as pl
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
-from service.storage.files import fsync_dir, unlink_quietly
+from service.storage.files import fsync_dir, private_lock, unlink_quietly
 from service.storage.store import Store
 from service.storage.wal import (
     SegmentWriter,
@@ -34,7 +34,7 @@ class OwnedLog:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._lock = FileLock(lock_path(store.wal_dir, store.worker))
+        self._lock = private_lock(lock_path(store.wal_dir, store.worker))
         self._lock.acquire(timeout=5)
         self._segment_no = 0
         self.current = self._open_next()
@@ -99,7 +99,7 @@ def _drop_stale_locks(store: Store, min_age_s: float = 300.0) -> None:
                 continue
         except FileNotFoundError:
             continue
-        lock = FileLock(path)
+        lock = private_lock(path)
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -111,7 +111,7 @@ def _drop_stale_locks(store: Store, min_age_s: float = 300.0) -> None:
 
 
 def _replay(store: Store, worker: str) -> int:
-    lock = FileLock(lock_path(store.wal_dir, worker))
+    lock = private_lock(lock_path(store.wal_dir, worker))
     try:
         lock.acquire(timeout=0)
     except Timeout:

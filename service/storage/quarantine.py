@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from service.catalog import ROLLUP_SCHEMA, ROW_SCHEMA
-from service.storage.files import fsync_dir
+from service.storage.files import fsync_dir, open_private, private_dir
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 
@@ -90,7 +90,7 @@ def isolate(store: Store, bad: dict[str, str]) -> list[str]:
     """Move the ``bad`` files (and companions) to the quarantine directory and drop what
     they held from the manifest in one commit; the names this call moved, to be counted."""
     directory = store.root / DIRECTORY
-    directory.mkdir(exist_ok=True)
+    private_dir(directory)
     remove, unroll, reasons = [], [], dict(bad)
     for f in store.manifest.read().fragments:
         if f.name in bad:
@@ -119,7 +119,7 @@ def isolate(store: Store, bad: dict[str, str]) -> list[str]:
 def _claim(store: Store, directory: Path, name: str, why: str) -> bool:
     """Record why ``name`` is quarantined and move it; False if another process did."""
     try:
-        fd = os.open(directory / f"{name}.reason", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_private(directory / f"{name}.reason", os.O_WRONLY | os.O_EXCL)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as out:

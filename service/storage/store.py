@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.storage.files import unlink_quietly
+from service.storage.files import private_dir, tighten, unlink_quietly
 from service.storage.fragments import FragmentInfo, fragment_name, publish
 from service.storage.manifest import Manifest, Snapshot
 
@@ -30,8 +30,11 @@ class Store:
         self._seq_lock = threading.Lock()
 
     def ensure_layout(self) -> None:
+        """Create the layout; everything in it is private (``files.FILE_MODE``/``DIR_MODE``),
+        including what an earlier version or an operator left readable."""
         for directory in (self.root, self.wal_dir, self.fragment_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
+        tighten(self.root)
 
     def publish(self, frames: dict[str, pl.DataFrame]) -> list[FragmentInfo]:
         """Write one fragment per non-empty metric frame and list them all in one commit."""

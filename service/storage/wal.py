@@ -26,6 +26,7 @@ import msgspec
 import polars as pl
 
 from service.catalog import rows_frame
+from service.storage.files import open_private
 from service.validation import Rows
 
 _HEADER = struct.Struct("<2sBxII")
@@ -115,7 +116,7 @@ class SegmentWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self.size = 0
 
     def append(self, data: bytes) -> None:

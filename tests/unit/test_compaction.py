@@ -265,8 +265,7 @@ def test_maintenance_commands_export_and_verify(tmp_path: Path, capsys) -> None:
     out = tmp_path / "u1.csv"
     assert main(["--data-dir", str(tmp_path), "export", "u1", str(out)]) == 0
     exported = pl.read_csv(out)
-    assert exported.columns == ["user_id", "device_id", "ts", "heart_rate"]
-    assert set(exported["user_id"]) == {"u1"}
+    assert exported.columns == ["timestamp", "device_id", "metric", "value"]
     assert (
         exported.height
         == chunk(random.Random(13), 0)

@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from service.config import Settings
-from service.turn import at_end_of_turn
+from service.deferral import at_end_of_turn
 
 
 class JsonFormatter(logging.Formatter):

@@ -11,7 +11,7 @@ from typing import TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service.turn import at_end_of_turn
+from service.deferral import at_end_of_turn
 
 _Metric = TypeVar("_Metric", Counter, Histogram)
 

@@ -1,6 +1,6 @@
 """The query path: unflushed rows first, the manifest second, one Polars lazy plan.
 
-Order matters (invariant 7): a flush moves rows from a buffer or WAL into a fragment
+Order matters: a flush moves rows from a buffer or WAL into a fragment
 and only then forgets them, so reading the unflushed rows before the manifest never
 misses a row in transit; a row seen in both places is removed by ``dedupe``.
 

@@ -27,13 +27,8 @@ from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
-from service.storage.compaction import (
-    BEHIND_FILES_PER_MIN_FILES,
-    Report,
-    backlog,
-    has_work,
-    is_compacting,
-)
+from service.storage.compaction import Report, is_compacting
+from service.storage.compaction_policy import has_work, is_behind
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
@@ -300,8 +295,8 @@ class Ingestor:
             )
         ):
             return None  # no process start for nothing (a second or more of CPU each)
-        behind = await anyio.to_thread.run_sync(backlog, self._store) >= (
-            BEHIND_FILES_PER_MIN_FILES * st.compact_min_files
+        behind = await anyio.to_thread.run_sync(
+            lambda: is_behind(self._store, min_files=st.compact_min_files)
         )
         args = [
             *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),

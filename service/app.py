@@ -28,7 +28,7 @@ from service.catalog import METRICS
 from service.config import Settings
 from service.errors import install_handlers
 from service.ingest.buffer import Buffer
-from service.ingest.writer import Ingestor
+from service.ingest.ingestor import Ingestor
 from service.query.reader import Reader
 from service.storage.store import Store
 

@@ -41,7 +41,7 @@ class Settings:
     compact_interval_s: float = 30.0
     compact_min_files: int = 8
     compact_grace_s: float = 120.0
-    compact_max_rows: int = 400_000
+    compact_max_rows: int = 400_000  # input rows per merge step: ~120 MB at the peak
     rollup_cache_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     log_format: Literal["auto", "text", "json"] = "auto"

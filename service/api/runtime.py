@@ -8,7 +8,7 @@ from fastapi import Request
 
 from service.config import Settings
 from service.errors import Unavailable
-from service.ingest.writer import Ingestor
+from service.ingest.ingestor import Ingestor
 from service.query.reader import Reader
 from service.storage.store import Store
 

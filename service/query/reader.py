@@ -29,7 +29,7 @@ from service.query.aggregate import (
     single_device,
 )
 from service.query.rollups import RollupCache
-from service.storage.compaction import DAY_MS, TOP_LEVEL
+from service.storage.compaction_policy import DAY_MS, TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.store import Store

@@ -1,17 +1,9 @@
 """Compaction: merge many small fragments into few sorted per-day files.
 
-Levels: 0 is a flushed fragment (any days, a few thousand rows); 1 is one UTC day of one
-metric merged from level-0 fragments; 2 is a whole day merged from its level-1 and
-level-2 files, de-duplicated by reading identity (the highest ``seq`` wins) and sorted by
-(user_id, ts) so that row-group statistics prune a one-user query to a few row groups.
-Level-0 files are merged once ``min_files`` exist. A day's level-1 files are merged into
-its level-2 files once there are ``min_files`` of them holding at least a quarter of the
-rows the level-2 files hold, or ``TIER_FILES`` times ``min_files`` of them whatever they
-hold: each merge rewrites the day so far, so waiting until the new rows are a fair share
-of it keeps the rows written per row ingested bounded (about 5 for a growing day, instead
-of one rewrite of the whole day per ``min_files`` level-1 files), while the file count
-stays bounded too: each day settles at its level-2 files plus fewer than ``TIER_FILES``
-times ``min_files`` level-1 files.
+Which files are due, and the levels they move through, is ``compaction_policy``'s
+business; this module does the merging. A day merge de-duplicates by reading identity
+(the highest ``seq`` wins) and sorts by (user_id, ts) so that row-group statistics prune
+a one-user query to a few row groups.
 
 Memory is bounded by ``max_rows`` input rows per step, not by the size of a day: a
 level-0 merge takes at most that many rows (oldest files first; the rest waits for the
@@ -36,7 +28,6 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -44,21 +35,17 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from service.catalog import IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.config import Settings
+from service.storage.compaction_policy import DAY_MS, TOP_LEVEL, by_day, day_due, level0_due
 from service.storage.files import is_held, private_lock, unlink_quietly
 from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
-from service.storage.orphans import stale, sweep
+from service.storage.orphans import sweep
 from service.storage.quarantine import merge_readable
 from service.storage.store import Store
 
 log = logging.getLogger("service.storage")
 
-DAY_MS = 86_400_000
-TOP_LEVEL = 2
-MAX_MERGE_ROWS = 400_000  # input rows per merge step: ~120 MB at the peak
-TIER_RATIO = 4  # a day merge waits until its level-1 rows are a quarter of its level-2 rows
-TIER_FILES = 4  # ... or until it has this many times ``min_files`` level-1 files
-# a backlog of this many times ``min_files`` unmerged files means merging has fallen behind
-BEHIND_FILES_PER_MIN_FILES = 32
+_DEFAULTS = Settings()  # callers with settings of their own pass those values
 
 
 @dataclass(slots=True)
@@ -77,10 +64,10 @@ class Report:
 def compact(
     store: Store,
     *,
-    min_files: int = 8,
-    grace_s: float = 120.0,
+    min_files: int = _DEFAULTS.compact_min_files,
+    grace_s: float = _DEFAULTS.compact_grace_s,
     force: bool = False,
-    max_rows: int = MAX_MERGE_ROWS,
+    max_rows: int = _DEFAULTS.compact_max_rows,
 ) -> Report | None:
     """Run one compaction pass; None when another process is compacting.
 
@@ -100,48 +87,17 @@ def compact(
         for f in level0:
             by_metric[f.metric].append(f)
         for metric, group in by_metric.items():
-            while group and (force or len(group) >= min_files):
+            while level0_due(len(group), min_files, force):
                 batch, group = _take(group, max_rows)
                 merge = partial(_merge_level0, store, metric, report=report)
                 report.quarantined += merge_readable(store, batch, merge)
-        for (metric, _day), group in _days(store.manifest.read().fragments).items():
-            if _day_due(group, min_files, force):
+        for (metric, _day), group in by_day(store.manifest.read().fragments).items():
+            if day_due(group, min_files, force):
                 merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
                 report.quarantined += merge_readable(store, group, merge)
         return report
     finally:
         lock.release()
-
-
-def has_work(store: Store, *, min_files: int = 8, grace_s: float = 120.0) -> bool:
-    """Whether ``compact`` with these settings would merge or delete anything now: a
-    cheap look at the manifest (and at the names in ``fragments/``, for orphans) that
-    spares starting a compaction process for nothing."""
-    manifest = store.manifest.read()
-    cutoff = time.time() - grace_s
-    if any(at <= cutoff for _, at in manifest.retired) or stale(store, grace_s):
-        return True
-    level0: dict[str, int] = defaultdict(int)
-    for f in manifest.fragments:
-        if f.level == 0:
-            level0[f.metric] += 1
-    if any(count >= min_files for count in level0.values()):
-        return True
-    return any(_day_due(group, min_files, False) for group in _days(manifest.fragments).values())
-
-
-def backlog(store: Store) -> int:
-    """Files not merged into a day's sorted files yet (levels 0 and 1)."""
-    return sum(1 for f in store.manifest.read().fragments if f.level < TOP_LEVEL)
-
-
-def _day_due(group: list[FragmentInfo], min_files: int, force: bool) -> bool:
-    lower = [f for f in group if f.level < TOP_LEVEL]
-    if force or len(lower) < min_files:
-        return force and bool(lower)
-    top_rows = sum(f.rows for f in group if f.level == TOP_LEVEL)
-    lower_rows = sum(f.rows for f in lower)
-    return lower_rows * TIER_RATIO >= top_rows or len(lower) >= TIER_FILES * min_files
 
 
 def compaction_lock(store: Store) -> FileLock:
@@ -163,14 +119,6 @@ def _take(
         if rows > max_rows and i:
             return files[:i], files[i:]
     return files, []
-
-
-def _days(fragments: Sequence[FragmentInfo]) -> dict[tuple[str, int], list[FragmentInfo]]:
-    days: dict[tuple[str, int], list[FragmentInfo]] = defaultdict(list)
-    for f in fragments:
-        if f.level > 0:
-            days[(f.metric, f.min_ts // DAY_MS)].append(f)
-    return days
 
 
 def _scan(store: Store, files: list[FragmentInfo]) -> pl.LazyFrame:

@@ -17,7 +17,8 @@ import pytest
 
 from service.catalog import ROW_SCHEMA
 from service.maintenance import verify
-from service.storage.compaction import DAY_MS, compact, has_work
+from service.storage.compaction import compact
+from service.storage.compaction_policy import DAY_MS, has_work
 from service.storage.store import Store
 from service.storage.wal import read_segment
 from tests.integration.conftest import ROOT, request, wait_until

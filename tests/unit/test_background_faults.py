@@ -14,7 +14,7 @@ import pytest
 
 from service import metrics
 from service.errors import Unavailable
-from service.ingest import writer
+from service.ingest import upkeep
 from service.validation import Rows
 from tests.unit.test_write_path import listed_rows, make, rows, wal_rows
 
@@ -77,8 +77,8 @@ def test_the_flush_loop_survives_any_flush_error_and_recovers(tmp_path, monkeypa
         await until(lambda: len(calls) >= 2)  # retried: the loop outlived the first failure
         assert failures("flush") >= before + 2
         assert any(p.startswith("flush failing") for p in ingestor.problems())
-        assert ingestor._ticker is not None
-        assert not ingestor._ticker.done()
+        assert ingestor.upkeep._task is not None
+        assert not ingestor.upkeep._task.done()
         assert wal_rows(store) == 10
         monkeypatch.setattr(store, "publish", real)
         await until(lambda: listed_rows(store) == 10)
@@ -110,22 +110,22 @@ def test_recovery_and_compaction_errors_are_counted_and_named(tmp_path, monkeypa
     async def scenario() -> None:
         ingestor, _ = make(tmp_path)
         await ingestor.start()
-        monkeypatch.setattr(writer, "replay_orphans", lambda store: {}["no such key"])
+        monkeypatch.setattr(upkeep, "replay_orphans", lambda store: {}["no such key"])
 
         async def broken_child():
             raise RuntimeError("the child could not start")
 
-        monkeypatch.setattr(ingestor, "_compact_in_child", broken_child)
+        monkeypatch.setattr(ingestor.compactor, "_compact_in_child", broken_child)
         before = failures("recovery"), failures("compaction")
-        await ingestor.recover()
-        await ingestor.compact()
+        await ingestor.upkeep.recover()
+        await ingestor.compactor.compact()
         assert (failures("recovery"), failures("compaction")) == (before[0] + 1, before[1] + 1)
         named = " ".join(ingestor.problems())
         assert "recovery failing" in named
         assert "KeyError" in named
         assert "compaction failing" in named
         monkeypatch.undo()
-        await ingestor.recover()
+        await ingestor.upkeep.recover()
         assert "recovery" not in " ".join(ingestor.problems())
         await ingestor.stop()
 
@@ -146,11 +146,11 @@ def test_a_flush_loop_that_ends_stops_the_worker(tmp_path, monkeypatch) -> None:
         async def broken(due):
             raise _Broken
 
-        monkeypatch.setattr(ingestor, "_tick_once", broken)
+        monkeypatch.setattr(ingestor.upkeep, "_tick_once", broken)
         await ingestor.start()
-        assert ingestor._ticker is not None
-        await asyncio.wait([ingestor._ticker], timeout=ANSWER_WITHIN_S)
-        assert ingestor._ticker.done()
+        assert ingestor.upkeep._task is not None
+        await asyncio.wait([ingestor.upkeep._task], timeout=ANSWER_WITHIN_S)
+        assert ingestor.upkeep._task.done()
         assert any("flush loop ended" in p for p in ingestor.problems())
         assert killed == [(os.getpid(), signal.SIGTERM)]
         await ingestor.stop()
@@ -167,7 +167,7 @@ def test_full_buffers_make_the_worker_not_ready(tmp_path) -> None:
         with pytest.raises(Unavailable):
             await ingestor.submit("heart_rate", rows(5, start=50))
         assert any("buffers are full" in p for p in ingestor.problems())
-        await ingestor.flush()
+        await ingestor.flusher.flush()
         ingestor.health.overloaded_at = float("-inf")  # the refusal is long past
         assert ingestor.problems() == []
         await ingestor.stop()

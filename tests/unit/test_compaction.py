@@ -17,7 +17,8 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import TIER_FILES, compact, has_work, is_compacting, user_ranges
+from service.storage.compaction import compact, is_compacting, user_ranges
+from service.storage.compaction_policy import TIER_FILES, has_work
 from service.storage.store import Store
 
 BASE = 1_705_312_800_000

@@ -14,7 +14,8 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import compact, has_work
+from service.storage.compaction import compact
+from service.storage.compaction_policy import has_work
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import SegmentWriter, encode_frame, segment_path

@@ -13,7 +13,7 @@ from service.catalog import rows_frame
 from service.config import Settings
 from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
-from service.ingest.writer import Ingestor
+from service.ingest.ingestor import Ingestor
 from service.query.reader import Query, Reader
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
@@ -130,13 +130,13 @@ def test_wal_survives_a_failed_flush_and_goes_after_a_good_one(tmp_path, monkeyp
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(store.manifest, "commit", broken)
-        assert await ingestor.flush() is False
+        assert await ingestor.flusher.flush() is False
         assert wal_rows(store) == 10  # rows not in the manifest keep their WAL
         assert ingestor.buffer.rows == 10
         assert os.listdir(store.fragment_dir) == []  # the unlisted fragment is gone
         monkeypatch.setattr(store.manifest, "commit", real)
         await ingestor.submit("heart_rate", rows(5, start=100))
-        assert await ingestor.flush() is True
+        assert await ingestor.flusher.flush() is True
         assert listed_rows(store) == 15
         assert wal_rows(store) == 0
         await ingestor.stop()
@@ -293,7 +293,7 @@ def test_stale_lock_files_without_segments_are_removed(tmp_path) -> None:
 
 
 def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, monkeypatch) -> None:
-    from service.ingest import writer
+    from service.ingest import compactor
 
     started: list[list[str]] = []
 
@@ -301,17 +301,17 @@ def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, m
         started.append(args)
         raise OSError("not started in this test")
 
-    monkeypatch.setattr(writer.subprocess, "Popen", popen)
+    monkeypatch.setattr(compactor.subprocess, "Popen", popen)
 
     async def scenario() -> None:
         ingestor, _ = make(tmp_path, compact_min_files=2)
         await ingestor.start()
-        await ingestor.compact()  # an empty store
+        await ingestor.compactor.compact()  # an empty store
         assert started == []
         for i in range(2):
             await ingestor.submit("heart_rate", rows(5, start=10 * i))
-            await ingestor.flush()
-        await ingestor.compact()  # two level-0 files: a pass is due
+            await ingestor.flusher.flush()
+        await ingestor.compactor.compact()  # two level-0 files: a pass is due
         assert len(started) == 1
         await ingestor.stop()
 
@@ -321,7 +321,7 @@ def test_no_compaction_process_starts_when_there_is_nothing_to_merge(tmp_path, m
 def test_merges_run_at_the_workers_priority_once_they_fall_behind(tmp_path, monkeypatch) -> None:
     # below it, requests come first; at 32 x min_files unmerged files, ingestion is
     # outrunning the merges, which then compete as equals
-    from service.ingest import writer
+    from service.ingest import compactor
 
     nices: list[str] = []
 
@@ -329,7 +329,7 @@ def test_merges_run_at_the_workers_priority_once_they_fall_behind(tmp_path, monk
         nices.append(args[args.index("--nice") + 1])
         raise OSError("not started in this test")
 
-    monkeypatch.setattr(writer.subprocess, "Popen", popen)
+    monkeypatch.setattr(compactor.subprocess, "Popen", popen)
 
     async def scenario() -> None:
         ingestor, store = make(tmp_path, compact_min_files=2)
@@ -337,7 +337,7 @@ def test_merges_run_at_the_workers_priority_once_they_fall_behind(tmp_path, monk
         for i in range(64):
             store.publish({"heart_rate": rows_frame(rows(2, start=2 * i), [2 * i, 2 * i + 1])})
             if i in (62, 63):  # 63 files, then 64
-                await ingestor.compact()
+                await ingestor.compactor.compact()
         await ingestor.stop()
 
     asyncio.run(scenario())
@@ -353,7 +353,7 @@ def test_stop_finishes_when_the_flush_loop_was_just_woken(tmp_path) -> None:
         await ingestor.start()
         await ingestor.submit("heart_rate", rows(5))
         await asyncio.sleep(0.05)  # the flush loop waits for its next wake-up
-        ingestor._wake.set()  # what a full buffer does
+        ingestor.upkeep.wake.set()  # what a full buffer does
         stopping = asyncio.create_task(ingestor.stop())
         # asyncio.wait, not wait_for: on 3.11 a wait_for timeout can be swallowed as well
         done, _ = await asyncio.wait([stopping], timeout=20)

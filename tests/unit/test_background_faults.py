@@ -81,7 +81,8 @@ def test_the_flush_loop_survives_any_flush_error_and_recovers(tmp_path, monkeypa
         assert not ingestor.upkeep._task.done()
         assert wal_rows(store) == 10
         monkeypatch.setattr(store, "publish", real)
-        await until(lambda: listed_rows(store) == 10)
+        # listed first, then its WAL segment goes: wait for both
+        await until(lambda: listed_rows(store) == 10 and wal_rows(store) == 0)
         assert ingestor.problems() == []
         assert wal_rows(store) == 0
         await ingestor.stop()
@@ -170,6 +171,34 @@ def test_full_buffers_make_the_worker_not_ready(tmp_path) -> None:
         await ingestor.flusher.flush()
         ingestor.health.overloaded_at = float("-inf")  # the refusal is long past
         assert ingestor.problems() == []
+        await ingestor.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_long_compaction_pass_does_not_make_the_loop_spin(tmp_path, monkeypatch) -> None:
+    async def scenario() -> None:
+        ingestor, _ = make(tmp_path, compact_interval_s=0.1)
+        release = asyncio.Event()
+        passes: list[int] = []
+
+        async def long_pass() -> None:
+            passes.append(1)
+            await release.wait()
+
+        ticks: list[int] = []
+        real_observe = ingestor.upkeep._observe
+        monkeypatch.setattr(ingestor.compactor, "compact", long_pass)
+        monkeypatch.setattr(ingestor.upkeep, "_observe", lambda: (ticks.append(1), real_observe()))
+        await ingestor.start()
+        await until(lambda: len(passes) == 1)
+        ticks.clear()
+        await asyncio.sleep(1.0)
+        # one tick per compaction interval while the pass runs (about 10), not one per
+        # 10 ms (about 100)
+        assert len(ticks) <= 30
+        assert len(passes) == 1  # and no second pass beside the running one
+        release.set()
         await ingestor.stop()
 
     asyncio.run(scenario())

@@ -20,15 +20,8 @@ from service.api import health
 from service.app import create_app
 from service.config import Settings
 from service.errors import ServiceError
+from tests.api.test_ingest import BATCH, GOOD, ONE
 
-ONE = "/metrics/heart-rate"
-BATCH = "/metrics/heart-rate/batch"
-GOOD = {
-    "user_id": "u1",
-    "device_id": "device_a",
-    "timestamp": "2024-01-15T10:00:00Z",
-    "heart_rate": 75,
-}
 RANGE = {"user_id": "nobody", "start": "2024-01-15T00:00:00Z", "end": "2024-01-16T00:00:00Z"}
 
 

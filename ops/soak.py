@@ -56,21 +56,7 @@ def main(argv: list[str]) -> int:
             loads = [threading.Thread(target=load, args=a) for a in (single, batch) if a[2] > 0]
             for t in loads:
                 t.start()
-            started = time.monotonic()
-            print("| seconds | RSS per worker (MB) | compaction process peak (MB) | fragments |")
-            print("|---|---|---|---|")
-            compactor: list[float] = []
-            while any(t.is_alive() for t in loads):
-                time.sleep(args.every)
-                rss = [proc_status_kb(pid, "VmRSS") for pid in server.worker_pids()]
-                mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
-                child = compactor_peak_mb(server)
-                compactor += [child] if child else []
-                print(
-                    f"| {time.monotonic() - started:.0f} | {mb} "
-                    f"| {f'{child:.0f}' if child else '-'} | {fragments(data)} |"
-                )
-                sys.stdout.flush()
+            compactor = sample(server, loads, data, args.every)
             for t in loads:
                 t.join()
             peak = ", ".join(f"{v:.0f}" for v in server.peak_rss_mb())
@@ -81,6 +67,26 @@ def main(argv: list[str]) -> int:
         if compactor:
             print(f"compaction process, last pass's peak RSS: max {max(compactor):.0f} MB")
     return 0
+
+
+def sample(server: Server, loads: list[threading.Thread], data: Path, every: int) -> list[float]:
+    """A table row every ``every`` seconds while the loads run; the compaction peaks seen."""
+    started = time.monotonic()
+    print("| seconds | RSS per worker (MB) | compaction process peak (MB) | fragments |")
+    print("|---|---|---|---|")
+    compactor: list[float] = []
+    while any(t.is_alive() for t in loads):
+        time.sleep(every)
+        rss = [proc_status_kb(pid, "VmRSS") for pid in server.worker_pids()]
+        mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
+        child = compactor_peak_mb(server)
+        compactor += [child] if child else []
+        print(
+            f"| {time.monotonic() - started:.0f} | {mb} "
+            f"| {f'{child:.0f}' if child else '-'} | {fragments(data)} |"
+        )
+        sys.stdout.flush()
+    return compactor
 
 
 def compactor_peak_mb(server: Server) -> float | None:

@@ -19,7 +19,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import bench
+from ops.bench_common import BATCH_PATH, SINGLE_PATH
+from ops.bench_plan import parse_args
+from ops.bench_servers import running, service_server
+from ops.bench_wrk import WrkResult, run_wrk, write_batch_bodies
+from ops.server import Server, proc_status_kb
 
 
 def main(argv: list[str]) -> int:
@@ -34,39 +38,25 @@ def main(argv: list[str]) -> int:
         "--batch-connections", type=int, default=4, help="batch-POST connections (4; 0: none)"
     )
     args = p.parse_args(argv)
-    plan = bench.parse_args(["--batch-bodies", str(args.bodies)])
+    plan = parse_args(["--batch-bodies", str(args.bodies)])
     with tempfile.TemporaryDirectory(prefix="hr-soak-") as tmp:
         root = Path(tmp)
         data = root / "data"
-        server = bench.service_server("service-soak", data, plan, root)
-        bodies_args = [str(b) for b in bench.write_batch_bodies(root / "bodies", "soak", plan)]
-        results: dict[str, bench.WrkResult] = {}
+        server = service_server("service-soak", data, plan, root)
+        bodies_args = [str(b) for b in write_batch_bodies(root / "bodies", "soak", plan)]
+        results: dict[str, WrkResult] = {}
 
         def load(name: str, path: str, connections: int, *wrk_args: str) -> None:
-            url = bench.url(server, path)
-            results[name] = bench.run_wrk(url, connections, 1, args.duration, *wrk_args)
+            url = server.url + path
+            results[name] = run_wrk(url, connections, 1, args.duration, *wrk_args)
 
-        with bench.running(server):
-            single = ("single", bench.SINGLE_PATH, args.single_connections, "single", "soak")
-            batch = ("batch", bench.BATCH_PATH, args.batch_connections, "batch", *bodies_args)
+        with running(server):
+            single = ("single", SINGLE_PATH, args.single_connections, "single", "soak")
+            batch = ("batch", BATCH_PATH, args.batch_connections, "batch", *bodies_args)
             loads = [threading.Thread(target=load, args=a) for a in (single, batch) if a[2] > 0]
             for t in loads:
                 t.start()
-            started = time.monotonic()
-            print("| seconds | RSS per worker (MB) | compaction process peak (MB) | fragments |")
-            print("|---|---|---|---|")
-            compactor: list[float] = []
-            while any(t.is_alive() for t in loads):
-                time.sleep(args.every)
-                rss = [bench.proc_status_kb(pid, "VmRSS") for pid in server.workers()]
-                mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
-                child = compactor_peak_mb(server)
-                compactor += [child] if child else []
-                print(
-                    f"| {time.monotonic() - started:.0f} | {mb} "
-                    f"| {f'{child:.0f}' if child else '-'} | {fragments(data)} |"
-                )
-                sys.stdout.flush()
+            compactor = sample(server, loads, data, args.every)
             for t in loads:
                 t.join()
             peak = ", ".join(f"{v:.0f}" for v in server.peak_rss_mb())
@@ -79,10 +69,30 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def compactor_peak_mb(server: bench.Server) -> float | None:
+def sample(server: Server, loads: list[threading.Thread], data: Path, every: int) -> list[float]:
+    """A table row every ``every`` seconds while the loads run; the compaction peaks seen."""
+    started = time.monotonic()
+    print("| seconds | RSS per worker (MB) | compaction process peak (MB) | fragments |")
+    print("|---|---|---|---|")
+    compactor: list[float] = []
+    while any(t.is_alive() for t in loads):
+        time.sleep(every)
+        rss = [proc_status_kb(pid, "VmRSS") for pid in server.worker_pids()]
+        mb = ", ".join(f"{v / 1024:.0f}" for v in rss if v is not None)
+        child = compactor_peak_mb(server)
+        compactor += [child] if child else []
+        print(
+            f"| {time.monotonic() - started:.0f} | {mb} "
+            f"| {f'{child:.0f}' if child else '-'} | {fragments(data)} |"
+        )
+        sys.stdout.flush()
+    return compactor
+
+
+def compactor_peak_mb(server: Server) -> float | None:
     """``hr_compaction_peak_rss_bytes`` from ``/metrics``, in MB (None before a pass)."""
     try:
-        with urllib.request.urlopen(bench.url(server, "/metrics"), timeout=10) as r:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
             text = r.read().decode()
     except OSError:
         return None

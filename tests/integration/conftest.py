@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    data_dir: Path
-    log: Path
-    workers: int
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 80
-
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in children.read_text().split()]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
+from ops.server import Server, start_service
 
 
 def request(
@@ -76,62 +47,12 @@ def wait_until(condition, timeout_s: float = 30, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_server(data_dir: Path, log: Path, workers: int = 2, **env: str) -> Server:
-    full_env = {
-        **os.environ,
-        "HR_DATA_DIR": str(data_dir),
-        # beside the data, not on its disk: a test that fills the data disk fills only it
-        "PROMETHEUS_MULTIPROC_DIR": str(log.parent / f"prom-{data_dir.name}"),
-        "HR_LOG_LEVEL": "INFO",
-        **env,
-    }
-    Path(full_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
-    # every worker binds the address itself (reuse_port), so the port is chosen here
-    url = f"http://127.0.0.1:{free_port()}"
-    offset = log.stat().st_size if log.exists() else 0
-    with log.open("ab") as sink:  # every log line goes to stderr (gunicorn.conf.py)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "gunicorn.conf.py",
-                "--bind",
-                url.removeprefix("http://"),
-                "--workers",
-                str(workers),
-                "--no-control-socket",
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited early:\n{log.read_text()}")
-        text = log.read_text()[offset:] if log.exists() else ""
-        return text.count("Application startup complete") >= workers
-
-    wait_until(ready, 60, "gunicorn to start")
-    return Server(proc, url, data_dir, log, workers, env)
-
-
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator:
     started: list[Server] = []
 
     def factory(workers: int = 2, data_dir: Path | None = None, **env: str) -> Server:
-        server = start_server(
+        server = start_service(
             data_dir or tmp_path / "data", tmp_path / "gunicorn.log", workers, **env
         )
         started.append(server)
@@ -139,14 +60,4 @@ def server_factory(tmp_path: Path) -> Iterator:
 
     yield factory
     for server in started:
-        if server.proc.poll() is not None:
-            continue
-        workers = server.worker_pids()
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            for pid in [server.proc.pid, *workers]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            server.proc.wait(timeout=30)
+        server.stop(signal.SIGTERM, timeout_s=30)

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.conftest import Server, request
+from ops.server import Server
+from tests.integration.conftest import request
 from tests.integration.test_server import PATH, reading, series
 
 pytestmark = pytest.mark.integration

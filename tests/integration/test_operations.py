@@ -9,13 +9,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, request, wait_until
+from ops.server import ROOT, gunicorn_argv
+from tests.integration.conftest import request, wait_until
 from tests.integration.test_server import PATH, reading, scrape, series, stamp
 
 pytestmark = pytest.mark.integration
@@ -183,10 +183,7 @@ def test_a_port_held_by_another_program_stops_the_server_at_start(tmp_path: Path
             if k not in ("PROMETHEUS_MULTIPROC_DIR", "HR_DATA_DIR")
         }
         done = subprocess.run(
-            [
-                *(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"),
-                *("--bind", f"127.0.0.1:{port}", "--no-control-socket"),
-            ],
+            gunicorn_argv(port),
             cwd=ROOT,
             env={**env, "HR_DATA_DIR": str(tmp_path / "data")},
             capture_output=True,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, request
+from ops.server import ROOT
+from tests.integration.conftest import request
 from tests.integration.test_server import PATH, reading
 from tests.unit.test_private_files import loose_modes
 

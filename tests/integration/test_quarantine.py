@@ -15,13 +15,14 @@ from urllib.parse import urlencode
 import polars as pl
 import pytest
 
+from ops.server import ROOT
 from service.catalog import ROW_SCHEMA
 from service.maintenance import verify
 from service.storage.compaction import compact
 from service.storage.compaction_policy import DAY_MS, has_work
 from service.storage.store import Store
 from service.storage.wal import read_segment
-from tests.integration.conftest import ROOT, request, wait_until
+from tests.integration.conftest import request, wait_until
 from tests.integration.test_server import PATH, reading, scrape, series, stamp, wal_segments
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ops.server import Server
 from service.storage.wal import list_segments
-from tests.integration.conftest import Server, request, wait_until
+from tests.integration.conftest import request, wait_until
 
 pytestmark = pytest.mark.integration
 

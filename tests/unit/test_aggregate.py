@@ -10,7 +10,6 @@ from reference import expected_series
 
 from service.catalog import ROW_SCHEMA
 from service.query.aggregate import combine, dedupe, per_minute, select, single_device
-from service.timestamps import parse_timestamp_ms
 
 PRIORITY = {"device_a": 1, "device_b": 2}
 BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z
@@ -82,39 +81,6 @@ def test_shuffled_input_gives_the_same_series() -> None:
     backward = run(list(reversed(readings)), "u1", BASE, BASE + 3_600_000)
     assert forward == backward
     assert [m for m, _, _ in forward] == ["2024-01-15T10:00:00Z", "2024-01-15T10:01:00Z"]
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2024-01-15T10:00:00Z", BASE),
-        ("2024-01-15T10:00:00", BASE),
-        ("2024-01-15 10:00:00z", BASE),
-        ("2024-01-15T12:00:00+02:00", BASE),
-        ("2024-01-15T05:30:00-04:30", BASE),
-        ("2024-01-15T10:00:00.9999999Z", BASE + 999),
-        ("2024-01-15T10:00:00.123+00:00", BASE + 123),
-        ("1970-01-01T00:00:00.9995Z", 999),
-    ],
-)
-def test_timestamps_become_utc_milliseconds(text: str, expected: int) -> None:
-    assert parse_timestamp_ms(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "2024-01-15",
-        "2024-01-15T25:00:00Z",
-        "2024-01-15T10:00:00+25:00",
-        "soon",
-        "2024-01-15T10:00:60Z",
-        "2024-01-15X10:00:00Z",
-    ],
-)
-def test_bad_timestamps_are_refused(text: str) -> None:
-    assert parse_timestamp_ms(text) is None
 
 
 def frame_of(readings, seq0=0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import random
@@ -17,7 +16,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
-from service.storage.compaction import compact, is_compacting, user_ranges
+from service.storage.compaction import compact, user_ranges
 from service.storage.compaction_policy import TIER_FILES, has_work
 from service.storage.store import Store
 
@@ -152,15 +151,6 @@ def test_compaction_counts_duplicates_apart_from_replacements(tmp_path: Path) ->
     assert json.loads(body)["data"][0]["heart_rate"] == (70 + 80 + 70) / 3
 
 
-def test_verify_checks_rollups(tmp_path: Path) -> None:
-    store = filled(tmp_path, 5, 1)
-    compact(store, force=True, grace_s=3600)
-    entry = next(f for f in store.manifest.read().fragments if f.rollup)
-    assert verify(store) == []
-    (store.fragment_dir / entry.files[1]).write_bytes(b"not parquet")
-    assert [p.split(":")[0] for p in verify(store)] == [entry.files[1]]
-
-
 def test_file_count_stays_bounded_under_continuous_ingestion(tmp_path: Path) -> None:
     rng = random.Random(7)
     store = Store(tmp_path, "w1", 5)
@@ -207,43 +197,6 @@ def test_only_one_compactor_runs_at_a_time(tmp_path: Path) -> None:
     assert compact(store) is not None
 
 
-def test_verify_finds_missing_changed_and_orphan_files(tmp_path: Path) -> None:
-    rng = random.Random(5)
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    a, b = (store.publish({"heart_rate": chunk(rng, i * 1000)})[0] for i in range(2))
-    assert verify(store) == []
-    (store.fragment_dir / a.name).unlink()
-    chunk(rng, 99).write_parquet(store.fragment_dir / b.name)
-    chunk(rng, 98).write_parquet(store.fragment_dir / "stray.parquet")
-    problems = verify(store)
-    assert len(problems) == 3
-    assert any(a.name in p and "unreadable" in p for p in problems)
-    assert any(b.name in p and "manifest says" in p for p in problems)
-    assert any("stray.parquet" in p and "orphan" in p for p in problems)
-
-
-def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
-    from service.maintenance import backup
-    from service.storage.ownership import replay_orphans
-    from service.storage.wal import SegmentWriter, encode_frame, segment_path
-    from service.validation import Rows
-
-    store = filled(tmp_path / "live", 9, 4)
-    compact(store, min_files=4, grace_s=3600)  # leaves 4 retired files on disk
-    wal = SegmentWriter(segment_path(store.wal_dir, "w2", 1))
-    wal.append(encode_frame("heart_rate", 10**9, Rows(["u9"], ["d"], [BASE], [80.0])))
-    wal.close()
-    before = answers(store, tmp_path)
-
-    assert backup(store, tmp_path / "copy") == (len(store.manifest.read().fragments), 1)
-    copy = Store(tmp_path / "copy", "restorer", 5)
-    assert verify(copy) == []
-    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["retired"] == []
-    assert replay_orphans(copy) == 1  # the unflushed reading came along
-    assert answers(copy, tmp_path) == before
-
-
 def test_a_reused_worker_id_never_overwrites_a_fragment(tmp_path: Path) -> None:
     first = filled(tmp_path, 11, 3, worker="same")
     before = answers(first, tmp_path)
@@ -252,31 +205,6 @@ def test_a_reused_worker_id_never_overwrites_a_fragment(tmp_path: Path) -> None:
     assert len(second.manifest.read().fragments) >= 1
     assert answers(second, tmp_path) == before
     assert verify(second) == []
-
-
-def test_maintenance_commands_export_and_verify(tmp_path: Path, capsys) -> None:
-    from service.maintenance import main
-
-    rng = random.Random(13)
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    store.publish({"heart_rate": chunk(rng, 0)})
-    assert main(["--data-dir", str(tmp_path), "verify"]) == 0
-    assert "OK" in capsys.readouterr().out
-    out = tmp_path / "u1.csv"
-    assert main(["--data-dir", str(tmp_path), "export", "u1", str(out)]) == 0
-    exported = pl.read_csv(out)
-    assert exported.columns == ["timestamp", "device_id", "metric", "value"]
-    assert (
-        exported.height
-        == chunk(random.Random(13), 0)
-        .filter(pl.col("user_id") == "u1")
-        .unique(["device_id", "ts"])
-        .height
-    )
-    assert main(["--data-dir", str(tmp_path), "compact", "--full"]) == 0
-    (tmp_path / "fragments" / "stray.parquet").write_bytes(b"x")
-    assert main(["--data-dir", str(tmp_path), "verify"]) == 1
 
 
 def test_a_level0_merge_takes_at_most_max_rows(tmp_path: Path) -> None:
@@ -351,20 +279,6 @@ def test_user_ranges_never_split_a_user() -> None:
         ("d", None),
     ]
     assert user_ranges(["a"], [10], 4) == [(None, None)]
-
-
-def test_verify_checks_the_user_ranges_of_day_files(tmp_path: Path) -> None:
-    store = filled(tmp_path, 5, 8, rows=300)
-    compact(store, force=True, grace_s=3600, max_rows=200)
-    files = store.manifest.read().fragments
-    assert verify(store) == []
-    split = next(f for f in files if f.user_hi is not None)
-    # a gap between two ranges, and a file holding ids outside its range
-    store.manifest.commit(remove=[split.name], retire=False)
-    store.manifest.commit(add=[dataclasses.replace(split, user_hi="u0")])
-    problems = verify(store)
-    assert any("do not tile" in p for p in problems)
-    assert any(f"{split.name}: holds user ids" in p for p in problems)
 
 
 def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answer(
@@ -464,49 +378,3 @@ def test_a_growing_day_is_rewritten_a_bounded_number_of_times_per_row(tmp_path: 
     assert written / ingested <= 8
     assert max(files) <= 1 + (TIER_FILES * 2 - 1) + 1  # level 0, level 1, level 2
     assert answers(store, tmp_path)  # still readable
-
-
-def test_sigterm_stops_a_compaction_process_without_a_trace(tmp_path: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    store = Store(tmp_path, "w1", 5)
-    store.ensure_layout()
-    n = 150_000
-    for i in range(10):  # 1.5 M rows: a pass takes seconds
-        i_ = pl.int_range(0, n, dtype=pl.Int64)
-        store.publish(
-            {
-                "heart_rate": pl.select(
-                    ("u" + (i_ % 97).cast(pl.String)).alias("user_id"),
-                    pl.lit("device_a").alias("device_id"),
-                    pl.from_epoch(BASE + (i_ + i * n) * 500, time_unit="ms")
-                    .dt.replace_time_zone("UTC")
-                    .alias("ts"),
-                    pl.lit(70.0).alias("value"),
-                    (i_ + i * n).alias("seq"),
-                ).cast(pl.Schema(ROW_SCHEMA))
-            }
-        )
-    before = store.manifest.read()
-    command = [sys.executable, "-m", "service.maintenance", "--data-dir", str(tmp_path)]
-    # every day merged down, in small steps: many merges, each one manifest change
-    steps = ["compact", "--json", "--full", "--max-rows", "40000"]
-    child = subprocess.Popen([*command, *steps], stdout=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not is_compacting(store) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)  # into the first merge
-    child.send_signal(signal.SIGTERM)
-    out, _ = child.communicate(timeout=60)
-    assert (child.returncode, out) == (128 + signal.SIGTERM, b"")  # stopped mid-pass
-    after = store.manifest.read()
-    # the merge in progress deleted what it wrote; merges committed before it stay
-    listed = {name for f in after.fragments for name in f.files}
-    retired = {name for name, _ in after.retired}
-    assert {p.name for p in store.fragment_dir.iterdir()} == listed | retired
-    assert sum(f.rows for f in after.fragments) == sum(f.rows for f in before.fragments)
-    assert not is_compacting(store)
-    assert verify(store) == []

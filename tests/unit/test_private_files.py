@@ -12,7 +12,6 @@ import pytest
 
 from service import export
 from service.backup import backup
-from service.maintenance import main
 from service.storage.compaction import compact
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
@@ -76,14 +75,3 @@ def test_start_tightens_a_data_dir_written_with_looser_modes(tmp_path: Path) -> 
     os.chmod(root / "fragments" / "frag-w0-000000000001.parquet", 0o666)
     Store(root, "w1", 5).ensure_layout()
     assert loose_modes(root) == []
-
-
-def test_an_export_overwrites_a_readable_file_with_a_private_one(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data", "w1", 5)
-    store.ensure_layout()
-    store.publish({"heart_rate": chunk(random.Random(3), 0)})
-    out = tmp_path / "u1.csv"
-    out.write_text("old")
-    os.chmod(out, 0o644)
-    assert main(["--data-dir", str(store.root), "export", "u1", str(out)]) == 0
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -1,4 +1,5 @@
-"""The batch timestamp parser agrees with the one-at-a-time parser on every input."""
+"""Timestamps become UTC milliseconds or are refused; the batch parser agrees with the
+one-at-a-time parser on every input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from hypothesis import strategies as st
 
 import service.timestamps
 from service.timestamps import parse_timestamp_ms, parse_timestamps_ms
+
+BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z
 
 digits = st.integers(min_value=0, max_value=99).map(lambda n: f"{n:02d}")
 common = st.builds(
@@ -107,3 +110,36 @@ def test_only_whole_date_times_in_1970_to_2100_are_taken(text: str) -> None:
 def test_the_edges_of_the_accepted_years() -> None:
     assert parse_timestamp_ms("1970-01-01T00:00:00Z") == 0
     assert parse_timestamp_ms("2100-12-31T23:59:59.999Z") == 4_133_980_799_999
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-15T10:00:00Z", BASE),
+        ("2024-01-15T10:00:00", BASE),
+        ("2024-01-15 10:00:00z", BASE),
+        ("2024-01-15T12:00:00+02:00", BASE),
+        ("2024-01-15T05:30:00-04:30", BASE),
+        ("2024-01-15T10:00:00.9999999Z", BASE + 999),
+        ("2024-01-15T10:00:00.123+00:00", BASE + 123),
+        ("1970-01-01T00:00:00.9995Z", 999),
+    ],
+)
+def test_timestamps_become_utc_milliseconds(text: str, expected: int) -> None:
+    assert parse_timestamp_ms(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "2024-01-15",
+        "2024-01-15T25:00:00Z",
+        "2024-01-15T10:00:00+25:00",
+        "soon",
+        "2024-01-15T10:00:60Z",
+        "2024-01-15X10:00:00Z",
+    ],
+)
+def test_bad_timestamps_are_refused(text: str) -> None:
+    assert parse_timestamp_ms(text) is None

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ops.server import ROOT
+
+pytestmark = pytest.mark.integration
 
 _PRINT = (
     "import json, os, runpy; runpy.run_path('gunicorn.conf.py'); "

@@ -1,21 +1,26 @@
-"""ops/maint: clear one-line errors, exports in the API's terms and the asked format."""
+"""ops/maint (service.maintenance): verify, backup and export; clear one-line errors, exports
+in the API's terms and the asked format."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import stat
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from service.config import ConfigError, Settings
 from service.export import escape_formulas
-from service.maintenance import main
+from service.maintenance import backup, main, verify
+from service.storage.compaction import compact
+from service.storage.ownership import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import SegmentWriter, encode_frame, segment_path
 from service.validation import Rows
-from tests.unit.test_compaction import BASE, chunk
+from tests.unit.test_compaction import BASE, answers, chunk, filled
 
 
 def data_dir(root: Path) -> Path:
@@ -135,7 +140,90 @@ def test_csv_text_cells_that_start_a_formula_are_escaped_and_numbers_are_not() -
     assert escaped.write_csv().splitlines()[1] == "'=cmd,-1.5"
 
 
-def test_a_batch_larger_than_the_buffer_is_refused_at_start() -> None:
-    with pytest.raises(ConfigError, match=r"HR_MAX_BATCH=1000 .*HR_MAX_BUFFER_ROWS=999"):
-        Settings.from_env({"HR_MAX_BATCH": "1000", "HR_MAX_BUFFER_ROWS": "999"})
-    assert Settings.from_env({"HR_MAX_BATCH": "999", "HR_MAX_BUFFER_ROWS": "999"}).max_batch == 999
+def test_verify_checks_rollups(tmp_path: Path) -> None:
+    store = filled(tmp_path, 5, 1)
+    compact(store, force=True, grace_s=3600)
+    entry = next(f for f in store.manifest.read().fragments if f.rollup)
+    assert verify(store) == []
+    (store.fragment_dir / entry.files[1]).write_bytes(b"not parquet")
+    assert [p.split(":")[0] for p in verify(store)] == [entry.files[1]]
+
+
+def test_verify_finds_missing_changed_and_orphan_files(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    a, b = (store.publish({"heart_rate": chunk(rng, i * 1000)})[0] for i in range(2))
+    assert verify(store) == []
+    (store.fragment_dir / a.name).unlink()
+    chunk(rng, 99).write_parquet(store.fragment_dir / b.name)
+    chunk(rng, 98).write_parquet(store.fragment_dir / "stray.parquet")
+    problems = verify(store)
+    assert len(problems) == 3
+    assert any(a.name in p and "unreadable" in p for p in problems)
+    assert any(b.name in p and "manifest says" in p for p in problems)
+    assert any("stray.parquet" in p and "orphan" in p for p in problems)
+
+
+def test_backup_copies_a_consistent_restorable_snapshot(tmp_path: Path) -> None:
+    store = filled(tmp_path / "live", 9, 4)
+    compact(store, min_files=4, grace_s=3600)  # leaves 4 retired files on disk
+    wal = SegmentWriter(segment_path(store.wal_dir, "w2", 1))
+    wal.append(encode_frame("heart_rate", 10**9, Rows(["u9"], ["d"], [BASE], [80.0])))
+    wal.close()
+    before = answers(store, tmp_path)
+
+    assert backup(store, tmp_path / "copy") == (len(store.manifest.read().fragments), 1)
+    copy = Store(tmp_path / "copy", "restorer", 5)
+    assert verify(copy) == []
+    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["retired"] == []
+    assert replay_orphans(copy) == 1  # the unflushed reading came along
+    assert answers(copy, tmp_path) == before
+
+
+def test_maintenance_commands_export_and_verify(tmp_path: Path, capsys) -> None:
+    rng = random.Random(13)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    store.publish({"heart_rate": chunk(rng, 0)})
+    assert main(["--data-dir", str(tmp_path), "verify"]) == 0
+    assert "OK" in capsys.readouterr().out
+    out = tmp_path / "u1.csv"
+    assert main(["--data-dir", str(tmp_path), "export", "u1", str(out)]) == 0
+    exported = pl.read_csv(out)
+    assert exported.columns == ["timestamp", "device_id", "metric", "value"]
+    assert (
+        exported.height
+        == chunk(random.Random(13), 0)
+        .filter(pl.col("user_id") == "u1")
+        .unique(["device_id", "ts"])
+        .height
+    )
+    assert main(["--data-dir", str(tmp_path), "compact", "--full"]) == 0
+    (tmp_path / "fragments" / "stray.parquet").write_bytes(b"x")
+    assert main(["--data-dir", str(tmp_path), "verify"]) == 1
+
+
+def test_verify_checks_the_user_ranges_of_day_files(tmp_path: Path) -> None:
+    store = filled(tmp_path, 5, 8, rows=300)
+    compact(store, force=True, grace_s=3600, max_rows=200)
+    files = store.manifest.read().fragments
+    assert verify(store) == []
+    split = next(f for f in files if f.user_hi is not None)
+    # a gap between two ranges, and a file holding ids outside its range
+    store.manifest.commit(remove=[split.name], retire=False)
+    store.manifest.commit(add=[dataclasses.replace(split, user_hi="u0")])
+    problems = verify(store)
+    assert any("do not tile" in p for p in problems)
+    assert any(f"{split.name}: holds user ids" in p for p in problems)
+
+
+def test_an_export_overwrites_a_readable_file_with_a_private_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data", "w1", 5)
+    store.ensure_layout()
+    store.publish({"heart_rate": chunk(random.Random(3), 0)})
+    out = tmp_path / "u1.csv"
+    out.write_text("old")
+    os.chmod(out, 0o644)
+    assert main(["--data-dir", str(store.root), "export", "u1", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -1,0 +1,129 @@
+"""The benchmark's options: ``./ops/bench --help`` and the Plan every phase reads."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ops.bench_common import PHASES
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    runs: int
+    duration_s: int
+    connections: int
+    wrk_threads: int
+    batch_connections: int
+    batch_wide_connections: tuple[int, ...]
+    batch_size: int
+    batch_bodies: int
+    users: int
+    long_users: int
+    long_days: int
+    queries: int
+    warmups: int
+    query_budget_s: float
+    workers: int | None
+    keep: bool
+    quick: bool
+    phases: frozenset[str] = frozenset(PHASES)
+
+
+def parse_args(argv: Sequence[str]) -> Plan:
+    p = _parser()
+    a = p.parse_args(argv)
+    try:
+        wide = tuple(
+            int(x) for x in a.batch_wide_connections.split(",") if x.strip() not in ("", "0")
+        )
+    except ValueError:
+        p.error("--batch-wide-connections takes comma-separated connection counts, e.g. 16,64")
+    if any(n < 1 for n in wide):
+        p.error("--batch-wide-connections: every count must be at least 1")
+    plan = _plan(a, wide)
+    problem = _problem(plan)
+    if problem:
+        p.error(problem)
+    return plan
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ops/bench",
+        description="Benchmark the service on this machine; prints one markdown table.",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 3 s, 10 users")
+    p.add_argument("--runs", type=int, help="runs per figure, the median is shown (3)")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (10; --quick 3)")
+    p.add_argument("--connections", type=int, default=64, help="single-POST connections")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--batch-connections", type=int, default=4, help="batch connections (4)")
+    p.add_argument(
+        "--batch-wide-connections",
+        default="16,64",
+        help="connection counts of further batch loads, larger client pools, comma-separated "
+        "(16,64; 0: none)",
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="readings per batch")
+    p.add_argument("--batch-bodies", type=int, default=16, help="distinct batch bodies")
+    p.add_argument("--users", type=int, help="users in the 1-day store (100; --quick 10)")
+    p.add_argument("--long-users", type=int, help="users with --long-days days (5; --quick 1)")
+    p.add_argument("--long-days", type=int, default=30, help="days of the long users (30)")
+    p.add_argument("--queries", type=int, help="measured queries per run (50; --quick 20)")
+    p.add_argument("--warmups", type=int, default=5, help="warm-up queries per run (5)")
+    p.add_argument(
+        "--query-budget",
+        type=float,
+        help="seconds per query kind and run; slow queries stop early (45; --quick 15)",
+    )
+    p.add_argument("--workers", type=int, help="gunicorn workers (default: as ops/serve)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
+    p.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="which phases to run, comma-separated: writes (single and batch POSTs, lag, "
+        "RSS) and/or queries (default: both)",
+    )
+    return p
+
+
+def _plan(a: argparse.Namespace, wide: tuple[int, ...]) -> Plan:
+    quick = bool(a.quick)
+
+    def pick(value: int | None, full: int, smoke: int) -> int:
+        return value if value is not None else (smoke if quick else full)
+
+    return Plan(
+        runs=pick(a.runs, 3, 1),
+        duration_s=pick(a.duration, 10, 3),
+        connections=a.connections,
+        wrk_threads=a.wrk_threads,
+        batch_connections=a.batch_connections,
+        batch_wide_connections=wide,
+        batch_size=a.batch_size,
+        batch_bodies=a.batch_bodies,
+        users=pick(a.users, 100, 10),
+        long_users=pick(a.long_users, 5, 1),
+        long_days=a.long_days,
+        queries=pick(a.queries, 50, 20),
+        warmups=a.warmups,
+        query_budget_s=a.query_budget if a.query_budget is not None else (15 if quick else 45),
+        workers=a.workers,
+        keep=bool(a.keep),
+        quick=quick,
+        phases=frozenset(x.strip() for x in a.phases.split(",") if x.strip()),
+    )
+
+
+def _problem(plan: Plan) -> str | None:
+    if not plan.phases or not plan.phases <= set(PHASES):
+        return f"--phases takes a comma-separated subset of {', '.join(PHASES)}"
+    if plan.runs < 1 or plan.duration_s < 1 or plan.queries < 1 or plan.users < 1:
+        return "--runs, --duration, --queries and --users must be at least 1"
+    if not 0 <= plan.long_users <= plan.users or plan.long_days < 1:
+        return "--long-users must be within --users and --long-days at least 1"
+    if plan.wrk_threads > min(plan.connections, plan.batch_connections):
+        return "--wrk-threads may not exceed the connection counts"
+    return None

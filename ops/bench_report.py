@@ -1,0 +1,233 @@
+"""The benchmark's one markdown table: a row per figure (median of the runs), the same-run
+ceiling beside it, the target and whether it was met."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ops.bench_common import TARGETS, median
+from ops.bench_notes import notes
+from ops.bench_plan import Plan
+from ops.bench_queries import QueryResults, StoreInfo
+from ops.bench_writes import WriteResults
+
+
+def fmt_int(x: float) -> str:
+    return "n/a" if x != x else f"{x:,.0f}"
+
+
+def fmt_ms(x: float) -> str:
+    if x != x:
+        return "n/a"
+    return f"{x:.1f} ms" if x >= 10 else f"{x:.2f} ms"
+
+
+def fmt_mb(x: float) -> str:
+    return f"{x:,.0f} MB"
+
+
+def verdict(value: float, target: float, higher_is_better: bool) -> str:
+    if value != value:
+        return ""
+    ok = value >= target if higher_is_better else value <= target
+    return "yes" if ok else "**no**"
+
+
+@dataclass(slots=True)
+class Table:
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        what: str,
+        values: Sequence[float],
+        fmt: Callable[[float], str],
+        ceiling: Sequence[float] = (),
+        target: tuple[str, float, bool] | None = None,
+    ) -> None:
+        value = median(values)
+        ceil = fmt(median(ceiling)) if ceiling else ""
+        goal, met = "", ""
+        if target is not None:
+            goal = target[0]
+            met = verdict(value, target[1], target[2])
+        runs = ", ".join(fmt(v) for v in values) if len(values) > 1 else ""
+        self.rows.append([what, fmt(value), ceil, goal, met, runs])
+
+    def text(self, result: str, extra: str = "", ceiling: str = "", runs: str = "") -> None:
+        self.rows.append([result, extra, ceiling, "", "", runs])
+
+    def render(self) -> str:
+        head = ["measure", "result (median)", "ceiling (same run)", "target", "met", "runs"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.notes:
+            lines.append("")
+            lines += [f"{n + 1}. {note}" for n, note in enumerate(self.notes)]
+        return "\n".join(lines)
+
+
+def report(
+    plan: Plan,
+    workers: int,
+    writes: WriteResults | None,
+    store: StoreInfo | None,
+    before: QueryResults | None,
+    after: QueryResults | None,
+    noise: dict[str, float],
+    failures: list[str],
+) -> Table:
+    t = Table()
+    if writes is not None:
+        _single_rows(t, plan, writes)
+        _batch_rows(t, plan, writes)
+        _error_row(t, writes)
+    query_counts = _query_rows(t, plan, before, after)
+    if writes is not None and writes.lag_ms:
+        _lag_rows(t, writes)
+    _rss_rows(t, writes, before, after)
+    _count_rows(t, writes, store)
+    if noise:
+        t.text(
+            "CPU used by other processes meanwhile (noise)",
+            ", ".join(f"{phase} {share:.0%}" for phase, share in noise.items()),
+            runs="share of all cores; figures above are only comparable when this is ~0%",
+        )
+    t.notes += notes(plan, workers, writes, store, after is not None and before is not None)
+    if query_counts:
+        t.notes.append("Measured queries per run: " + "; ".join(query_counts) + ".")
+    t.notes += [f"FAILED: {f}" for f in failures]
+    return t
+
+
+def _single_rows(t: Table, plan: Plan, writes: WriteResults) -> None:
+    s, n = writes.single, writes.single_noop
+    if not s:
+        return
+    t.add(
+        f"single POST, fsync, {plan.connections} conns: req/s",
+        [r.ok_per_s for r in s],
+        fmt_int,
+        [r.ok_per_s for r in n],
+        ("≥ 8,000", TARGETS["single_rps"], True),
+    )
+    t.add("single POST p50", [r.p50_ms for r in s], fmt_ms, [r.p50_ms for r in n])
+    t.add(
+        "single POST p99",
+        [r.p99_ms for r in s],
+        fmt_ms,
+        [r.p99_ms for r in n],
+        ("≤ 50 ms", TARGETS["single_p99"], False),
+    )
+
+
+def _batch_rows(t: Table, plan: Plan, writes: WriteResults) -> None:
+    loads = [
+        (writes.batch, writes.batch_noop, plan.batch_connections),
+        *(
+            (writes.batch_wide.get(wide, []), writes.batch_wide_noop.get(wide, []), wide)
+            for wide in plan.batch_wide_connections
+        ),
+    ]
+    size = plan.batch_size
+    for b, n, conns in loads:
+        if not b:
+            continue
+        t.add(
+            f"batch POST ({size:,}/request, {conns} conns): readings/s",
+            [r.ok_per_s * size for r in b],
+            fmt_int,
+            [r.ok_per_s * size for r in n],
+            ("≥ 1,000,000", TARGETS["batch_rps"], True),
+        )
+        for name, pick in (("p50", lambda r: r.p50_ms), ("p99", lambda r: r.p99_ms)):
+            label = f"batch POST {name} (per request, {conns} conns)"
+            t.add(label, [pick(r) for r in b], fmt_ms, [pick(r) for r in n])
+
+
+def _error_row(t: Table, writes: WriteResults) -> None:
+    ours = writes.single + writes.batch + [r for rs in writes.batch_wide.values() for r in rs]
+    noops = [
+        *writes.single_noop,
+        *writes.batch_noop,
+        *(r for rs in writes.batch_wide_noop.values() for r in rs),
+    ]
+    bad = sum(r.non2xx for r in ours)
+    sock = sum(r.socket_errors for r in ours)
+    noop_bad = sum(r.non2xx + r.socket_errors for r in noops)
+    t.text("write errors: non-2xx / socket errors", f"{bad:,} / {sock:,}", f"{noop_bad:,}")
+
+
+def _query_rows(
+    t: Table, plan: Plan, before: QueryResults | None, after: QueryResults | None
+) -> list[str]:
+    """The query latency rows; returns how many queries each run measured, per server."""
+    query_counts: list[str] = []
+    for label, res in (("before compaction", before), ("", after)):
+        if res is None:
+            continue
+        suffix = f" ({label})" if label else ""
+        day_target = None if label else ("≤ 10 ms", TARGETS["day_p50"], False)
+        month_target = None if label else ("≤ 60 ms", TARGETS["month_p50"], False)
+        t.add(f"1-day query p50{suffix}", res.day.p50, fmt_ms, res.health.p50, day_target)
+        t.add(f"1-day query p95{suffix}", res.day.p95, fmt_ms, res.health.p95)
+        counts = f"1-day {'/'.join(map(str, res.day.counts))}"
+        if res.month.counts:
+            counts += f", {plan.long_days}-day {'/'.join(map(str, res.month.counts))}"
+        query_counts.append(f"{label or ('after compaction' if before else 'all')}: {counts}")
+        if res.month.p50:
+            days = plan.long_days
+            t.add(
+                f"{days}-day query p50{suffix}", res.month.p50, fmt_ms, res.health.p50, month_target
+            )
+            t.add(f"{days}-day query p95{suffix}", res.month.p95, fmt_ms, res.health.p95)
+    return query_counts
+
+
+def _lag_rows(t: Table, writes: WriteResults) -> None:
+    lags = writes.lag_ms
+    first = sum(1 for p in writes.lag_polls if p == 1)
+    t.add("read-after-write lag p50 (under single-POST load)", [median(lags)], fmt_ms)
+    t.add("read-after-write lag max", [max(lags)], fmt_ms)
+    t.text(
+        "read-after-write: first GET already saw it",
+        f"{first}/{len(lags)} probes ({writes.lag_cross} read on the other worker)",
+    )
+
+
+def _rss_rows(
+    t: Table, writes: WriteResults | None, before: QueryResults | None, after: QueryResults | None
+) -> None:
+    rss_target = ("≤ 300 MB", TARGETS["rss"], False)
+    noop_rss = [max(writes.rss_noop_mb)] if writes is not None and writes.rss_noop_mb else []
+
+    def rss(label: str, values: list[float]) -> None:
+        if values:
+            t.add(label, [max(values)], fmt_mb, noop_rss, rss_target)
+            t.rows[-1][5] = ", ".join(fmt_mb(v) for v in values) + " (each worker)"
+
+    if writes is not None:
+        rss("peak RSS per worker after single POSTs", writes.rss_single_mb)
+        rss("peak RSS per worker after batch POSTs", writes.rss_batch_mb)
+    for label, res in (("before compaction", before), ("after compaction", after)):
+        if res is not None and res.rss_mb:
+            rss(f"peak RSS per worker, query server ({label})", res.rss_mb)
+
+
+def _count_rows(t: Table, writes: WriteResults | None, store: StoreInfo | None) -> None:
+    if writes is not None and writes.fragments_end is not None:
+        t.text(
+            "fragments in manifest at end of write phase",
+            f"{writes.fragments_end:,}",
+            runs=f"WAL segments left after SIGTERM: {writes.wal_left}",
+        )
+    if store is not None:
+        after_text = "n/a" if store.fragments_after is None else f"{store.fragments_after:,}"
+        t.text(
+            "query store fragments: loaded → after compact_all",
+            f"{store.fragments_loaded:,} → {after_text}",
+            runs=f"{store.rows:,} rows loaded in {store.load_s:.0f} s"
+            + (f"; compact_all took {store.compact_s:.0f} s" if store.compact_s else ""),
+        )

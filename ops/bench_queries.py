@@ -64,7 +64,7 @@ class StoreInfo:
 
 
 def build_query_store(data_dir: Path, plan: Plan) -> tuple[StoreInfo, Any]:
-    from service.catalog import ROW_SCHEMA
+    from service.schema import ROW_SCHEMA
     from service.storage.store import Store
 
     store = Store(data_dir, "bench", 10.0)

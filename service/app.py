@@ -24,12 +24,12 @@ from service.api.fastpath import ValidReadingsShortcut
 from service.api.observe import RequestObserver
 from service.api.redirects import redirect_slashes_relatively
 from service.api.runtime import Runtime
-from service.catalog import METRICS
 from service.config import Settings
 from service.errors import install_handlers
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Reader
+from service.schema import METRICS
 from service.storage.store import Store
 
 

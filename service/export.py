@@ -18,8 +18,8 @@ from typing import Literal
 
 import polars as pl
 
-from service.catalog import ROW_SCHEMA
 from service.query.aggregate import dedupe
+from service.schema import ROW_SCHEMA
 from service.storage.files import create_private
 from service.storage.store import Store
 from service.storage.wal import list_segments, read_segment, to_frame

@@ -22,10 +22,10 @@ import polars as pl
 
 from service import export, logs
 from service.backup import BackupError, backup
-from service.catalog import METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import ConfigError, Settings
+from service.schema import DAY_MS, METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.compaction import compact
-from service.storage.compaction_policy import DAY_MS, TOP_LEVEL
+from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import is_held, private_lock
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.ownership import replay_orphans

@@ -14,6 +14,8 @@ from itertools import repeat
 from operator import floordiv, itemgetter, sub
 from typing import cast
 
+from service.schema import DAY_MS
+
 MIN_MS = 0  # 1970-01-01T00:00:00Z
 MAX_MS = 4_133_980_800_000  # 2101-01-01T00:00:00Z, exclusive
 
@@ -41,7 +43,7 @@ def parse_timestamp_ms(text: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
-    ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    ms = delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
     return ms if MIN_MS <= ms < MAX_MS else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate
 from operator import attrgetter
@@ -18,15 +18,14 @@ from typing import Annotated, Any
 
 import msgspec
 
-from service.catalog import MetricSpec
 from service.errors import Detail, InvalidInput, PayloadTooLarge, field_error
+from service.schema import DAY_MS, MetricSpec, Rows
 from service.timestamps import REASON as _TS_REASON
 from service.timestamps import parse_timestamp_ms, parse_timestamps_ms
 
 USER_ID_MAX = 128
 DEVICE_ID_MAX = 64
 MAX_DEPTH = 64  # JSON nesting a body may have; a reading needs 2, a batch 3
-DAY_MS = 86_400_000
 _MISSING = object()
 # C0 and C1 controls, DEL, lone surrogates (they cannot be encoded, so no file could hold
 # them) and the line and paragraph separators (they break log lines and CSV rows)
@@ -38,31 +37,6 @@ _TIMESTAMP = attrgetter("timestamp")
 
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_ID_MAX)] | int
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=DEVICE_ID_MAX)]
-
-
-@dataclass(slots=True)
-class Rows:
-    """Validated readings of one metric, column by column; ``ts`` in UTC epoch ms."""
-
-    user_id: list[str] = field(default_factory=list)
-    device_id: list[str] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def extend(self, other: Rows) -> None:
-        self.user_id.extend(other.user_id)
-        self.device_id.extend(other.device_id)
-        self.ts.extend(other.ts)
-        self.value.extend(other.value)
-
-    def add(self, user_id: str, device_id: str, ts: int, value: float) -> None:
-        self.user_id.append(user_id)
-        self.device_id.append(device_id)
-        self.ts.append(ts)
-        self.value.append(value)
 
 
 @dataclass(slots=True)

@@ -19,9 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 from service.api.ingest import ACCEPTED_BODY, OFFLOAD_BYTES, batch_accepted_body
 from service.api.runtime import Runtime
-from service.catalog import METRICS, MetricSpec
 from service.errors import ServiceError, error_response
-from service.validation import Rows, parse_batch, parse_one
+from service.schema import METRICS, MetricSpec, Rows
+from service.validation import parse_batch, parse_one
 
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request, Response
 from service import metrics
 from service.api.runtime import runtime
 from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
-from service.catalog import MetricSpec
 from service.errors import Detail, InvalidInput, PayloadTooLarge
+from service.schema import MetricSpec
 from service.validation import validate_batch, validate_one
 
 ACCEPTED_BODY = b'{"status":"accepted"}'

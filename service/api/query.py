@@ -9,13 +9,11 @@ from fastapi import APIRouter, Query, Request, Response
 
 from service.api.runtime import runtime
 from service.api.schemas import ERROR_RESPONSES, Series
-from service.catalog import MetricSpec
 from service.errors import NotFound, field_error
 from service.query.reader import Query as SeriesQuery
+from service.schema import DAY_MS, MetricSpec
 from service.timestamps import parse_timestamp_ms
 from service.validation import DEVICE_ID_MAX, TEXT_REASON, USER_ID_MAX, printable
-
-_DAY_MS = 86_400_000
 
 
 def query_router(spec: MetricSpec) -> APIRouter:
@@ -68,7 +66,7 @@ def _parse(
         raise field_error("end", "must be an ISO 8601 date-time")
     if start_ms >= end_ms:
         raise field_error("end", "must be after start")
-    if end_ms - start_ms > max_days * _DAY_MS:
+    if end_ms - start_ms > max_days * DAY_MS:
         raise field_error("end", f"the range may span at most {max_days:g} days")
     return SeriesQuery(spec.name, user_id, start_ms, end_ms, device_id)
 

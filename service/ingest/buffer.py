@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from service.catalog import rows_frame
-from service.validation import Rows
+from service.schema import Rows, rows_frame
 
 # a cached frame is copied into one chunk once queries have appended this many pieces
 _MAX_CHUNKS = 16

@@ -21,10 +21,10 @@ from service.config import Settings
 from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
+from service.schema import Rows
 from service.storage.ownership import OwnedLog
 from service.storage.store import Store
 from service.storage.wal import encode_frame
-from service.validation import Rows
 
 log = logging.getLogger("service.ingest")
 

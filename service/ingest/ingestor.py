@@ -21,8 +21,8 @@ from service.ingest.compactor import Compactor
 from service.ingest.flusher import Flusher
 from service.ingest.health import TaskHealth
 from service.ingest.upkeep import Upkeep
+from service.schema import Rows
 from service.storage.store import Store
-from service.validation import Rows
 
 log = logging.getLogger("service.ingest")
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from service.catalog import IDENTITY, Aggregation
 from service.config import PriorityScope
+from service.schema import IDENTITY, MINUTE_MS, Aggregation
 
 if TYPE_CHECKING:
     from polars._typing import EngineType
@@ -99,7 +99,7 @@ def from_partials(
     # sorted by one integer (minute, then device order), the first row of each minute is
     # its best device's: several times cheaper than a two-key sort and a distinct pass
     minute = pl.col("minute")
-    key = (minute.dt.epoch("ms") // 60_000) * (len(devices) + 1) + pl.col("order")
+    key = (minute.dt.epoch("ms") // MINUTE_MS) * (len(devices) + 1) + pl.col("order")
     return (
         per_device.lazy()
         .with_columns(_device_order(devices).alias("order"))

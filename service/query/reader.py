@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from service import metrics
-from service.catalog import METRICS, ROW_SCHEMA
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.aggregate import (
@@ -29,13 +28,13 @@ from service.query.aggregate import (
     single_device,
 )
 from service.query.rollups import RollupCache
-from service.storage.compaction_policy import DAY_MS, TOP_LEVEL
+from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
+from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.store import Store
 from service.storage.wal import TailReader, list_segments
 
-MINUTE_MS = 60_000
 # a query over more than one UTC day that would scan more not-yet-compacted rows than this
 # runs one day at a time: de-duplication then holds one day's rows, not the whole range's
 # (a 30-day query over 42 M uncompacted rows peaked at 1.2 GB when run in one piece)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.catalog import ROLLUP_SCHEMA
+from service.schema import ROLLUP_SCHEMA
 
 
 class _Loaded:

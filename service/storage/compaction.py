@@ -34,9 +34,9 @@ from functools import partial
 import polars as pl
 from filelock import FileLock, Timeout
 
-from service.catalog import IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.config import Settings
-from service.storage.compaction_policy import DAY_MS, TOP_LEVEL, by_day, day_due, level0_due
+from service.schema import DAY_MS, IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.storage.compaction_policy import TOP_LEVEL, by_day, day_due, level0_due
 from service.storage.files import is_held, private_lock, unlink_quietly
 from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
 from service.storage.orphans import sweep

@@ -23,13 +23,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from service.config import Settings
+from service.schema import DAY_MS
 from service.storage.fragments import FragmentInfo
 from service.storage.orphans import stale
 from service.storage.store import Store
 
 _DEFAULTS = Settings()  # callers with settings of their own pass those values
 
-DAY_MS = 86_400_000
 TOP_LEVEL = 2
 TIER_RATIO = 4  # a day merge waits until its level-1 rows are a quarter of its level-2 rows
 TIER_FILES = 4  # ... or until it has this many times ``min_files`` level-1 files

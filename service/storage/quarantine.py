@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.catalog import ROLLUP_SCHEMA, ROW_SCHEMA
+from service.schema import ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.files import fsync_dir, open_private, private_dir
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store

@@ -25,9 +25,8 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from service.catalog import rows_frame
+from service.schema import Rows, rows_frame
 from service.storage.files import open_private
-from service.validation import Rows
 
 _HEADER = struct.Struct("<2sBxII")
 _MAGIC = b"HW"

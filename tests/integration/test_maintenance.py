@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from service.catalog import ROW_SCHEMA
 from service.maintenance import verify
+from service.schema import ROW_SCHEMA
 from service.storage.compaction import is_compacting
 from service.storage.store import Store
 from tests.unit.test_compaction import BASE

@@ -16,10 +16,10 @@ import polars as pl
 import pytest
 
 from ops.server import ROOT
-from service.catalog import ROW_SCHEMA
 from service.maintenance import verify
+from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage.compaction import compact
-from service.storage.compaction_policy import DAY_MS, has_work
+from service.storage.compaction_policy import has_work
 from service.storage.store import Store
 from service.storage.wal import read_segment
 from tests.integration.conftest import request, wait_until

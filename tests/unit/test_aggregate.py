@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import expected_series
 
-from service.catalog import ROW_SCHEMA
 from service.query.aggregate import combine, dedupe, per_minute, select, single_device
+from service.schema import ROW_SCHEMA
 
 PRIORITY = {"device_a": 1, "device_b": 2}
 BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z

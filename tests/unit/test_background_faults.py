@@ -15,7 +15,7 @@ import pytest
 from service import metrics
 from service.errors import Unavailable
 from service.ingest import upkeep
-from service.validation import Rows
+from service.schema import Rows
 from tests.unit.test_write_path import listed_rows, make, rows, wal_rows
 
 # a bound for a future that must be answered: a hang fails the test instead of the suite

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.catalog import HEART_RATE
 from service.errors import InvalidInput, PayloadTooLarge
+from service.schema import HEART_RATE
 from service.validation import parse_batch, validate_batch
 
 MAX_BATCH = 5

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 from filelock import FileLock
 
-from service.catalog import ROW_SCHEMA
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
+from service.schema import ROW_SCHEMA
 from service.storage.compaction import compact, user_ranges
 from service.storage.compaction_policy import TIER_FILES, has_work
 from service.storage.store import Store
@@ -123,7 +123,7 @@ def test_rollups_answer_exactly_like_raw_rows_under_fresher_data(tmp_path: Path)
 
 
 def _rows(df: pl.DataFrame):
-    from service.validation import Rows
+    from service.schema import Rows
 
     return Rows(
         df["user_id"].to_list(),
@@ -285,7 +285,7 @@ def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answ
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from service.query import reader as reader_module
-    from service.validation import Rows
+    from service.schema import Rows
 
     store = filled(tmp_path, 6, 10)
     compact(store, min_files=4, grace_s=3600)  # some rows in day files, the rest raw

@@ -12,11 +12,11 @@ import pytest
 
 from service import export
 from service.backup import backup
+from service.schema import Rows
 from service.storage.compaction import compact
 from service.storage.ownership import OwnedLog, replay_orphans
 from service.storage.store import Store
 from service.storage.wal import encode_frame
-from service.validation import Rows
 from tests.unit.test_compaction import BASE, chunk
 
 

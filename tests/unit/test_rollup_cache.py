@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from service.catalog import ROLLUP_SCHEMA
 from service.query.rollups import RollupCache
+from service.schema import ROLLUP_SCHEMA
 
 
 def write(directory: Path, name: str, users: list[str], minutes: int) -> pl.DataFrame:

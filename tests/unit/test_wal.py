@@ -7,6 +7,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.schema import Rows
 from service.storage.wal import (
     SegmentWriter,
     TailReader,
@@ -16,7 +17,6 @@ from service.storage.wal import (
     read_segment,
     segment_path,
 )
-from service.validation import Rows
 
 rows_st = st.lists(
     st.tuples(

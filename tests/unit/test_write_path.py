@@ -9,12 +9,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from service.catalog import rows_frame
 from service.config import Settings
 from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Query, Reader
+from service.schema import Rows, rows_frame
 from service.storage.ownership import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import (
@@ -25,7 +25,6 @@ from service.storage.wal import (
     read_segment,
     segment_path,
 )
-from service.validation import Rows
 
 BASE = 1_705_312_800_000
 

@@ -1,22 +1,22 @@
-"""The metrics the service stores: adding one is an entry here plus its aggregation rule.
+"""What a reading is, in memory and on disk: the metrics, rows, schemas and time units.
 
 Storage is metric-agnostic: every reading becomes a row of ``ROW_SCHEMA`` under its
-metric's name; only validation bounds and the per-bucket aggregation differ.
+metric's name; adding a metric is an entry in ``METRICS`` with its validation bounds and
+its per-bucket aggregation. Every other module takes these definitions from here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from service.validation import Rows
-
 Aggregation = Literal["mean", "sum"]
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000  # a UTC day: the unit of compaction and of a batch's day limit
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -39,6 +39,31 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
 
 # a reading's identity: the same identity sent again replaces the earlier value
 IDENTITY = ("user_id", "device_id", "ts")
+
+
+@dataclass(slots=True)
+class Rows:
+    """Validated readings of one metric, column by column; ``ts`` in UTC epoch ms."""
+
+    user_id: list[str] = field(default_factory=list)
+    device_id: list[str] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def extend(self, other: Rows) -> None:
+        self.user_id.extend(other.user_id)
+        self.device_id.extend(other.device_id)
+        self.ts.extend(other.ts)
+        self.value.extend(other.value)
+
+    def add(self, user_id: str, device_id: str, ts: int, value: float) -> None:
+        self.user_id.append(user_id)
+        self.device_id.append(device_id)
+        self.ts.append(ts)
+        self.value.append(value)
 
 
 def rows_frame(rows: Rows, seq: Sequence[int]) -> pl.DataFrame:

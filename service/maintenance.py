@@ -28,8 +28,8 @@ from service.storage.compaction import compact
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import is_held, private_lock
 from service.storage.fragments import FragmentInfo, rollup_name
-from service.storage.ownership import replay_orphans
 from service.storage.quarantine import quarantined
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import list_segments, lock_path, read_segment
 

@@ -22,9 +22,8 @@ from service.errors import Overloaded, ServiceError, StorageFull, Unavailable
 from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
 from service.schema import Rows
-from service.storage.ownership import OwnedLog
 from service.storage.store import Store
-from service.storage.wal import encode_frame
+from service.storage.wal import OwnedLog, encode_frame
 
 log = logging.getLogger("service.ingest")
 
@@ -63,7 +62,9 @@ class GroupCommitter:
     async def open(self) -> None:
         """Take ownership of a fresh WAL segment (none in ``none`` durability)."""
         if self._settings.durability != "none":
-            self._log = await anyio.to_thread.run_sync(OwnedLog, self._store)
+            self._log = await anyio.to_thread.run_sync(
+                OwnedLog, self._store.wal_dir, self._store.worker
+            )
 
     async def submit(self, metric: str, rows: Rows) -> None:
         """Return once ``rows`` are durable as the durability mode defines it."""

@@ -24,7 +24,7 @@ from service.ingest.buffer import Buffer
 from service.ingest.compactor import Compactor
 from service.ingest.flusher import Flusher
 from service.ingest.health import TaskHealth
-from service.storage.ownership import replay_orphans
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
 
 log = logging.getLogger("service.ingest")

@@ -1,6 +1,6 @@
 """A per-worker cache of rollup files, which are small and never change once written.
 
-A rollup file is immutable under its name (fragments are published without overwrite and
+A rollup file is immutable under its name (fragments are written without overwrite and
 names are never reused), so a cached copy can never be stale; files that compaction
 retires are simply no longer asked for and age out. The least recently used files are
 dropped once the cache holds more than its byte budget.

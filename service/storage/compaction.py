@@ -38,7 +38,7 @@ from service.config import Settings
 from service.schema import DAY_MS, IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL, by_day, day_due, level0_due
 from service.storage.files import is_held, private_lock, unlink_quietly
-from service.storage.fragments import FragmentInfo, publish_rollup, rollup_name
+from service.storage.fragments import FragmentInfo, rollup_name, write_rollup
 from service.storage.orphans import sweep
 from service.storage.quarantine import merge_readable
 from service.storage.store import Store
@@ -192,7 +192,7 @@ def _merge_day(
             inputs = [f for f in files if f.overlaps(lo, hi)]
             rows = _dedupe_sorted(_scan(store, inputs).filter(_in_range(lo, hi)), report)
             outputs.append(replace(store.write(rows, metric, TOP_LEVEL), user_lo=lo, user_hi=hi))
-            outputs[-1] = publish_rollup(rollup(rows), store.fragment_dir, outputs[-1])
+            outputs[-1] = write_rollup(rollup(rows), store.fragment_dir, outputs[-1])
             del rows
     except BaseException:
         _unlink(store, outputs)

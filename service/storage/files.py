@@ -90,7 +90,7 @@ def fsync_dir(directory: Path) -> None:
 
 def seal(path: Path) -> None:
     """fsync ``path`` and make it ``0600``: whatever wrote it (Polars opens its own
-    files), nothing is published readable by others."""
+    files), no file is put in place readable by others."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fchmod(fd, FILE_MODE)
@@ -113,7 +113,7 @@ def unlink_quietly(paths: list[Path]) -> None:
         fsync_dir(paths[0].parent)
 
 
-def publish_new(tmp: Path, final: Path) -> None:
+def link_new(tmp: Path, final: Path) -> None:
     """Like ``replace_atomically`` but never over an existing file (``FileExistsError``)."""
     seal(tmp)
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from service.storage.files import create_private, publish_new
+from service.storage.files import create_private, link_new
 
 ROW_GROUP = 100_000
 ROLLUP_ROW_GROUP = 16_384
@@ -67,7 +67,7 @@ def fragment_name(worker: str, seq: int) -> str:
     return f"frag-{worker}-{seq:012d}.parquet"
 
 
-def publish(
+def write_fragment(
     frame: pl.DataFrame, directory: Path, name: str, metric: str, level: int = 0
 ) -> FragmentInfo:
     """Write ``frame`` as the new fragment ``name``, durably, and describe it.
@@ -82,7 +82,7 @@ def publish(
     return FragmentInfo(name, metric, frame.height, int(low or 0), int(high or 0), level)
 
 
-def publish_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:
+def write_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:
     """Write ``frame`` (``ROLLUP_SCHEMA``, sorted) as the rollup of ``of``; the new entry."""
     name = rollup_name(of.name)
     _write_new(frame, directory, name, ROLLUP_ROW_GROUP)
@@ -94,7 +94,7 @@ def _write_new(frame: pl.DataFrame, directory: Path, name: str, row_group: int) 
     try:
         create_private(tmp).close()  # Polars truncates it and keeps its mode: never readable
         frame.write_parquet(tmp, statistics=True, row_group_size=row_group)
-        publish_new(tmp, directory / name)
+        link_new(tmp, directory / name)
     except BaseException:  # an error, or a stopping process: leave no temporary file
         tmp.unlink(missing_ok=True)
         raise

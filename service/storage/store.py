@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from service.storage.files import private_dir, tighten, unlink_quietly
-from service.storage.fragments import FragmentInfo, fragment_name, publish
+from service.storage.fragments import FragmentInfo, fragment_name, write_fragment
 from service.storage.manifest import Manifest, Snapshot
 
 
@@ -57,7 +57,7 @@ class Store:
             if (self.fragment_dir / name).exists():
                 continue  # another Store with this worker id wrote it
             try:
-                return publish(frame, self.fragment_dir, name, metric, level)
+                return write_fragment(frame, self.fragment_dir, name, metric, level)
             except FileExistsError:
                 continue
 

@@ -26,7 +26,7 @@ import msgspec
 import polars as pl
 
 from service.schema import Rows, rows_frame
-from service.storage.files import open_private
+from service.storage.files import fsync_dir, open_private, private_lock, unlink_quietly
 
 _HEADER = struct.Struct("<2sBxII")
 _MAGIC = b"HW"
@@ -134,6 +134,47 @@ class SegmentWriter:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class OwnedLog:
+    """This worker's WAL: its owner lock and its current segment."""
+
+    def __init__(self, wal_dir: Path, worker: str) -> None:
+        self._wal_dir, self._worker = wal_dir, worker
+        self._lock = private_lock(lock_path(wal_dir, worker))
+        self._lock.acquire(timeout=5)
+        self._segment_no = 0
+        self.current = self._open_next()
+        self.sealed: list[Path] = []
+
+    def _open_next(self) -> SegmentWriter:
+        self._segment_no += 1
+        writer = SegmentWriter(segment_path(self._wal_dir, self._worker, self._segment_no))
+        fsync_dir(self._wal_dir)
+        return writer
+
+    def rotate(self) -> None:
+        """Seal the current segment (if it holds anything) and start a new one."""
+        if self.current.size == 0:
+            return
+        old = self.current
+        self.current = self._open_next()
+        old.close()
+        self.sealed.append(old.path)
+
+    def drop_sealed(self) -> None:
+        """Delete sealed segments: their rows are in the manifest now."""
+        sealed, self.sealed = self.sealed, []
+        unlink_quietly(sealed)
+
+    def close(self, *, delete: bool) -> None:
+        """Close the log; with ``delete`` its files go too (everything is flushed)."""
+        self.current.close()
+        if delete:
+            unlink_quietly([*self.sealed, self.current.path])
+        self._lock.release()
+        if delete:
+            lock_path(self._wal_dir, self._worker).unlink(missing_ok=True)
 
 
 def to_frame(frames: list[Frame], metric: str) -> pl.DataFrame:

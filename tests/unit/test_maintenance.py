@@ -17,7 +17,7 @@ from service.export import escape_formulas
 from service.maintenance import backup, main, verify
 from service.schema import Rows
 from service.storage.compaction import compact
-from service.storage.ownership import replay_orphans
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import SegmentWriter, encode_frame, segment_path
 from tests.unit.test_compaction import BASE, answers, chunk, filled

@@ -14,9 +14,9 @@ from service import export
 from service.backup import backup
 from service.schema import Rows
 from service.storage.compaction import compact
-from service.storage.ownership import OwnedLog, replay_orphans
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
-from service.storage.wal import encode_frame
+from service.storage.wal import OwnedLog, encode_frame
 from tests.unit.test_compaction import BASE, chunk
 
 
@@ -43,7 +43,7 @@ def test_every_file_and_directory_is_private_under_umask_0(tmp_path: Path, open_
     root = tmp_path / "data"
     store = Store(root, "w1", 5)
     store.ensure_layout()
-    log = OwnedLog(store)  # its lock file and first segment
+    log = OwnedLog(store.wal_dir, store.worker)  # its lock file and first segment
     log.current.append(encode_frame("heart_rate", 1, Rows(["u1"], ["-d"], [BASE], [70.0])))
     log.current.sync()
     rng = random.Random(5)

@@ -16,7 +16,7 @@ from service.maintenance import verify
 from service.query.reader import Query, Reader
 from service.storage.compaction import compact
 from service.storage.compaction_policy import has_work
-from service.storage.ownership import replay_orphans
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import SegmentWriter, encode_frame, segment_path
 from tests.unit.test_compaction import BASE, DAY, _rows, answers, chunk

@@ -15,7 +15,7 @@ from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Query, Reader
 from service.schema import Rows, rows_frame
-from service.storage.ownership import replay_orphans
+from service.storage.recovery import replay_orphans
 from service.storage.store import Store
 from service.storage.wal import (
     Frame,

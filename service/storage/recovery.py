@@ -1,4 +1,4 @@
-"""Who owns which WAL files: a live worker's own log, and replay of dead workers' logs.
+"""Recovery: the WALs of dead workers replayed into fragments.
 
 A worker holds ``wal/<worker>.lock`` for its whole life; a lock that can be taken
 without waiting therefore belongs to a dead worker, whose segments are replayed into
@@ -10,66 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import polars as pl
 from filelock import Timeout
 
-from service.storage.files import fsync_dir, private_lock, unlink_quietly
+from service.storage.files import private_lock, unlink_quietly
 from service.storage.store import Store
-from service.storage.wal import (
-    SegmentWriter,
-    list_segments,
-    lock_path,
-    read_segment,
-    segment_path,
-    to_frame,
-)
+from service.storage.wal import list_segments, lock_path, read_segment, to_frame
 
 log = logging.getLogger("service.storage")
-
-
-class OwnedLog:
-    """This worker's WAL: its owner lock and its current segment."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._lock = private_lock(lock_path(store.wal_dir, store.worker))
-        self._lock.acquire(timeout=5)
-        self._segment_no = 0
-        self.current = self._open_next()
-        self.sealed: list[Path] = []
-
-    def _open_next(self) -> SegmentWriter:
-        self._segment_no += 1
-        writer = SegmentWriter(
-            segment_path(self._store.wal_dir, self._store.worker, self._segment_no)
-        )
-        fsync_dir(self._store.wal_dir)
-        return writer
-
-    def rotate(self) -> None:
-        """Seal the current segment (if it holds anything) and start a new one."""
-        if self.current.size == 0:
-            return
-        old = self.current
-        self.current = self._open_next()
-        old.close()
-        self.sealed.append(old.path)
-
-    def drop_sealed(self) -> None:
-        """Delete sealed segments: their rows are in the manifest now."""
-        sealed, self.sealed = self.sealed, []
-        unlink_quietly(sealed)
-
-    def close(self, *, delete: bool) -> None:
-        """Close the log; with ``delete`` its files go too (everything is flushed)."""
-        self.current.close()
-        if delete:
-            unlink_quietly([*self.sealed, self.current.path])
-        self._lock.release()
-        if delete:
-            lock_path(self._store.wal_dir, self._store.worker).unlink(missing_ok=True)
 
 
 def replay_orphans(store: Store) -> int:

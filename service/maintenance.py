@@ -7,21 +7,16 @@ compaction election and WAL owner locks as the workers use.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import resource
 import secrets
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import polars as pl
 
 from service import export, logs
 from service.backup import BackupError, backup
+from service.compaction_process import stop_on_term
 from service.config import ConfigError, Settings
 from service.schema import DAY_MS, METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.compaction import compact
@@ -153,27 +148,6 @@ def open_store(root: Path, lock_timeout_s: float) -> Store:
 _LAYOUT = ("manifest.json", "wal", "fragments")
 
 
-def _stop_on_term(with_parent: bool) -> None:
-    """SIGTERM ends a compaction pass cleanly: the merge in progress deletes what it wrote
-    and never reaches the manifest; merges already committed stay. With ``with_parent``, so
-    does the death of the process that started this one (a worker killed by gunicorn leaves
-    no merge running behind it)."""
-
-    def stop(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    if with_parent:
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ops/maint", description=__doc__)
     parser.add_argument(
@@ -189,13 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--grace-s", type=float, help="retired files' grace (HR_COMPACT_GRACE_S)")
     c.add_argument("--max-rows", type=int, help="rows per merge step (HR_COMPACT_MAX_ROWS)")
-    c.add_argument("--json", action="store_true", help="print the report as JSON (null: busy)")
-    c.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority")
-    c.add_argument(
-        "--stop-with-parent",
-        action="store_true",
-        help="stop cleanly when the process that started this one is gone",
-    )
     b = sub.add_parser("backup", help="copy a consistent snapshot of a running data dir")
     b.add_argument("destination", type=Path, help="a directory that does not exist yet")
     e = sub.add_parser("export", help="write one user's readings to CSV, NDJSON or Parquet")
@@ -226,9 +193,8 @@ def _recover(store: Store, settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> int:
-    os.nice(args.nice)
     logs.configure(settings)
-    _stop_on_term(args.stop_with_parent)
+    stop_on_term(with_parent=False)  # Ctrl-C or SIGTERM: the merge in progress is undone
     report = compact(
         store,
         force=args.full,
@@ -236,11 +202,6 @@ def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> int:
         grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
         max_rows=args.max_rows or settings.compact_max_rows,
     )
-    if args.json:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        fields = None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}
-        print(json.dumps(fields))
-        return 0
     print("another process is compacting; try again" if report is None else report)
     return 0 if report is not None else 1
 

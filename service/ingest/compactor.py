@@ -104,11 +104,11 @@ class Compactor:
     def _args(self, behind: bool) -> list[str]:
         st = self._settings
         return [
-            *("-m", "service.maintenance", "--data-dir", str(self._store.root.resolve())),
+            *("-m", "service.compaction_process", "--data-dir", str(self._store.root.resolve())),
             # below the workers' priority: requests first, merges with what is left; but
             # when ingestion outruns the merges, they compete as equals, or the files to
             # merge (and every query's work) would grow for as long as the load lasts
-            *("compact", "--json", "--nice", "0" if behind else "10", "--stop-with-parent"),
+            *("--nice", "0" if behind else "10", "--stop-with-parent"),
             *("--min-files", str(st.compact_min_files)),
             *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
         ]

@@ -40,9 +40,9 @@ def test_sigterm_stops_a_compaction_process_without_a_trace(tmp_path: Path) -> N
             }
         )
     before = store.manifest.read()
-    command = [sys.executable, "-m", "service.maintenance", "--data-dir", str(tmp_path)]
+    command = [sys.executable, "-m", "service.compaction_process", "--data-dir", str(tmp_path)]
     # every day merged down, in small steps: many merges, each one manifest change
-    steps = ["compact", "--json", "--full", "--max-rows", "40000"]
+    steps = ["--full", "--max-rows", "40000"]
     child = subprocess.Popen([*command, *steps], stdout=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not is_compacting(store) and child.poll() is None and time.monotonic() < deadline:

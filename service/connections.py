@@ -68,8 +68,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
+    # the hot callbacks call the base class by name: ~2x cheaper than super()
+
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._in_head = True
         self._head_bytes = 0
 
@@ -82,17 +84,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._head_bytes + self._read_size > MAX_HEAD_BYTES and _size(self) > MAX_HEAD_BYTES:
             served, self.app = self.app, _as_app(self._refusal(_headers_too_large()))
             try:
-                super().on_headers_complete()
+                HttpToolsProtocol.on_headers_complete(self)
             finally:
                 self.app = served
             return
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: dropped unparsed
         self._read_size = len(data)
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self._in_head:
             self._head_continues(len(data))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Generator
 from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +37,7 @@ class BodyDeadline:
             nonlocal whole
             if whole:
                 return await receive()
-            read: Coroutine[Any, Any, Message] = receive()  # type: ignore[assignment]
+            read: Generator[Any, Any, Message] = receive().__await__()
             # a timer only for a read that waits: on the hot path the body came with the
             # header block, and a timer per request (asyncio.timeout_at) cost ~8 us
             try:
@@ -52,7 +52,7 @@ class BodyDeadline:
         await self.app(scope, receive_in_time, send)
 
     async def _rest(
-        self, read: Coroutine[Any, Any, Message], waiting_on: object, started: float
+        self, read: Generator[Any, Any, Message], waiting_on: object, started: float
     ) -> Message:
         """The rest of a read that waits, up to the deadline."""
         loop = asyncio.get_running_loop()
@@ -66,22 +66,22 @@ class BodyDeadline:
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Message], waiting_on: object) -> Generator[Any, Any, Message]:
-    """Await ``coro`` on from where it stopped, waiting on ``waiting_on`` (what ``await``
-    does from the start)."""
+def _resume(read: Generator[Any, Any, Message], waiting_on: object) -> Generator[Any, Any, Message]:
+    """Await ``read`` (an ``__await__`` iterator) on from where it stopped, waiting on
+    ``waiting_on`` (what ``await`` does from the start)."""
     while True:
         try:
             sent = yield waiting_on
         except GeneratorExit:
-            coro.close()
+            read.close()
             raise
-        except BaseException as exc:  # a cancellation (the deadline's): ``coro`` gets it
+        except BaseException as exc:  # a cancellation (the deadline's): ``read`` gets it
             try:
-                waiting_on = coro.throw(exc)
+                waiting_on = read.throw(exc)
             except StopIteration as done:
                 return cast("Message", done.value)
         else:
             try:
-                waiting_on = coro.send(sent)
+                waiting_on = read.send(sent)
             except StopIteration as done:
                 return cast("Message", done.value)

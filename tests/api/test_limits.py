@@ -13,6 +13,7 @@ from service.api.ingest import OFFLOAD_BYTES
 from service.api.limits import BodyDeadline
 from service.app import create_app
 from service.config import ConfigError, Settings
+from service.errors import RequestTimeout
 
 ONE = "/metrics/heart-rate"
 BATCH = "/metrics/heart-rate/batch"
@@ -123,6 +124,21 @@ def test_reads_after_the_whole_body_wait_past_the_deadline() -> None:
     bounded = BodyDeadline(app, DEADLINE_S)
     asyncio.run(asyncio.wait_for(bounded({"type": "http"}, receive, None), BOUND_S))  # type: ignore[arg-type]
     assert [m["type"] for m in seen] == ["http.request", "http.disconnect"]
+
+
+def test_any_awaitable_receive_is_bounded() -> None:
+    # ASGI asks only for an awaitable: here a future that is never resolved
+    async def scenario() -> None:
+        never = asyncio.get_running_loop().create_future()
+
+        async def app(scope, receive, send) -> None:
+            await receive()
+
+        bounded = BodyDeadline(app, DEADLINE_S)
+        await bounded({"type": "http"}, lambda: never, None)  # type: ignore[arg-type]
+
+    with pytest.raises(RequestTimeout, match=r"body not received within 0\.3s"):
+        asyncio.run(asyncio.wait_for(scenario(), BOUND_S))
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ uvicorn's httptools protocol bounds none of them: it reads a header block of any
 (httptools joins the pieces of a long header by repeated concatenation: 100 MB of headers
 held a worker for seconds), starts no timer on a new connection, and stops the keep-alive
 timer at the first byte, so a client that sends part of a header block holds its
-connection for ever. ``BoundedHttpProtocol`` adds those bounds without a cost on a request
-whose header block arrives in one read (the usual case): its counter and timer start only
-when a read ends inside a header block.
+connection for ever. ``BoundedHttpProtocol`` adds those bounds at ~5k instructions a request
+when the header block arrives in one read (the usual case): its counter and timer start
+only when a read ends inside a header block.
 
 - a new connection that sends nothing is closed after gunicorn's ``keepalive``, like an
   idle connection after a response (uvicorn's own timer);
@@ -68,7 +68,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().connection_lost(exc)
 
-    # the hot callbacks call the base class by name: ~2x cheaper than super()
+    # the hot callbacks call the base class by name: with super() the overrides cost 8.8k
+    # instructions a request over uvicorn's protocol, by name 5.4k (callgrind)
 
     def on_message_begin(self) -> None:
         HttpToolsProtocol.on_message_begin(self)

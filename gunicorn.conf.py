@@ -1,7 +1,8 @@
 """gunicorn settings for the heart-rate service; ``./ops/serve`` starts gunicorn with it.
 
 Command-line flags override anything here (``--bind``, ``--workers`` ...). Nothing here
-imports the service or Polars: state is created in each worker after fork.
+imports the service or Polars: state is created in each worker after fork. (The master
+imports the worker class, ``service.connections``: settings and errors only, no state.)
 """
 
 import fcntl
@@ -62,7 +63,9 @@ else:
 wsgi_app = "service.app:app"
 bind = os.environ.get("HR_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("HR_WORKERS", "0")) or max(2, os.cpu_count() or 1)
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn's worker with bounded header blocks (431 over 16 KiB, 408 after
+# HR_HEADER_TIMEOUT_S) and the idle timer below from a connection's start
+worker_class = "service.connections.Worker"
 # each worker opens its own listening socket (SO_REUSEPORT) and the kernel spreads new
 # connections over them by address hash; on one shared socket the first worker to wake
 # takes a burst of connections (62 of 64 seen), leaving the other worker idle. A fixed
@@ -72,7 +75,7 @@ preload_app = False  # Polars pools and file locks must be created after fork
 max_requests = 0  # every new worker pid adds metric files that each scrape reads
 timeout = 30
 graceful_timeout = 30
-keepalive = 5
+keepalive = 5  # seconds an idle connection is kept (uvicorn's timeout_keep_alive)
 control_socket_disable = True
 errorlog = "-"
 loglevel = os.environ.get("HR_LOG_LEVEL", "info").lower()

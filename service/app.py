@@ -1,9 +1,9 @@
 """create_app(settings) -> the ASGI app; the lifespan wires the per-worker objects.
 
-The FastAPI app sits inside two thin ASGI layers: ``RequestObserver`` (latency, access
-log, request ids) around ``ValidReadingsShortcut`` (valid readings answered
-without FastAPI's middleware and routing). Both see every request, so every route is
-observed the same way.
+The FastAPI app sits inside three thin ASGI layers: ``RequestObserver`` (latency, access
+log, request ids) around ``BodyDeadline`` (a body must arrive in time) around
+``ValidReadingsShortcut`` (valid readings answered without FastAPI's middleware and
+routing). All see every request, so every route is observed and bounded the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from service import logs, metrics
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
 from service.api.fastpath import ValidReadingsShortcut
+from service.api.limits import BodyDeadline
 from service.api.observe import RequestObserver
 from service.api.redirects import redirect_slashes_relatively
 from service.api.runtime import Runtime
@@ -36,9 +37,10 @@ from service.storage.store import Store
 class ServiceApp:
     """The served ASGI app; attributes (``state``, ``openapi``...) are the FastAPI app's."""
 
-    def __init__(self, api: FastAPI) -> None:
+    def __init__(self, api: FastAPI, settings: Settings) -> None:
         self.api = api
-        self._asgi = RequestObserver(ValidReadingsShortcut(api, api.state), api.state)
+        bounded = BodyDeadline(ValidReadingsShortcut(api, api.state), settings.body_timeout_s)
+        self._asgi = RequestObserver(bounded, api.state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
@@ -82,7 +84,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         app.include_router(query.query_router(spec))
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-    return ServiceApp(app)
+    return ServiceApp(app, settings)
 
 
 app = create_app()

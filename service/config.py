@@ -33,6 +33,8 @@ class Settings:
     max_batch: int = 10_000
     max_batch_days: int = 31
     max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout_s: float = 30.0  # the whole body, from the end of the header block
+    header_timeout_s: float = 10.0  # the whole header block, from its first byte
     max_query_days: float = 31.0
     max_buffer_rows: int = 500_000
     lock_timeout_s: float = 10.0
@@ -71,6 +73,8 @@ class Settings:
             max_batch=_int(env, "HR_MAX_BATCH", 10_000, minimum=1),
             max_batch_days=_int(env, "HR_MAX_BATCH_DAYS", 31, minimum=1),
             max_body_bytes=_int(env, "HR_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
+            body_timeout_s=_float(env, "HR_BODY_TIMEOUT_S", 30.0, minimum=0.01, maximum=3600),
+            header_timeout_s=_float(env, "HR_HEADER_TIMEOUT_S", 10.0, minimum=0.01, maximum=3600),
             max_query_days=_float(env, "HR_MAX_QUERY_DAYS", 31.0, minimum=0.001),
             max_buffer_rows=_int(env, "HR_MAX_BUFFER_ROWS", 500_000, minimum=1),
             lock_timeout_s=_float(env, "HR_LOCK_TIMEOUT_S", 10.0, minimum=0.01),
@@ -114,7 +118,14 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+def _float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float = float("inf"),
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -124,6 +135,8 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
         raise ConfigError(f"{name}={raw!r} is not a number") from exc
     if not value >= minimum:
         raise ConfigError(f"{name}={raw!r} is below the minimum {minimum}")
+    if value > maximum:
+        raise ConfigError(f"{name}={raw!r} is above the maximum {maximum:g}")
     return value
 
 

@@ -3,19 +3,24 @@
     ServiceError (500 internal)
     ├── InvalidInput (400 invalid_input)      bad body, field or query parameter
     ├── NotFound (404 not_found)              no readings in the requested range
+    ├── RequestTimeout (408 request_timeout)  body or header block not received in time
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── HeadersTooLarge (431 headers_too_large)  header block over its limit
     └── Unavailable (503 unavailable)         carries Retry-After
         ├── Overloaded (503 overloaded)       buffers full
         ├── StorageFull (503 storage_full)    disk full or write failed
         └── ManifestBusy (503 manifest_busy)  manifest lock not acquired in time
 
 Body: ``{"error": code, "detail": [{"field": ..., "reason": ...}, ...]}``; batch errors
-add ``"index"`` to each detail item.
+add ``"index"`` to each detail item. A 408 or 431 also closes the connection: the rest of
+the request may still be on its way, so the next bytes cannot be trusted as a new request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # the web framework is imported where a response is made: the storage
@@ -31,6 +36,7 @@ log = logging.getLogger("service.errors")
 class ServiceError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
+    closes_connection: ClassVar[bool] = False
 
     def __init__(self, message: str, detail: list[Detail] | None = None) -> None:
         super().__init__(message)
@@ -47,9 +53,21 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class RequestTimeout(ServiceError):
+    status = 408
+    code = "request_timeout"
+    closes_connection = True
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "payload_too_large"
+
+
+class HeadersTooLarge(ServiceError):
+    status = 431
+    code = "headers_too_large"
+    closes_connection = True
 
 
 class Unavailable(ServiceError):
@@ -89,10 +107,23 @@ def error_response(exc: ServiceError) -> JSONResponse:
     """The response for ``exc``: its status, code and detail, ``Retry-After`` on 503."""
     from fastapi.responses import JSONResponse
 
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else {}
+    if exc.closes_connection:
+        headers["Connection"] = "close"
     if exc.status >= 500:
         log.warning("request failed: %s (%s)", exc, exc.code)
     return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status, headers=headers)
+
+
+def raw_response(exc: ServiceError) -> bytes:
+    """``exc`` as a whole HTTP/1.1 response, for a connection refused before any app runs."""
+    body = json.dumps(error_body(exc.code, exc.detail), separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {exc.status} {HTTPStatus(exc.status).phrase}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

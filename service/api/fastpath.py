@@ -4,8 +4,8 @@ It answers ``POST /metrics/<metric>`` itself when the body is a well-formed, val
 reading, and ``POST /metrics/<metric>/batch`` when every reading of a batch up to
 ``OFFLOAD_BYTES`` is valid (the common cases), doing exactly what the route does:
 validate, submit (202 only once durable), count, answer the same body. Anything else (a
-bad reading, a bad or oversized body, a stopping worker) is handed to the FastAPI app
-with the body replayed, so every error is reported by the one route that owns it, and
+bad reading, a bad, oversized or late body, a stopping worker) is handed to the FastAPI
+app with the body replayed, so every error is reported by the one route that owns it, and
 the routes stay documented in the OpenAPI schema.
 """
 
@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 from service.api.ingest import ACCEPTED_BODY, OFFLOAD_BYTES, batch_accepted_body
 from service.api.runtime import Runtime
-from service.errors import ServiceError, error_response
+from service.errors import RequestTimeout, ServiceError, error_response
 from service.schema import METRICS, MetricSpec, Rows
 from service.validation import parse_batch, parse_one
 
@@ -92,7 +92,11 @@ async def _read(receive: Receive, limit: int) -> tuple[bytes, bool, bool]:
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            message = await receive()
+        except RequestTimeout:
+            # past the body deadline: the route's own next read raises it again and reports it
+            return b"".join(chunks), True, False
         if message["type"] != "http.request":
             return b"".join(chunks), False, False
         chunk = message.get("body", b"")

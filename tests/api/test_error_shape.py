@@ -1,14 +1,17 @@
 """Every error status the service sends has one body, as ``application/json``:
 ``{"error": <code>, "detail": [{"reason": <str>, "field"?: <str>, "index"?: <int>}, ...]}``.
 
-Each case provokes its status in-process. A status that only the HTTP server in front of
-the app can send (408 request timeout, 431 headers too large) needs a case here as soon as
-the service sends it; ``test_every_service_error_status_has_a_case`` fails until then for
-statuses raised through ``ServiceError``.
+Each case provokes its status in-process. A refusal made below the app, by the
+connection's own protocol (431 headers too large, 408 for a header block that never ends),
+is written by ``errors.raw_response``: its bytes are checked here too, and real sockets get
+it in tests/integration/test_limits.py. ``test_every_service_error_status_has_a_case``
+fails for a ``ServiceError`` status without a case.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -16,10 +19,11 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
+from service import connections, errors
 from service.api import health
 from service.app import create_app
 from service.config import Settings
-from service.errors import ServiceError
+from service.errors import RequestTimeout, ServiceError
 from tests.api.test_ingest import BATCH, GOOD, ONE
 
 RANGE = {"user_id": "nobody", "start": "2024-01-15T00:00:00Z", "end": "2024-01-16T00:00:00Z"}
@@ -73,14 +77,21 @@ CASES = [
     ),
     Case("bug", 500, "internal", lambda c: c.get("/ready"), patch=(health, "_check", _fail)),
     Case("buffer full", 503, "overloaded", _overload, {"max_buffer_rows": 2}),
-    # 408 and 431: add a Case here once the service answers them
+]
+# refused by the connection's protocol before any app runs
+RAW_CASES = [
+    connections._headers_too_large(),
+    RequestTimeout("header block late", [{"field": "headers", "reason": "not received in 10s"}]),
 ]
 
 
 def assert_error_body(r: httpx.Response, status: int, code: str) -> None:
     assert r.status_code == status, r.text[:300]
     assert r.headers["content-type"] == "application/json"
-    body = r.json()
+    assert_body(r.json(), code)
+
+
+def assert_body(body: dict[str, object], code: str) -> None:
     assert set(body) == {"error", "detail"}
     assert body["error"] == code
     assert isinstance(body["detail"], list)
@@ -110,4 +121,27 @@ def test_every_service_error_status_has_a_case() -> None:
         for sub in cls.__subclasses__():
             yield from tree(sub)
 
-    assert {cls.status for cls in tree(ServiceError)} <= {c.status for c in CASES}
+    sent = {c.status for c in CASES} | {exc.status for exc in RAW_CASES} | {BODY_LATE}
+    assert {cls.status for cls in tree(ServiceError)} <= sent
+
+
+BODY_LATE = 408  # a late body: the app's answer, pinned byte for byte in test_limits.py
+
+
+def test_a_late_body_has_the_one_body_shape(settings: Settings) -> None:
+    from tests.api.test_limits import _post
+
+    status, headers, body = asyncio.run(_post(settings, ONE, [b'{"user_id"']))
+    assert status == BODY_LATE
+    assert headers[b"content-type"] == b"application/json"
+    assert_body(body, "request_timeout")
+
+
+@pytest.mark.parametrize("exc", RAW_CASES, ids=lambda e: str(e.status))
+def test_refusals_below_the_app_have_the_one_body_shape(exc: ServiceError) -> None:
+    head, _, raw = errors.raw_response(exc).partition(b"\r\n\r\n")
+    lines = head.decode("ascii").split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {exc.status} ")
+    assert "content-type: application/json" in lines
+    assert f"content-length: {len(raw)}" in lines
+    assert_body(json.loads(raw), exc.code)

@@ -9,7 +9,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.api.runtime import Runtime, runtime
+from service.api.context import WorkerContext, worker_context
 from service.storage.files import write_private
 from service.storage.quarantine import quarantined
 
@@ -25,10 +25,10 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     """503 when this worker cannot serve; 200 ``degraded`` when it serves without some
     quarantined files (an operator's job, which taking traffic away would not do)."""
-    rt = runtime(request)
-    problems = await anyio.to_thread.run_sync(_check, rt)
-    problems += rt.ingestor.problems()
-    lost = sorted(await anyio.to_thread.run_sync(quarantined, rt.store.root))
+    ctx = worker_context(request.app.state)
+    problems = await anyio.to_thread.run_sync(_check, ctx)
+    problems += ctx.ingestor.problems()
+    lost = sorted(await anyio.to_thread.run_sync(quarantined, ctx.store.root))
     extra = {"quarantined": lost} if lost else {}
     if problems:
         body = {"status": "not ready", "reasons": problems, **extra}
@@ -36,9 +36,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "degraded", **extra} if lost else {"status": "ready"})
 
 
-def _check(rt: Runtime) -> list[str]:
+def _check(ctx: WorkerContext) -> list[str]:
     problems: list[str] = []
-    root = rt.store.root
+    root = ctx.store.root
     probe = root / f".ready-{os.getpid()}"
     try:
         write_private(probe, b"ok")
@@ -46,13 +46,13 @@ def _check(rt: Runtime) -> list[str]:
     except OSError as exc:
         problems.append(f"data directory {root} is not writable: {exc.strerror}")
     try:
-        rt.store.manifest.read()
+        ctx.store.manifest.read()
     except (OSError, ValueError) as exc:
         problems.append(f"manifest is not readable: {exc}")
     try:
         free = shutil.disk_usage(root).free
-        if free < rt.settings.min_free_bytes:
-            problems.append(f"only {free} bytes free, below {rt.settings.min_free_bytes}")
+        if free < ctx.settings.min_free_bytes:
+            problems.append(f"only {free} bytes free, below {ctx.settings.min_free_bytes}")
     except OSError as exc:
         problems.append(f"free space unknown: {exc.strerror}")
     return problems

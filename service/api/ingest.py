@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import json
-
 import anyio
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from service import metrics
-from service.api.runtime import runtime
+from service.api.accept import accept, read_body, too_large
+from service.api.context import worker_context
 from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
-from service.errors import Detail, InvalidInput, PayloadTooLarge
+from service.errors import Detail, InvalidInput
 from service.schema import MetricSpec
 from service.validation import validate_batch, validate_one
 
-ACCEPTED_BODY = b'{"status":"accepted"}'
 # larger bodies are validated in a thread; smaller ones on the event loop, where a batch of
 # 1,000 readings (~100 KB) takes ~1 ms: cheaper than the two thread hand-offs it would cost
 OFFLOAD_BYTES = 256 * 1024
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def request_body(request: Request, limit: int) -> bytes:
     """The raw body, refused early when over ``limit``; any content type is read as JSON."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise too_large(limit)
+    body = await read_body(request.receive, limit)
+    if body.late is not None:
+        raise body.late
+    if not body.whole:
+        if len(body.data) > limit:
+            raise too_large(limit)
+        raise ClientDisconnect()
+    return body.data
 
 
 def count_rejected(endpoint: str, errors: list[Detail]) -> None:
@@ -43,24 +43,6 @@ def count_rejected(endpoint: str, errors: list[Detail]) -> None:
         # drop parser detail such as "(line 1 column 5)" to keep the label set small
         reason = str(item.get("reason", "")).split(" (", 1)[0]
         metrics.READINGS_REJECTED.labels(endpoint, str(item.get("field")), reason).inc()
-
-
-def batch_accepted_body(accepted: int, rejected: int, total: int, errors: list[Detail]) -> bytes:
-    """The ``202`` body of a batch."""
-    fields = {
-        "status": "accepted",
-        "accepted": accepted,
-        "rejected": rejected,
-        "total": total,
-        "errors": errors,
-    }
-    return json.dumps(fields).encode()
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"body over {limit} bytes", [{"field": "body", "reason": f"at most {limit} bytes"}]
-    )
 
 
 def ingest_router(spec: MetricSpec) -> APIRouter:
@@ -75,17 +57,15 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         summary=f"Store one {spec.name} reading",
     )
     async def post_one(request: Request) -> Response:
-        rt = runtime(request)
-        body = await read_body(request, rt.settings.max_body_bytes)
+        ctx = worker_context(request.app.state)
+        body = await request_body(request, ctx.settings.max_body_bytes)
         try:
             rows = validate_one(body, spec)
         except InvalidInput as exc:
             count_rejected("single", exc.detail)
             raise
-        await rt.ingestor.submit(spec.name, rows)
-        metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, "single"))
-        request.state.accepted = 1
-        return Response(ACCEPTED_BODY, status_code=202, media_type="application/json")
+        answer = await accept(ctx, request.scope, spec, rows, batch=False)
+        return Response(answer, status_code=202, media_type="application/json")
 
     @router.post(
         path + "/batch",
@@ -95,9 +75,9 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         summary=f"Store a batch of {spec.name} readings",
     )
     async def post_batch(request: Request) -> Response:
-        rt = runtime(request)
-        body = await read_body(request, rt.settings.max_body_bytes)
-        limits = rt.settings.max_batch, rt.settings.max_batch_days
+        ctx = worker_context(request.app.state)
+        body = await request_body(request, ctx.settings.max_body_bytes)
+        limits = ctx.settings.max_batch, ctx.settings.max_batch_days
         try:
             if len(body) > OFFLOAD_BYTES:
                 result = await anyio.to_thread.run_sync(validate_batch, body, spec, *limits)
@@ -113,11 +93,10 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
                 result.errors
                 or [{"field": "readings", "reason": "must hold at least one reading"}],
             )
-        await rt.ingestor.submit(spec.name, result.rows)
-        metrics.READINGS_ACCEPTED.labels("batch").inc(len(result.rows))
         rejected = len({item["index"] for item in result.errors})
-        request.state.accepted, request.state.rejected = len(result.rows), rejected
-        body_out = batch_accepted_body(len(result.rows), rejected, result.total, result.errors)
-        return Response(body_out, status_code=202, media_type="application/json")
+        answer = await accept(
+            ctx, request.scope, spec, result.rows, True, rejected, result.total, result.errors
+        )
+        return Response(answer, status_code=202, media_type="application/json")
 
     return router

@@ -8,7 +8,6 @@ import logging
 import secrets
 import time
 
-from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
@@ -33,17 +32,17 @@ class RequestObserver:
     """Latency by route template and status, an access-log line, and the
     ``X-Request-ID`` (accepted or generated) and ``X-Served-By`` response headers."""
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._state = state  # the app's: ``worker`` once the lifespan has started
         self._worker: str | None = None  # set by the first request
         self._served_by = (b"x-served-by", b"")
         self._ids = itertools.count()
         self._id_prefix = ""
 
-    def _identify(self) -> str:
+    def _identify(self, scope: Scope) -> str:
         """The worker id, and a new request-id series whenever it changes (a new worker)."""
-        worker = str(getattr(self._state, "worker", ""))
+        # the app's state names the worker once the lifespan has started
+        worker = str(getattr(scope["app"].state, "worker", ""))
         if worker != self._worker:
             self._worker, self._served_by = worker, (b"x-served-by", worker.encode())
             self._id_prefix, self._ids = secrets.token_hex(4), itertools.count()
@@ -55,7 +54,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         status = 500
-        worker = self._identify()
+        worker = self._identify(scope)
         # generated ids: a random prefix per worker and a counter (16 hex digits), unique
         # without a getrandom call per request
         request_id = _given_request_id(scope) or (

@@ -7,7 +7,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.runtime import runtime
+from service.api.context import worker_context
 from service.api.schemas import ERROR_RESPONSES, Series
 from service.errors import NotFound, field_error
 from service.query.reader import Query as SeriesQuery
@@ -36,9 +36,9 @@ def query_router(spec: MetricSpec) -> APIRouter:
         end: Annotated[str, Query(description="Exclusive end, ISO 8601.")],
         device_id: Annotated[str | None, Query(description="Only this device.")] = None,
     ) -> Response:
-        rt = runtime(request)
-        q = _parse(spec, user_id, start, end, device_id, rt.settings.max_query_days)
-        body = await anyio.to_thread.run_sync(rt.reader.run, q)
+        ctx = worker_context(request.app.state)
+        q = _parse(spec, user_id, start, end, device_id, ctx.settings.max_query_days)
+        body = await anyio.to_thread.run_sync(ctx.reader.run, q)
         if body is None:
             raise NotFound(
                 "no readings",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from service.config import PriorityScope
+from service.partials import partials
 from service.schema import IDENTITY, MINUTE_MS, Aggregation
 
 if TYPE_CHECKING:
@@ -65,13 +66,6 @@ def rank(priority: Mapping[str, int]) -> pl.Expr:
 def _unlisted(priority: Mapping[str, int]) -> int:
     """The rank of a device the priority list does not name: below every listed one."""
     return max(priority.values(), default=0) + 1
-
-
-def partials(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """De-duplicated rows -> per (minute, device): ``sum`` and ``count``, like a rollup."""
-    return rows.group_by(pl.col("ts").dt.truncate("1m").alias("minute"), "device_id").agg(
-        pl.col("value").sum().alias("sum"), pl.len().cast(pl.Int64).alias("count")
-    )
 
 
 def from_partials(

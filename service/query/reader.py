@@ -19,10 +19,10 @@ import polars as pl
 from service import metrics
 from service.config import Settings
 from service.ingest.buffer import Buffer
+from service.partials import partials
 from service.query.aggregate import (
     combine,
     from_partials,
-    partials,
     per_minute,
     select,
     single_device,

@@ -35,6 +35,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from service.config import Settings
+from service.partials import partials
 from service.schema import DAY_MS, IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL, by_day, day_due, level0_due
 from service.storage.files import is_held, private_lock, unlink_quietly
@@ -146,16 +147,8 @@ def _dedupe_sorted(lf: pl.LazyFrame, report: Report) -> pl.DataFrame:
 
 def rollup(rows: pl.DataFrame) -> pl.DataFrame:
     """De-duplicated rows -> ``ROLLUP_SCHEMA`` rows sorted by (user_id, minute)."""
-    value = pl.col("value")
     return (
-        rows.lazy()
-        .group_by("user_id", "device_id", pl.col("ts").dt.truncate("1m").alias("minute"))
-        .agg(
-            value.sum().alias("sum"),
-            pl.len().alias("count"),
-            value.min().alias("min"),
-            value.max().alias("max"),
-        )
+        partials(rows.lazy(), ("user_id", "device_id"), extremes=True)
         .select(pl.col(name).cast(dtype) for name, dtype in ROLLUP_SCHEMA.items())
         .sort("user_id", "minute", "device_id")
         .collect()

@@ -287,7 +287,7 @@ def test_the_single_reading_shortcut_is_observed_like_the_route(client: TestClie
 def test_valid_batches_are_answered_like_the_route(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.api import ingest
+    from service.api import accept, ingest
 
     routed: list[int] = []
     validate = ingest.validate_batch
@@ -324,7 +324,7 @@ def test_valid_batches_are_answered_like_the_route(
             "total": n,
             "errors": [],
         }
-    assert answers[0].content == ingest.batch_accepted_body(3, 0, 3, [])
+    assert answers[0].content == accept.batch_accepted_body(3, 0, 3, [])
     assert requests() - before == 2
     assert sample("hr_readings_accepted_total", endpoint="batch") - accepted == 2_003
     series = client.get(

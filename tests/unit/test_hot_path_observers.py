@@ -117,6 +117,8 @@ def test_access_lines_of_one_turn_are_written_together() -> None:
 
 
 def test_generated_request_ids_have_16_hex_digits_before_and_after_the_worker_is_named() -> None:
+    from types import SimpleNamespace
+
     from starlette.datastructures import State
 
     from service.api.observe import RequestObserver
@@ -126,7 +128,8 @@ def test_generated_request_ids_have_16_hex_digits_before_and_after_the_worker_is
         await send({"type": "http.response.body", "body": b""})
 
     state = State()
-    observer = RequestObserver(answer, state)
+    observer = RequestObserver(answer)
+    app = SimpleNamespace(state=state)  # what Starlette puts in the scope
 
     async def request_id() -> str:
         sent: list[dict] = []
@@ -134,7 +137,7 @@ def test_generated_request_ids_have_16_hex_digits_before_and_after_the_worker_is
         async def send(message) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+        scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "app": app}
         await observer(scope, None, send)  # type: ignore[arg-type]
         return dict(sent[0]["headers"])[b"x-request-id"].decode()
 

@@ -1,10 +1,11 @@
-"""The per-worker objects routes use, created in the lifespan (after fork)."""
+"""The per-worker objects routes use (settings, store, ingestor, reader), made in the
+lifespan after fork and found through the app's state."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from starlette.datastructures import State
 
 from service.config import Settings
 from service.errors import Unavailable
@@ -14,15 +15,16 @@ from service.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)
-class Runtime:
+class WorkerContext:
     settings: Settings
     store: Store
     ingestor: Ingestor
     reader: Reader
 
 
-def runtime(request: Request) -> Runtime:
-    found = getattr(request.app.state, "runtime", None)
-    if not isinstance(found, Runtime):
+def worker_context(state: State) -> WorkerContext:
+    """The worker's context from the app's ``state``; 503 while it starts or stops."""
+    found = getattr(state, "context", None)
+    if not isinstance(found, WorkerContext):
         raise Unavailable("the worker is starting or stopping")
     return found

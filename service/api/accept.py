@@ -1,0 +1,87 @@
+"""Accepting readings, for the routes and the shortcut alike: the request body read within
+its limit, and validated rows submitted (202 only once durable), counted and answered."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope
+
+from service import metrics
+from service.api.context import WorkerContext
+from service.errors import Detail, PayloadTooLarge, RequestTimeout
+from service.schema import MetricSpec, Rows
+
+ACCEPTED_BODY = b'{"status":"accepted"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    data: bytes  # what was read
+    whole: bool  # the body ended within the limit
+    more: bool  # more of it may follow (not read yet)
+    late: RequestTimeout | None = None  # the body deadline passed while reading
+
+
+async def read_body(receive: Receive, limit: int) -> Body:
+    """Read a request body up to ``limit`` bytes; stops at the first byte over it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            message = await receive()
+        except RequestTimeout as exc:
+            return Body(b"".join(chunks), False, True, exc)
+        if message["type"] != "http.request":  # the client went away
+            return Body(b"".join(chunks), False, False)
+        chunk: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return Body(b"".join(chunks), False, more)
+        if not more:
+            return Body(b"".join(chunks), True, False)
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"body over {limit} bytes", [{"field": "body", "reason": f"at most {limit} bytes"}]
+    )
+
+
+async def accept(
+    ctx: WorkerContext,
+    scope: Scope,
+    spec: MetricSpec,
+    rows: Rows,
+    batch: bool,
+    rejected: int = 0,
+    total: int = 0,
+    errors: list[Detail] | None = None,
+) -> bytes:
+    """Submit ``rows`` (returns once durable), count them, note them on the request for
+    its access-log line; the ``202`` body."""
+    await ctx.ingestor.submit(spec.name, rows)
+    count = len(rows)
+    endpoint = "batch" if batch else "single"
+    metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, endpoint), count)
+    state = scope.setdefault("state", {})
+    state["accepted"] = count
+    if not batch:
+        return ACCEPTED_BODY
+    state["rejected"] = rejected
+    return batch_accepted_body(count, rejected, total or count, errors or [])
+
+
+def batch_accepted_body(accepted: int, rejected: int, total: int, errors: list[Detail]) -> bytes:
+    """The ``202`` body of a batch."""
+    fields = {
+        "status": "accepted",
+        "accepted": accepted,
+        "rejected": rejected,
+        "total": total,
+        "errors": errors,
+    }
+    return json.dumps(fields).encode()

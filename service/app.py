@@ -1,19 +1,26 @@
 """create_app(settings) -> the ASGI app; the lifespan wires the per-worker objects.
 
-Three thin ASGI middlewares run before FastAPI's routing: ``RequestObserver`` (latency,
+Three thin ASGI layers run in front of the FastAPI app: ``RequestObserver`` (latency,
 access log, request ids) around ``BodyDeadline`` (a body must arrive in time) around
 ``ValidReadingsShortcut`` (valid readings answered without FastAPI's routing). All see
 every request, so every route is observed and bounded the same way.
+
+They wrap the FastAPI app rather than being registered with ``add_middleware``: there
+they would run inside FastAPI's own layers (error, telemetry and body-limit middleware),
+which cost a single-reading request ~10 us more in-process (~38 against ~29 us for the
+whole app), about a quarter of the app's part of the request.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
 from service.api import health, ingest, query
@@ -31,8 +38,36 @@ from service.query.reader import Reader
 from service.schema import METRICS
 from service.storage.store import Store
 
+# the youngest generation is collected after this many new container objects, not 700: each
+# request allocates dozens (coroutines, closures, dicts), and the collections that followed,
+# the older ones over every object the worker holds, were the single POST's slowest requests
+GC_YOUNG_THRESHOLD = 50_000
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+def _collect_less() -> None:
+    """Fewer, cheaper garbage collections in a started worker: what exists now (modules,
+    the app) is moved out of the collector's sight, and young collections run less often.
+    Single POSTs with 64 connections: p99 38-40 ms -> 15-26 ms in alternating runs."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+class ServiceApp:
+    """The served ASGI app: the service's layers in front of the FastAPI app ``api``."""
+
+    def __init__(self, api: FastAPI, settings: Settings) -> None:
+        self.api = api
+        bounded = BodyDeadline(ValidReadingsShortcut(api), settings.body_timeout_s)
+        self._asgi = RequestObserver(bounded)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.api  # as Starlette does: the layers find the app's state there
+        await self._asgi(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -47,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, store, ingestor, Reader(settings, store, buffer)
         )
         app.state.worker = worker
+        if settings.master_pid:  # a gunicorn worker (tests keep their process's defaults)
+            _collect_less()
         try:
             yield
         finally:
@@ -69,11 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(query.query_router(spec))
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-    # the last added runs first: observe, then bound the body, then the shortcut
-    app.add_middleware(ValidReadingsShortcut)
-    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
-    app.add_middleware(RequestObserver)
-    return app
+    return ServiceApp(app, settings)
 
 
 app = create_app()

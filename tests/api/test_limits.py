@@ -65,7 +65,7 @@ async def _post(
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
-    async with app.router.lifespan_context(app):
+    async with app.api.router.lifespan_context(app.api):
         await asyncio.wait_for(app(scope, receive, send), BOUND_S)  # type: ignore[arg-type]
     start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], dict(start["headers"]), json.loads(body)

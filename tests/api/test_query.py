@@ -93,7 +93,7 @@ def test_duplicates_count_once_and_last_write_wins(client: TestClient) -> None:
 
 def test_last_write_wins_across_a_flush(client: TestClient) -> None:
     post(client, ("u", "device_a", "2024-01-15T10:00:00Z", 60))
-    client.portal.call(client.app.state.context.ingestor.flusher.flush)  # type: ignore[attr-defined]
+    client.portal.call(client.app.api.state.context.ingestor.flusher.flush)  # type: ignore[attr-defined]
     post(client, ("u", "device_a", "2024-01-15T10:00:00Z", 100))
     assert series(client) == [("2024-01-15T10:00:00Z", 100.0, "device_a")]
 

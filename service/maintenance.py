@@ -243,5 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``hr-maint``: the same commands as ``ops/maint``."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,7 +16,7 @@ def settings_file() -> Path:
 
 
 def main() -> None:
-    from gunicorn.app.wsgiapp import run
+    from gunicorn.app.wsgiapp import run  # type: ignore[import-untyped]
 
     sys.argv = [sys.argv[0], "-c", str(settings_file()), *sys.argv[1:]]
     run()

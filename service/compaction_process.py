@@ -22,7 +22,7 @@ from pathlib import Path
 
 from service import logs
 from service.config import Settings
-from service.storage.compaction import compact
+from service.storage.compaction import Report, compact
 from service.storage.store import Store
 
 
@@ -61,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_pass(store: Store, settings: Settings, args: argparse.Namespace) -> Report | None:
+    """One pass with the options ``args`` gives (``full``, ``min_files``, ``grace_s``,
+    ``max_rows``), the settings' values where it gives none; None when another runs."""
+    return compact(
+        store,
+        force=args.full,
+        min_files=args.min_files or settings.compact_min_files,
+        grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
+        max_rows=args.max_rows or settings.compact_max_rows,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.nice(args.nice)
@@ -69,13 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_term(args.stop_with_parent)
     worker = f"compact{os.getpid()}x{secrets.token_hex(4)}"
     store = Store(args.data_dir, worker, settings.lock_timeout_s)
-    report = compact(
-        store,
-        force=args.full,
-        min_files=args.min_files or settings.compact_min_files,
-        grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
-        max_rows=args.max_rows or settings.compact_max_rows,
-    )
+    report = run_pass(store, settings, args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     fields = None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}
     print(json.dumps(fields))

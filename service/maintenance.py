@@ -16,10 +16,9 @@ import polars as pl
 
 from service import export, logs
 from service.backup import BackupError, backup
-from service.compaction_process import stop_on_term
+from service.compaction_process import run_pass, stop_on_term
 from service.config import ConfigError, Settings
 from service.schema import DAY_MS, METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
-from service.storage.compaction import compact
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import is_held, private_lock
 from service.storage.fragments import FragmentInfo, rollup_name
@@ -195,13 +194,7 @@ def _recover(store: Store, settings: Settings, args: argparse.Namespace) -> int:
 def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> int:
     logs.configure(settings)
     stop_on_term(with_parent=False)  # Ctrl-C or SIGTERM: the merge in progress is undone
-    report = compact(
-        store,
-        force=args.full,
-        min_files=args.min_files or settings.compact_min_files,
-        grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
-        max_rows=args.max_rows or settings.compact_max_rows,
-    )
+    report = run_pass(store, settings, args)
     print("another process is compacting; try again" if report is None else report)
     return 0 if report is not None else 1
 

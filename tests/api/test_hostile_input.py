@@ -10,14 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-ONE = "/metrics/heart-rate"
-BATCH = "/metrics/heart-rate/batch"
-GOOD = {
-    "user_id": "u1",
-    "device_id": "device_a",
-    "timestamp": "2024-01-15T10:00:00Z",
-    "heart_rate": 75,
-}
+from tests.api.test_ingest import BATCH, GOOD, ONE
+
 RANGE = "&start=2024-01-15T00:00:00Z&end=2024-01-16T00:00:00Z"
 
 

@@ -118,6 +118,7 @@ class AccessLog:
         self.enabled, self._json, self._fd = enabled, json_lines, fd
         self._prefix = f" [{os.getpid()}] INFO service.access ".encode()
 
+    # longer than 40 lines: one access line per request, built without helper calls (hot path)
     def request(
         self,
         method: str,

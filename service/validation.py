@@ -74,6 +74,8 @@ def parse_one(body: bytes, spec: MetricSpec) -> Rows | None:
 
 def printable(text: str) -> bool:
     """Whether ``text`` holds no control character, lone surrogate or line separator."""
+    if text.isascii():  # the usual case: a C loop, ~10x faster than the expression
+        return text.isprintable()
     return _NOT_PRINTABLE.search(text) is None
 
 

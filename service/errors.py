@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:  # the web framework is imported where a response is made: the storage
     # layer and the maintenance process (a compaction start) load without it (~1 s of CPU)
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
 Detail = dict[str, str | int]
 
@@ -87,6 +87,9 @@ class StorageFull(Unavailable):
 
 class ManifestBusy(Unavailable):
     code = "manifest_busy"
+
+
+CLIENT_GONE = 499  # the client closed the connection before its request was whole
 
 
 def field_error(field: str, reason: str) -> InvalidInput:
@@ -154,6 +157,14 @@ INTERNAL_BODY = error_body(
 )
 
 
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # nobody reads the answer; 499 (nginx's "client closed request") marks it in the
+    # access log and the metrics, apart from the service's own errors
+    from fastapi.responses import Response
+
+    return Response(status_code=CLIENT_GONE)
+
+
 async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     # the one error shape even for a bug; the exception is logged by the server
     from fastapi.responses import JSONResponse
@@ -164,8 +175,10 @@ async def _internal_error(_request: Request, _exc: Exception) -> JSONResponse:
 def install_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
     app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

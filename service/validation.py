@@ -63,7 +63,9 @@ def parse_one(body: bytes, spec: MetricSpec) -> Rows | None:
     reading_type, _ = _struct_types(spec)
     try:
         item: Any = msgspec.json.decode(body, type=reading_type)
-    except ValueError:  # msgspec's DecodeError and ValidationError, or bad UTF-8
+    # msgspec's DecodeError and ValidationError, bad UTF-8, or deep nesting under an
+    # unknown field (which msgspec follows): the slow path names what is wrong
+    except (ValueError, RecursionError):
         return None
     ts = parse_timestamp_ms(item.timestamp)
     user_id = str(item.user_id)
@@ -158,7 +160,9 @@ def _decode_batch(body: bytes, spec: MetricSpec) -> list[Any] | None:
     _, batch_type = _struct_types(spec)
     try:
         batch: Any = msgspec.json.decode(body, type=batch_type)
-    except ValueError:  # msgspec's DecodeError and ValidationError, or bad UTF-8
+    # msgspec's DecodeError and ValidationError, bad UTF-8, or deep nesting under an
+    # unknown field (which msgspec follows): the slow path names what is wrong
+    except (ValueError, RecursionError):
         return None
     readings: list[Any] = batch.readings
     return readings

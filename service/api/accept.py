@@ -22,6 +22,7 @@ class Body:
     whole: bool  # the body ended within the limit
     more: bool  # more of it may follow (not read yet)
     late: RequestTimeout | None = None  # the body deadline passed while reading
+    gone: bool = False  # the client disconnected before the body ended
 
 
 async def read_body(receive: Receive, limit: int) -> Body:
@@ -34,7 +35,7 @@ async def read_body(receive: Receive, limit: int) -> Body:
         except RequestTimeout as exc:
             return Body(b"".join(chunks), False, True, exc)
         if message["type"] != "http.request":  # the client went away
-            return Body(b"".join(chunks), False, False)
+            return Body(b"".join(chunks), False, False, gone=True)
         chunk: bytes = message.get("body", b"")
         more = bool(message.get("more_body", False))
         chunks.append(chunk)

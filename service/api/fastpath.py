@@ -61,8 +61,11 @@ class ValidReadingsShortcut:
                 if batch
                 else parse_one(body.data, spec)
             )
-        if rows is None:  # the route reads on (a late body: its next read fails again)
-            await self.app(scope, _replay(body.data, body.more, receive), send)
+        if rows is None:
+            # the route reads on: a late body's next read fails again, and a client that
+            # went away is seen gone (not as a whole body, cut short)
+            more = body.more or body.gone
+            await self.app(scope, _replay(body.data, more, receive), send)
             return
         scope["route"] = _Route(scope["path"])
         try:

@@ -27,10 +27,10 @@ async def request_body(request: Request, limit: int) -> bytes:
     body = await read_body(request.receive, limit)
     if body.late is not None:
         raise body.late
-    if not body.whole:
-        if len(body.data) > limit:
-            raise too_large(limit)
+    if body.gone:
         raise ClientDisconnect()
+    if not body.whole:
+        raise too_large(limit)
     return body.data
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +23,6 @@ from service.ingest.health import TaskHealth
 from service.schema import Rows
 from service.storage.store import Store
 from service.storage.wal import OwnedLog, encode_frame
-
-log = logging.getLogger("service.ingest")
 
 # metric, rows, submitted at (monotonic), the waiting request
 _Pending = tuple[str, Rows, float, "asyncio.Future[None]"]
@@ -137,7 +134,7 @@ class GroupCommitter:
                 _answer(group, Unavailable("the worker is stopping"))
                 raise
             else:
-                if self._health.failures:
+                if error is None and self._health.failures:
                     self._health.succeeded("group commit")
             _answer(group, error)
 
@@ -173,13 +170,13 @@ class GroupCommitter:
                 self._wal_thread, _write, owned, data, sync
             )
         except OSError as exc:
-            log.error("WAL write failed: %s", exc)
+            self._health.failed("group commit", exc)  # logged and counted there
             # after a failed write or fsync the segment's tail is unknown: start a new one
             with contextlib.suppress(OSError):
                 await anyio.to_thread.run_sync(owned.rotate)
             return StorageFull(f"the write-ahead log could not be written: {exc.strerror}")
         except Exception as exc:  # never leave the waiting requests hanging
-            log.exception("WAL write failed")
+            self._health.failed("group commit", exc)
             return Unavailable(f"the write-ahead log could not be written: {exc}")
         metrics.WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
         metrics.WAL_APPENDS.inc()

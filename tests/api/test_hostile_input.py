@@ -169,6 +169,8 @@ CASES = [
     one("depth 100000", nested(100_000).encode(), 400, "body"),
     one("deep objects", ('{"a":' * 200 + "1" + "}" * 200).encode(), 400, "body"),
     one("deep field", ('{"user_id":' + nested(70) + "}").encode(), 400, "body"),
+    one("deep unknown field", ('{"x":' + "[" * 2000).encode(), 400, "body"),
+    many("batch deep unknown field", ('{"readings":[],"x":' + "[" * 2000).encode(), 400, "body"),
     one("depth 64 in a field", ('{"user_id":' + nested(63) + "}").encode(), 400, "user_id"),
     one("unclosed depth 500", ("[" * 500).encode(), 400, "body"),
     many("batch depth 1000", ('{"readings":' + nested(1000) + "}").encode(), 400, "body"),

@@ -158,3 +158,52 @@ def test_timeouts_default_and_read_from_the_environment() -> None:
     assert (Settings().body_timeout_s, Settings().header_timeout_s) == (30.0, 10.0)
     read = Settings.from_env({"HR_BODY_TIMEOUT_S": "2.5", "HR_HEADER_TIMEOUT_S": "4"})
     assert (read.body_timeout_s, read.header_timeout_s) == (2.5, 4.0)
+
+
+async def _post_then_leave(settings: Settings, path: str, first: bytes) -> tuple[int, int]:
+    """Send part of a body, then disconnect; (the status the app answered, readings it
+    counted as rejected)."""
+    from service import metrics
+
+    app = create_app(settings)
+    sent: list[dict] = []
+    messages = [
+        {"type": "http.request", "body": first, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    def rejected() -> float:
+        samples = (s for m in metrics.READINGS_REJECTED.collect() for s in m.samples)
+        return sum(s.value for s in samples if s.name.endswith("_total"))
+
+    before = rejected()
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    async with app.api.router.lifespan_context(app.api):
+        await asyncio.wait_for(app(scope, receive, send), BOUND_S)  # type: ignore[arg-type]
+    return sent[0]["status"], int(rejected() - before)
+
+
+@pytest.mark.parametrize("path", [ONE, BATCH])
+def test_a_client_that_leaves_mid_body_is_no_bad_request(settings: Settings, path: str) -> None:
+    # a body cut short is not validated as if whole: no 400, no rejected readings
+    first = b'{"readings":[' + GOOD[:40] if path == BATCH else GOOD[:40]
+    status, rejected = asyncio.run(_post_then_leave(settings, path, first))
+    assert (status, rejected) == (499, 0)

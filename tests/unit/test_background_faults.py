@@ -202,3 +202,27 @@ def test_a_long_compaction_pass_does_not_make_the_loop_spin(tmp_path, monkeypatc
         await ingestor.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_failing_wal_write_is_named_until_a_write_works(tmp_path, monkeypatch) -> None:
+    async def scenario() -> None:
+        ingestor, _ = make(tmp_path)
+        await ingestor.start()
+        real = os.fsync
+
+        def full(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(Unavailable):
+            await ingestor.submit("heart_rate", rows(1))
+        # a second failed commit must not clear it either
+        with pytest.raises(Unavailable):
+            await ingestor.submit("heart_rate", rows(1, start=1))
+        assert any(p.startswith("group commit failing (2 in a row)") for p in ingestor.problems())
+        monkeypatch.setattr(os, "fsync", real)
+        await ingestor.submit("heart_rate", rows(1, start=2))
+        assert ingestor.problems() == []
+        await ingestor.stop()
+
+    asyncio.run(scenario())

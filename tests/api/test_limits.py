@@ -42,11 +42,11 @@ def _stalled(chunks: Iterable[bytes], gap_s: float | None) -> Callable[[], Await
     return receive
 
 
-async def _post(
-    settings: Settings, path: str, chunks: Iterable[bytes], gap_s: float | None = None
-) -> tuple[int, dict[bytes, bytes], dict[str, object]]:
-    app = create_app(replace(settings, body_timeout_s=DEADLINE_S))
-    receive = _stalled(chunks, gap_s)
+async def _serve(
+    settings: Settings, path: str, receive: Callable[[], Awaitable[dict]]
+) -> list[dict]:
+    """POST ``path`` to a started app reading the body from ``receive``; what it sent."""
+    app = create_app(settings)
     sent: list[dict] = []
 
     async def send(message: dict) -> None:
@@ -67,6 +67,13 @@ async def _post(
     }
     async with app.api.router.lifespan_context(app.api):
         await asyncio.wait_for(app(scope, receive, send), BOUND_S)  # type: ignore[arg-type]
+    return sent
+
+
+async def _post(
+    settings: Settings, path: str, chunks: Iterable[bytes], gap_s: float | None = None
+) -> tuple[int, dict[bytes, bytes], dict[str, object]]:
+    sent = await _serve(replace(settings, body_timeout_s=DEADLINE_S), path, _stalled(chunks, gap_s))
     start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], dict(start["headers"]), json.loads(body)
 
@@ -165,8 +172,6 @@ async def _post_then_leave(settings: Settings, path: str, first: bytes) -> tuple
     counted as rejected)."""
     from service import metrics
 
-    app = create_app(settings)
-    sent: list[dict] = []
     messages = [
         {"type": "http.request", "body": first, "more_body": True},
         {"type": "http.disconnect"},
@@ -175,29 +180,12 @@ async def _post_then_leave(settings: Settings, path: str, first: bytes) -> tuple
     async def receive() -> dict:
         return messages.pop(0) if messages else {"type": "http.disconnect"}
 
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     def rejected() -> float:
         samples = (s for m in metrics.READINGS_REJECTED.collect() for s in m.samples)
         return sum(s.value for s in samples if s.name.endswith("_total"))
 
     before = rejected()
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    async with app.api.router.lifespan_context(app.api):
-        await asyncio.wait_for(app(scope, receive, send), BOUND_S)  # type: ignore[arg-type]
+    sent = await _serve(settings, path, receive)
     return sent[0]["status"], int(rejected() - before)
 
 

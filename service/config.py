@@ -35,7 +35,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     body_timeout_s: float = 30.0  # the whole body, from the end of the header block
     header_timeout_s: float = 10.0  # the whole header block, from its first byte
-    max_query_days: float = 31.0
+    max_buckets: int = 44_640  # buckets a series may hold: 31 days of minutes
     max_buffer_rows: int = 500_000
     lock_timeout_s: float = 10.0
     recovery_interval_s: float = 5.0
@@ -75,7 +75,7 @@ class Settings:
             max_body_bytes=_int(env, "HR_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024),
             body_timeout_s=_float(env, "HR_BODY_TIMEOUT_S", 30.0, minimum=0.01, maximum=3600),
             header_timeout_s=_float(env, "HR_HEADER_TIMEOUT_S", 10.0, minimum=0.01, maximum=3600),
-            max_query_days=_float(env, "HR_MAX_QUERY_DAYS", 31.0, minimum=0.001),
+            max_buckets=_int(env, "HR_MAX_BUCKETS", 44_640, minimum=1),
             max_buffer_rows=_int(env, "HR_MAX_BUFFER_ROWS", 500_000, minimum=1),
             lock_timeout_s=_float(env, "HR_LOCK_TIMEOUT_S", 10.0, minimum=0.01),
             recovery_interval_s=_float(env, "HR_RECOVERY_INTERVAL_S", 5.0, minimum=0.01),

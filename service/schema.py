@@ -87,6 +87,7 @@ class MetricSpec:
     minimum: float
     maximum: float
     aggregation: Aggregation
+    integer: bool = False  # values are whole numbers (a sum of them is one too)
 
     @property
     def path(self) -> str:

@@ -51,3 +51,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorBody, "description": "Body or batch over its limit."},
     503: {"model": ErrorBody, "description": "Overloaded or disk full; retry after Retry-After."},
 }
+
+QUERY_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "A bad or unknown parameter; it is named."},
+    404: {"model": ErrorBody, "description": "No readings in the range."},
+}

@@ -1,7 +1,9 @@
-"""Pure LazyFrame -> LazyFrame steps of the per-minute query (no files, no HTTP).
+"""Pure LazyFrame -> frame steps of the query, up to the priority picks (no files, no HTTP).
 
-Input rows follow ``ROW_SCHEMA``. Output: ``minute`` (datetime[ms, UTC]), ``device_id``,
-``value``, sorted by minute.
+Input rows follow ``ROW_SCHEMA``. Output: per priority slot (a UTC minute, or second) the
+partials of the readings that survive device priority: ``slot`` (datetime[ms, UTC]),
+``device_id``, ``sum``, ``count`` [, ``min``, ``max``]. ``query.buckets`` turns them into
+the buckets of a series.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import polars as pl
 
 from service.config import PriorityScope
 from service.partials import partials
-from service.schema import IDENTITY, MINUTE_MS, Aggregation
+from service.schema import IDENTITY
 
 if TYPE_CHECKING:
     from polars._typing import EngineType
@@ -53,94 +55,80 @@ def combine(settled: pl.LazyFrame | None, fresh: pl.LazyFrame | None) -> pl.Lazy
     return pl.concat([clean, dedupe(pl.concat([clash, fresh]))])
 
 
-def rank(priority: Mapping[str, int]) -> pl.Expr:
-    """Device rank, lower wins; unlisted devices rank below every listed one."""
-    unlisted = _unlisted(priority)
-    return (
-        pl.col("device_id")
-        .replace_strict(dict(priority), default=unlisted, return_dtype=pl.Int64)
-        .alias("rank")
-    )
-
-
-def _unlisted(priority: Mapping[str, int]) -> int:
+def unlisted(priority: Mapping[str, int]) -> int:
     """The rank of a device the priority list does not name: below every listed one."""
     return max(priority.values(), default=0) + 1
 
 
-def from_partials(
-    parts: pl.LazyFrame,
-    priority: Mapping[str, int] | None,
-    aggregation: Aggregation = "mean",
-    engine: EngineType = "auto",
-) -> pl.LazyFrame:
-    """Per (minute, device) partials, each pair once -> one value per minute.
+def rank(priority: Mapping[str, int]) -> pl.Expr:
+    """Device rank, lower wins; unlisted devices rank below every listed one."""
+    return (
+        pl.col("device_id")
+        .replace_strict(dict(priority), default=unlisted(priority), return_dtype=pl.Int64)
+        .alias("rank")
+    )
 
-    With ``priority`` the best-ranked device of each minute gives the value (ties between
-    unlisted devices go to the first device id); without, the partials are one device's.
+
+def preference(priority: Mapping[str, int] | None, devices: list[str]) -> list[str]:
+    """``devices`` best first: by rank, then by id."""
+    if priority is None:
+        return sorted(devices)
+    worst = unlisted(priority)
+    return sorted(devices, key=lambda d: (priority.get(d, worst), d))
+
+
+def slot_partials(rows: pl.LazyFrame, every: str, extremes: bool) -> pl.LazyFrame:
+    """De-duplicated rows -> per (``slot``, device) partials."""
+    return partials(rows, extremes=extremes, every=every, name="slot")
+
+
+def survivors(rows: pl.LazyFrame, priority: Mapping[str, int]) -> pl.LazyFrame:
+    """Timestamp scope: per exact timestamp, only the best device's reading survives."""
+    # between two unlisted devices (one rank) the first id wins
+    ranked = rows.with_columns(rank(priority)).sort("ts", "rank", "device_id")
+    return ranked.unique("ts", keep="first", maintain_order=True).drop("rank")
+
+
+def pick(
+    parts: pl.LazyFrame, priority: Mapping[str, int] | None, engine: EngineType = "auto"
+) -> pl.DataFrame:
+    """Per (slot, device) partials, each pair once -> the best device's partials per slot.
+
+    Without ``priority`` (one device's rows, or timestamp-scope survivors) every row stays.
     """
-    value = pl.col("sum") if aggregation == "sum" else pl.col("sum") / pl.col("count")
     # ``parts`` runs on ``engine``; what follows is a few thousand rows, where the
     # in-memory engine has far less fixed cost than the streaming one
-    per_device = parts.select("minute", "device_id", value.alias("value")).collect(engine=engine)
+    per_device = parts.collect(engine=engine)
     if priority is None or per_device.height == 0:
-        return per_device.lazy().sort("minute")
-    # one integer per device, in preference order: a cheap key to pick the best by
-    devices = sorted(
-        per_device["device_id"].unique().to_list(),
-        key=lambda d: (priority.get(d, _unlisted(priority)), d),
-    )
-    # sorted by one integer (minute, then device order), the first row of each minute is
-    # its best device's: several times cheaper than a two-key sort and a distinct pass
-    minute = pl.col("minute")
-    key = (minute.dt.epoch("ms") // MINUTE_MS) * (len(devices) + 1) + pl.col("order")
-    return (
-        per_device.lazy()
-        .with_columns(_device_order(devices).alias("order"))
-        .sort(key)
-        .filter(minute.ne_missing(minute.shift(1)))
-        .drop("order")
-    )
+        return per_device
+    devices = preference(priority, per_device["device_id"].unique().to_list())
+    # sorted by one integer (slot, then device order), the first row of each slot is its
+    # best device's: several times cheaper than a two-key sort and a distinct pass
+    slot = pl.col("slot")
+    key = slot.dt.epoch("ms") * (len(devices) + 1) + device_order(devices)
+    return per_device.sort(key).filter(slot.ne_missing(slot.shift(1)))
 
 
-def _device_order(devices: list[str]) -> pl.Expr:
+def device_order(devices: list[str]) -> pl.Expr:
     """Each row's device's position in ``devices``."""
     device = pl.col("device_id")
     if len(devices) > 16:
         order = {d: i for i, d in enumerate(devices)}
-        return device.replace_strict(order, return_dtype=pl.Int32)
+        return device.replace_strict(order, default=len(devices), return_dtype=pl.Int64)
     expr: Any = pl
     for i, d in enumerate(devices):  # a short when-chain is cheaper than a mapping
-        expr = expr.when(device == d).then(pl.lit(i, pl.Int32))
-    return expr.otherwise(pl.lit(len(devices), pl.Int32))  # type: ignore[no-any-return]
+        expr = expr.when(device == d).then(pl.lit(i, pl.Int64))
+    return expr.otherwise(pl.lit(len(devices), pl.Int64))  # type: ignore[no-any-return]
 
 
-def _agg(aggregation: Aggregation) -> pl.Expr:
-    value = pl.col("value")
-    return (value.sum() if aggregation == "sum" else value.mean()).alias("value")
-
-
-def _best(name: str) -> pl.Expr:
-    return pl.col(name).sort_by("rank", "device_id").first()
-
-
-def per_minute(
-    lf: pl.LazyFrame,
-    priority: Mapping[str, int],
+def priority_partials(
+    rows: pl.LazyFrame,
+    priority: Mapping[str, int] | None,
     scope: PriorityScope,
-    aggregation: Aggregation = "mean",
-) -> pl.LazyFrame:
-    """De-duplicated rows -> one value per UTC minute, from the device priority picks."""
-    if scope == "bucket":
-        return from_partials(partials(lf), priority, aggregation)
-    # per exact timestamp only the best device's reading survives
-    lf = lf.with_columns(pl.col("ts").dt.truncate("1m").alias("minute"), rank(priority))
-    survivors = lf.group_by("ts").agg(
-        _best("minute"), _best("device_id"), _best("rank"), _best("value")
-    )
-    return survivors.group_by("minute").agg(_best("device_id"), _agg(aggregation)).sort("minute")
-
-
-def single_device(lf: pl.LazyFrame, aggregation: Aggregation = "mean") -> pl.LazyFrame:
-    """Rows of one device -> one value per UTC minute."""
-    return from_partials(partials(lf), None, aggregation)
+    every: str = "1m",
+    extremes: bool = False,
+) -> pl.DataFrame:
+    """De-duplicated rows -> the surviving partials per slot of ``every``."""
+    if priority is not None and scope == "timestamp":
+        return pick(slot_partials(survivors(rows, priority), every, extremes), None)
+    return pick(slot_partials(rows, every, extremes), priority)

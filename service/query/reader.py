@@ -10,8 +10,8 @@ runs again without it: it answers from every other file and the unflushed rows.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -19,14 +19,7 @@ import polars as pl
 from service import metrics
 from service.config import Settings
 from service.ingest.buffer import Buffer
-from service.partials import partials
-from service.query.aggregate import (
-    combine,
-    from_partials,
-    per_minute,
-    select,
-    single_device,
-)
+from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
 from service.query.rollups import RollupCache
 from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL
@@ -51,6 +44,8 @@ class Query:
     start_ms: int
     end_ms: int
     device_id: str | None = None
+    slot: str = "1m"  # the priority slot: "1s" or "1m"
+    extremes: bool = False  # partials carry min and max too
 
 
 class Reader:
@@ -61,14 +56,19 @@ class Reader:
         self._tails = {name: TailReader(name) for name in METRICS}
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
 
-    def run(self, q: Query) -> bytes | None:
-        """The response body for ``q``, or None when no reading matches. Blocking."""
+    @property
+    def priority(self) -> Mapping[str, int]:
+        return self._settings.device_priority
+
+    def run(self, q: Query) -> pl.DataFrame | None:
+        """The surviving partials per priority slot for ``q`` (see ``query.aggregate``),
+        or None when no reading matches. Blocking."""
         started = time.perf_counter()
         frame = self._salvaging(q)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
-        return _encode(q.user_id, frame)
+        return frame
 
     def _salvaging(self, q: Query) -> pl.DataFrame | None:
         """``_frame`` for ``q``; when a read fails, the files to blame are quarantined and
@@ -152,30 +152,16 @@ class Reader:
     def _answer(
         self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
     ) -> pl.DataFrame:
-        spec = METRICS[q.metric]
         priority = self._settings.device_priority if q.device_id is None else None
+        scope = self._settings.priority_scope
         if fresh is not None:
             fresh = self._pick(q, fresh)
-        rolled = settled and all(f.rollup for f in settled)
-        small = True  # what is left to run is small: the in-memory engine's fixed cost is lower
-        if rolled and (priority is None or self._settings.priority_scope == "bucket"):
+        rolled = settled and all(f.rollup for f in settled) and q.slot == "1m"
+        if rolled and (priority is None or scope == "bucket"):
             # rollup rows come from the in-memory cache: no scan left for the streaming engine
-            parts = self._partials(q, settled, fresh)
-            buckets = from_partials(parts, priority, spec.aggregation, "in-memory")
-        else:
-            rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
-            if priority is None:
-                buckets = single_device(rows, spec.aggregation)
-            else:
-                buckets = per_minute(
-                    rows, priority, self._settings.priority_scope, spec.aggregation
-                )
-                small = self._settings.priority_scope == "bucket"  # else: every raw row
-        return buckets.select(
-            pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("timestamp"),
-            pl.col("value").alias(spec.field),
-            pl.col("device_id"),
-        ).collect(engine="in-memory" if small else "auto")
+            return pick(self._partials(q, settled, fresh), priority, "in-memory")
+        rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
+        return priority_partials(rows, priority, scope, q.slot, q.extremes)
 
     # longer than 40 lines: the rollup part and the raw edge and dirty minutes share their bounds
     def _partials(
@@ -202,7 +188,8 @@ class Reader:
         )
         if q.device_id is not None:
             roll = roll.filter(pl.col("device_id") == q.device_id)
-        parts = [roll.select("minute", "device_id", "sum", "count")]
+        names = ["device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
+        parts = [roll.select(pl.col("minute").alias("slot"), *names)]
         # raw rows: the partial minutes at the edges of the range and the dirty minutes
         ts = pl.col("ts").dt.epoch("ms")
         raw: list[pl.Expr] = []
@@ -222,7 +209,7 @@ class Reader:
         )
         if settled_rows is not None or fresh_rows is not None:
             fresh_lf = None if fresh_rows is None else fresh_rows.lazy()
-            parts.append(partials(combine(settled_rows, fresh_lf)))
+            parts.append(slot_partials(combine(settled_rows, fresh_lf), "1m", q.extremes))
         return pl.concat(parts)
 
     def _scan(self, files: list[FragmentInfo]) -> pl.LazyFrame:
@@ -233,10 +220,3 @@ class Reader:
     @staticmethod
     def _pick(q: Query, lf: pl.LazyFrame) -> pl.LazyFrame:
         return select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
-
-
-def _encode(user_id: str, frame: pl.DataFrame) -> bytes:
-    # Polars writes the rows straight to JSON bytes: no per-row Python objects
-    head = '{"user_id":' + json.dumps(user_id) + ',"data":'
-    tail = ',"count":' + str(frame.height) + "}"
-    return head.encode() + frame.write_json().encode() + tail.encode()

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import expected_series
 
-from service.query.aggregate import combine, dedupe, per_minute, select, single_device
-from service.schema import ROW_SCHEMA
+from service.query.aggregate import combine, dedupe, priority_partials, select
+from service.query.buckets import Shape, widen
+from service.schema import HEART_RATE, ROW_SCHEMA
 
 PRIORITY = {"device_a": 1, "device_b": 2}
 BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z
@@ -38,9 +39,13 @@ def run(readings, user, start, end, scope="bucket", device=None):
         schema=ROW_SCHEMA,
     )
     rows = dedupe(select(frame.lazy(), user, start, end, device))
-    plan = single_device(rows) if device else per_minute(rows, PRIORITY, scope)
-    out = plan.with_columns(pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).collect()
-    return [(m, v, d) for m, d, v in out.select("minute", "device_id", "value").rows()]
+    priority = None if device else PRIORITY
+    parts = priority_partials(rows, priority, scope)
+    if parts.height == 0:
+        return []
+    out = widen(parts, Shape(), HEART_RATE, priority)
+    out = out.with_columns(pl.col("bucket").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return [(m, v, d) for m, d, v in out.select("bucket", "device_id", "value").rows()]
 
 
 def same(got, want):

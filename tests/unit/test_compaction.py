@@ -15,6 +15,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
+from service.query.series import json_body
 from service.schema import ROW_SCHEMA
 from service.storage.compaction import compact, user_ranges
 from service.storage.compaction_policy import TIER_FILES, has_work
@@ -53,8 +54,8 @@ def answers(store: Store, tmp_path: Path) -> list[bytes | None]:
     out = []
     for user in ("u1", "u2", "u3"):
         for start, end in [(BASE, BASE + 3 * DAY), (BASE + DAY - 60_000, BASE + DAY + 90_000)]:
-            out.append(reader.run(Query("heart_rate", user, start, end)))
-            out.append(reader.run(Query("heart_rate", user, start, end, "ring")))
+            out.append(json_body(reader, Query("heart_rate", user, start, end)))
+            out.append(json_body(reader, Query("heart_rate", user, start, end, "ring")))
     return out
 
 
@@ -118,7 +119,7 @@ def test_rollups_answer_exactly_like_raw_rows_under_fresher_data(tmp_path: Path)
             for start, end in ranges:
                 for device in (None, "ring"):
                     q = Query("heart_rate", user, start, end, device)
-                    got, want = (r.run(q) for r in readers)
+                    got, want = (json_body(r, q) for r in readers)
                     assert got == want, (scope, user, start, end, device)
 
 
@@ -146,7 +147,7 @@ def test_compaction_counts_duplicates_apart_from_replacements(tmp_path: Path) ->
     # x: sent 3 times alike; y: 70 then 80; z: 70, 80, 70 (one replacement, one repeat)
     assert (report.duplicates, report.replaced) == (3, 2)
     reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
-    body = reader.run(Query("heart_rate", "u", BASE, BASE + 60_000))
+    body = json_body(reader, Query("heart_rate", "u", BASE, BASE + 60_000))
     assert body is not None
     assert json.loads(body)["data"][0]["heart_rate"] == (70 + 80 + 70) / 3
 
@@ -244,7 +245,7 @@ def test_a_day_merge_works_one_user_range_at_a_time(tmp_path: Path) -> None:
 
     def ask(store: Store) -> list[bytes | None]:
         reader = Reader(Settings(data_dir=store.root), store, Buffer())
-        return [reader.run(Query("heart_rate", u, BASE, BASE + 3 * DAY)) for u in users]
+        return [json_body(reader, Query("heart_rate", u, BASE, BASE + 3 * DAY)) for u in users]
 
     assert ask(compacted) == ask(plain)
     files = compacted.manifest.read().fragments
@@ -317,11 +318,11 @@ def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answ
         for user in ("u1", "u2", "u3")
         for device in (None, "ring")
     ]
-    whole = [reader.run(q) for q in queries]
+    whole = [json_body(reader, q) for q in queries]
     assert len(days) == len(queries)  # under the threshold: one piece each
     days.clear()
     monkeypatch.setattr(reader_module, "SPLIT_SCAN_ROWS", 100)
-    assert [reader.run(q) for q in queries] == whole
+    assert [json_body(reader, q) for q in queries] == whole
     midnight = BASE // DAY * DAY + DAY  # the first one after BASE
     cuts = [BASE - 7_000, midnight, midnight + DAY, midnight + 2 * DAY, BASE + 3 * DAY + 5_000]
     assert days[:4] == list(itertools.pairwise(cuts))  # the range touches 4 UTC days

@@ -14,6 +14,7 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.reader import Query, Reader
+from service.query.series import json_body
 from service.storage.compaction import compact
 from service.storage.compaction_policy import has_work
 from service.storage.recovery import replay_orphans
@@ -93,8 +94,8 @@ def test_a_truncated_day_file_goes_with_its_rollup(tmp_path: Path) -> None:
     # whole minutes come from the rollup; a range that ends mid-minute reads the day file
     q = Query("heart_rate", "u1", BASE, BASE + DAY + 12_345)
     settings = Settings(data_dir=tmp_path)
-    got = Reader(settings, store, Buffer()).run(q)
-    assert got == Reader(settings, reference, Buffer()).run(q)
+    got = json_body(Reader(settings, store, Buffer()), q)
+    assert got == json_body(Reader(settings, reference, Buffer()), q)
     assert answers(store, tmp_path) == answers(reference, tmp_path)
     assert sorted(p.name for p in (store.root / "quarantine").iterdir()) == sorted(
         [*day.files, *(f"{name}.reason" for name in day.files)]
@@ -213,6 +214,6 @@ def test_a_file_of_another_schema_is_unreadable_too(tmp_path: Path) -> None:
     entry = store.manifest.read().fragments[0]
     pl.DataFrame({"other": [1]}).write_parquet(store.fragment_dir / entry.name)
     reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
-    assert reader.run(Query("heart_rate", "u1", BASE, BASE + 3 * DAY)) is None
+    assert json_body(reader, Query("heart_rate", "u1", BASE, BASE + 3 * DAY)) is None
     assert entry.name not in listed(store)
     assert (store.root / "quarantine" / entry.name).exists()

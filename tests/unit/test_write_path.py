@@ -14,6 +14,7 @@ from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Query, Reader
+from service.query.series import json_body
 from service.schema import Rows, rows_frame
 from service.storage.recovery import replay_orphans
 from service.storage.store import Store
@@ -95,8 +96,9 @@ def test_a_group_commit_writes_one_frame_per_metric_in_submission_order(tmp_path
         seqs = [f.first_seq + i for f in frames for i in range(len(f.rows))]
         assert values[1:] == [float(i) for i in range(40)]
         assert seqs == sorted(set(seqs))
-        answer = Reader(ingestor._settings, store, ingestor.buffer).run(
-            Query("heart_rate", "u", BASE, BASE + 60_000)
+        answer = json_body(
+            Reader(ingestor._settings, store, ingestor.buffer),
+            Query("heart_rate", "u", BASE, BASE + 60_000),
         )
         assert answer is not None
         assert b'"heart_rate":39.0' in answer
@@ -212,7 +214,7 @@ def test_replaying_twice_shows_each_reading_once(tmp_path: Path) -> None:
     assert replay_orphans(store) == 5
     assert listed_rows(store) == 10
     reader = Reader(Settings(data_dir=tmp_path), store, Buffer())
-    body = reader.run(Query("heart_rate", "u", BASE, BASE + 3_600_000))
+    body = json_body(reader, Query("heart_rate", "u", BASE, BASE + 3_600_000))
     assert body is not None
     assert pl.read_json(body)["count"][0] == 1  # 5 readings within one minute
 
@@ -225,8 +227,9 @@ def test_a_live_workers_wal_is_left_alone_but_visible_to_queries(tmp_path: Path)
         other = Store(tmp_path, "other", 5)
         assert replay_orphans(other) == 0
         assert wal_rows(store) == 3
-        body = Reader(Settings(data_dir=tmp_path), other, Buffer()).run(
-            Query("heart_rate", "u", BASE, BASE + 60_000)
+        body = json_body(
+            Reader(Settings(data_dir=tmp_path), other, Buffer()),
+            Query("heart_rate", "u", BASE, BASE + 60_000),
         )
         assert body is not None
         await writer.stop()

@@ -1,0 +1,44 @@
+"""A series answer: priority partials -> buckets -> JSON or CSV bytes, written by Polars
+(no per-row Python objects)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from service.query.buckets import Shape, columns, widen
+from service.query.reader import Query, Reader
+from service.schema import METRICS
+
+
+def series(reader: Reader, q: Query, shape: Shape) -> pl.DataFrame | None:
+    """The buckets of ``q`` as the series' fields, or None when no reading matches."""
+    parts = reader.run(q)
+    if parts is None:
+        return None
+    spec = METRICS[q.metric]
+    priority = reader.priority if q.device_id is None else None
+    return columns(widen(parts, shape, spec, priority), shape, spec)
+
+
+def to_json(user_id: str, frame: pl.DataFrame) -> bytes:
+    head = '{"user_id":' + json.dumps(user_id) + ',"data":'
+    tail = ',"count":' + str(frame.height) + "}"
+    return head.encode() + frame.write_json().encode() + tail.encode()
+
+
+def to_csv(frame: pl.DataFrame) -> bytes:
+    # ids are printable text, but may start with a character a spreadsheet would run as a
+    # formula: such cells get a leading apostrophe
+    risky = pl.col("device_id").str.contains(r"^[=+\-@]")
+    safe = frame.with_columns(
+        pl.when(risky).then("'" + pl.col("device_id")).otherwise(pl.col("device_id"))
+    )
+    return safe.write_csv().encode()
+
+
+def json_body(reader: Reader, q: Query, shape: Shape | None = None) -> bytes | None:
+    """The JSON answer to ``q`` (per-minute buckets in UTC unless ``shape`` says otherwise)."""
+    frame = series(reader, q, shape or Shape())
+    return None if frame is None else to_json(q.user_id, frame)

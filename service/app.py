@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from service import logs, metrics
 from service.api import health, ingest, query
 from service.api import metrics as metrics_route
+from service.api import summary as summary_route
 from service.api.context import WorkerContext
 from service.api.fastpath import ValidReadingsShortcut
 from service.api.limits import BodyDeadline
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
+    app.include_router(summary_route.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     return ServiceApp(app, settings)

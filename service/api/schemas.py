@@ -56,3 +56,33 @@ QUERY_ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "A bad or unknown parameter; it is named."},
     404: {"model": ErrorBody, "description": "No readings in the range."},
 }
+
+
+class HeartRateSummary(BaseModel):
+    mean: float
+    min: float
+    max: float
+    count: int
+    minutes: int
+    resting: float | None
+
+
+class TotalSummary(BaseModel):
+    total: float
+    minutes: int
+
+
+class DeviceSummary(BaseModel):
+    device_id: str
+    readings: int
+    minutes: int
+
+
+class Summary(BaseModel):
+    user_id: str
+    start: str
+    end: str
+    heart_rate: HeartRateSummary | None
+    steps: TotalSummary | None
+    calories: TotalSummary | None
+    devices: list[DeviceSummary]

@@ -33,7 +33,10 @@ def to_csv(frame: pl.DataFrame) -> bytes:
     # formula: such cells get a leading apostrophe
     risky = pl.col("device_id").str.contains(r"^[=+\-@]")
     safe = frame.with_columns(
-        pl.when(risky).then("'" + pl.col("device_id")).otherwise(pl.col("device_id"))
+        pl.when(risky)
+        .then("'" + pl.col("device_id"))
+        .otherwise(pl.col("device_id"))
+        .alias("device_id")
     )
     return safe.write_csv().encode()
 

@@ -64,10 +64,22 @@ def widen(
     shape: Shape,
     spec: MetricSpec,
     priority: Mapping[str, int] | None,
+    one_per_slot: bool = False,
 ) -> pl.DataFrame:
     """Priority partials -> one row per bucket: ``bucket`` (in ``shape.tz``), ``value``,
-    ``device_id`` [, ``min``, ``max``], ``count``; sorted by bucket."""
+    ``device_id`` [, ``min``, ``max``], ``count``; sorted by bucket.
+
+    ``one_per_slot``: the partials hold one device per slot (bucket scope, or one device).
+    """
     slot = pl.col("slot")
+    total = pl.col("sum")
+    value = total if spec.aggregation == "sum" else total / pl.col("count")
+    if one_per_slot and shape.interval == shape.slot:  # the common case: nothing to merge
+        return parts.sort("slot").select(
+            slot.dt.convert_time_zone(shape.tz).alias("bucket"),
+            pl.exclude("slot"),
+            value.alias("value"),
+        )
     if shape.interval in LOCAL:
         bucket = slot.dt.convert_time_zone(shape.tz).dt.truncate(shape.interval)
     else:
@@ -90,8 +102,6 @@ def widen(
         *(pl.col(c).sum() for c in ("sum", "count")),
         *((pl.col("min").min(), pl.col("max").max()) if shape.extremes else ()),
     )
-    total = pl.col("sum")
-    value = total if spec.aggregation == "sum" else total / pl.col("count")
     return out.with_columns(value.alias("value"))
 
 

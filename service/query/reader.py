@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from service import metrics
-from service.config import Settings
+from service.config import PriorityScope, Settings
 from service.ingest.buffer import Buffer
 from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
 from service.query.rollups import RollupCache
@@ -59,6 +59,10 @@ class Reader:
     @property
     def priority(self) -> Mapping[str, int]:
         return self._settings.device_priority
+
+    @property
+    def scope(self) -> PriorityScope:
+        return self._settings.priority_scope
 
     def run(self, q: Query) -> pl.DataFrame | None:
         """The surviving partials per priority slot for ``q`` (see ``query.aggregate``),

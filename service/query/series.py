@@ -19,7 +19,8 @@ def series(reader: Reader, q: Query, shape: Shape) -> pl.DataFrame | None:
         return None
     spec = METRICS[q.metric]
     priority = reader.priority if q.device_id is None else None
-    return columns(widen(parts, shape, spec, priority), shape, spec)
+    one_per_slot = priority is None or reader.scope == "bucket"
+    return columns(widen(parts, shape, spec, priority, one_per_slot), shape, spec)
 
 
 def to_json(user_id: str, frame: pl.DataFrame) -> bytes:

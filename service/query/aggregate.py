@@ -69,6 +69,13 @@ def rank(priority: Mapping[str, int]) -> pl.Expr:
     )
 
 
+def distinct(devices: pl.Series) -> list[str]:
+    """The distinct ids of ``devices``; one device (the usual case) is checked cheaply."""
+    if devices.len() and (devices == devices[0]).all():
+        return [devices[0]]
+    return devices.unique().to_list()
+
+
 def preference(priority: Mapping[str, int] | None, devices: list[str]) -> list[str]:
     """``devices`` best first: by rank, then by id."""
     if priority is None:
@@ -101,7 +108,9 @@ def pick(
     per_device = parts.collect(engine=engine)
     if priority is None or per_device.height == 0:
         return per_device
-    devices = preference(priority, per_device["device_id"].unique().to_list())
+    devices = preference(priority, distinct(per_device["device_id"]))
+    if len(devices) == 1:  # one row per slot already
+        return per_device
     # sorted by one integer (slot, then device order), the first row of each slot is its
     # best device's: several times cheaper than a two-key sort and a distinct pass
     slot = pl.col("slot")
@@ -112,6 +121,8 @@ def pick(
 def device_order(devices: list[str]) -> pl.Expr:
     """Each row's device's position in ``devices``."""
     device = pl.col("device_id")
+    if len(devices) == 1:
+        return pl.lit(0, pl.Int64)
     if len(devices) > 16:
         order = {d: i for i, d in enumerate(devices)}
         return device.replace_strict(order, default=len(devices), return_dtype=pl.Int64)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from functools import cache
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from service.query.aggregate import device_order, preference
+from service.query.aggregate import device_order, distinct, preference
 from service.schema import DAY_MS, MetricSpec
 
 # interval -> (width in ms, Polars duration); the width of a day is nominal (range limits)
@@ -80,29 +82,96 @@ def widen(
             pl.exclude("slot"),
             value.alias("value"),
         )
-    if shape.interval in LOCAL:
-        bucket = slot.dt.convert_time_zone(shape.tz).dt.truncate(shape.interval)
-    else:
-        bucket = slot.dt.truncate(shape.interval).dt.convert_time_zone(shape.tz)
+    devices = preference(priority, distinct(parts["device_id"]))
+    n = len(devices) + 1
+    # one integer key per (bucket, device): a far cheaper group-by than on the pair
+    starts = bucket_starts(parts["slot"].dt.epoch("ms"), shape)
     aggs = [pl.col("sum").sum(), pl.col("count").sum()]
     if shape.extremes:
         aggs += [pl.col("min").min(), pl.col("max").max()]
-    per_device = parts.group_by(bucket.alias("bucket"), "device_id").agg(aggs)
-    devices = preference(priority, per_device["device_id"].unique().to_list())
+    keyed = parts.select((starts * n + device_order(devices)).alias("key"), *_PARTS[: len(aggs)])
+    if keyed["key"].is_sorted():  # partials come in time order: group runs, not a hash
+        keyed = keyed.with_columns(pl.col("key").set_sorted())
+    per_device = (
+        keyed.group_by("key", maintain_order=True)
+        .agg(aggs)
+        .with_columns(pl.col("key") // n, (pl.col("key") % n).alias("order"))
+    )
     # the bucket's device: at the slot's own width the best one; wider, the one that
     # supplied most readings, ties to the best
-    order = [pl.col("bucket"), device_order(devices)]
-    descending = [False, False]
-    if shape.interval != shape.slot:
-        order.insert(1, pl.col("count"))
-        descending.insert(1, True)
-    ranked = per_device.sort(order, descending=descending)
-    out = ranked.group_by("bucket", maintain_order=True).agg(
-        pl.col("device_id").first(),
+    if shape.interval == shape.slot:
+        ranked = per_device.sort("key", "order")
+    else:
+        ranked = per_device.sort("key", "count", "order", descending=[False, True, False])
+    out = ranked.group_by("key", maintain_order=True).agg(
+        pl.col("order").first(),
         *(pl.col(c).sum() for c in ("sum", "count")),
         *((pl.col("min").min(), pl.col("max").max()) if shape.extremes else ()),
     )
-    return out.with_columns(value.alias("value"))
+    bucket = pl.from_epoch("key", time_unit="ms").dt.replace_time_zone("UTC")
+    return out.select(
+        bucket.dt.convert_time_zone(shape.tz).alias("bucket"),
+        pl.col("order")
+        .replace_strict(dict(enumerate(devices)), return_dtype=pl.String)
+        .alias("device_id"),
+        pl.exclude("key", "order"),
+        value.alias("value"),
+    )
+
+
+_PARTS = ("sum", "count", "min", "max")
+
+
+# a local hour lasts at least 30 minutes (a half-hour clock change): instants this far apart
+# fall into every local hour at least once
+_HOUR_GRID_MS = 15 * 60_000
+
+
+def bucket_starts(slots: pl.Series, shape: Shape) -> pl.Series:
+    """The start (epoch ms) of the bucket of each slot (epoch ms)."""
+    if shape.interval not in LOCAL or shape.tz == "UTC":
+        width = INTERVALS[shape.interval]
+        return slots // width * width
+    low, high = int(slots.min()), int(slots.max())  # type: ignore[arg-type]
+    if shape.interval == "1d":
+        starts = _local_midnights(low, high, shape.tz)
+    else:
+        starts = _local_hours(low, high, shape.tz)
+    return _assign(slots, starts)
+
+
+def _local_midnights(low: int, high: int, tz: str) -> pl.Series:
+    """The first instant of each local date from ``low``'s to ``high``'s (epoch ms)."""
+    zone = ZoneInfo(tz)
+    first = datetime.fromtimestamp(low / 1000, zone).date()
+    days = (datetime.fromtimestamp(high / 1000, zone).date() - first).days + 1
+    # fold=0: a midnight the clock skips is read with the offset before the change, which
+    # is the date's first instant; a repeated one as its first occurrence
+    midnights = (datetime.combine(first + timedelta(d), time(), zone) for d in range(days))
+    return pl.Series([round(m.timestamp() * 1000) for m in midnights], dtype=pl.Int64)
+
+
+def _local_hours(low: int, high: int, tz: str) -> pl.Series:
+    """The start of every local hour that overlaps ``[low, high]`` (epoch ms): each of a
+    grid of instants cut on the local clock by Polars."""
+    step = _HOUR_GRID_MS
+    grid = pl.int_range(low // step * step - step, high + 2 * step, step, eager=True)
+    local = pl.from_epoch(grid, time_unit="ms").dt.replace_time_zone("UTC")
+    cut = local.dt.convert_time_zone(tz).dt.truncate("1h")
+    return cut.dt.epoch("ms").unique().sort()
+
+
+def _assign(slots: pl.Series, starts: pl.Series) -> pl.Series:
+    """For each slot, the last of the sorted ``starts`` at or before it."""
+    if not slots.is_sorted():
+        return starts.gather(starts.search_sorted(slots, side="right") - 1)
+    # in time order: mark the row where each bucket begins and carry it forward (a
+    # search per bucket, not per slot)
+    marks = pl.DataFrame({"row": slots.search_sorted(starts), "start": starts})
+    marks = marks.filter(pl.col("row") < len(slots)).group_by("row").agg(pl.max("start"))
+    carried = pl.repeat(None, len(slots), dtype=pl.Int64, eager=True)
+    carried = carried.scatter(marks["row"], marks["start"])
+    return carried.forward_fill()
 
 
 def label(shape: Shape) -> pl.Expr:

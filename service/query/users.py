@@ -5,9 +5,10 @@ integer id sent as ``10`` sorts before ``2``.
 
 Listed files are immutable under their names, so each one's sorted distinct user ids are
 read once per worker and kept (least recently used dropped past ``CACHE_BYTES``). Their
-union is kept for the set of names it was built from: a flush only adds files, and only
-ids the union lacks are merged in; when compaction, retention or quarantine takes files
-away, the union is rebuilt from the per-file sets (from memory while they fit the budget).
+union is kept for the set of names it was built from and follows the manifest: the ids
+of new files (a flush's, or a compaction's, which hold their inputs' users) are merged
+in; it is rebuilt from every file's ids (from memory while they fit the budget) only
+when files leave holding a user that no new file holds (retention, quarantine).
 A page then costs binary searches in the union, plus one pass over the unflushed rows
 (this worker's buffer and other workers' WAL tails, the Reader's own sources), which are
 read before the manifest for the Reader's reason: a user moving from a buffer to a file
@@ -145,14 +146,21 @@ class UserIndex:
         by_name = {f.name: f for f in files}
         names = frozenset(by_name)
         with self._lock:
-            if names == self._names:
-                return self._union
-            if names > self._names:  # files were only added (a flush): merge the new ids
-                union = _merged(self._union, self._read(by_name, names - self._names))
-            else:
-                union = _merged(None, self._read(by_name, names))
-            self._names, self._union = names, union
-            return union
+            if names != self._names:
+                self._union = self._updated(by_name, names)
+                self._names = names
+            return self._union
+
+    def _updated(self, by_name: dict[str, FragmentInfo], names: frozenset[str]) -> pl.Series:
+        """The union for ``names`` from the one for the last names: the new files' ids are
+        merged in (a flush, or a compaction, whose output holds the users of its inputs);
+        it is rebuilt from every file only when a file that left may have held a user's
+        last rows (retention, quarantine) or cannot be read any more."""
+        plus = self._read(by_name, names - self._names)
+        minus = self._left(self._names - names)
+        if minus is None or _any_missing(minus, plus):
+            return _merged(None, self._read(by_name, names))
+        return _merged(self._union, plus)
 
     def _read(self, by_name: dict[str, FragmentInfo], names: Iterable[str]) -> list[pl.Series]:
         read = []
@@ -163,6 +171,14 @@ class UserIndex:
                 raise _Unread(by_name[name], exc) from exc
         return read
 
+    def _left(self, names: Iterable[str]) -> list[pl.Series] | None:
+        """The ids of files that left the manifest; None if one is gone (no longer listed,
+        so not quarantined: retired files are deleted after their grace period)."""
+        try:
+            return [self._files.ids(name) for name in names]
+        except READ_ERRORS:
+            return None
+
 
 class _Unread(Exception):
     """A listed file whose ids could not be read, and what its read raised."""
@@ -171,6 +187,15 @@ class _Unread(Exception):
         super().__init__(file.name)
         self.file = file
         self.error = error
+
+
+def _any_missing(ids: list[pl.Series], among: list[pl.Series]) -> bool:
+    """Whether some id of ``ids`` is in none of ``among``."""
+    if not ids:
+        return False
+    if not among:
+        return any(s.len() for s in ids)
+    return bool((~pl.concat(ids).is_in(pl.concat(among).unique())).any())
 
 
 def _merged(union: pl.Series | None, parts: list[pl.Series]) -> pl.Series:

@@ -76,3 +76,24 @@ def test_unflushed_rows_of_every_metric_count(tmp_path: Path, monkeypatch) -> No
     assert index.page(Page(10)) == users_module.UserPage(["filed", "hr0", "hr1", "st"], None)
     assert index.page(Page(2, after="filed")).users == ["hr0", "hr1"]
     assert index.page(Page(10, prefix="s")).users == ["st"]
+
+
+def test_a_compaction_merges_its_output_and_a_lost_user_rebuilds(tmp_path: Path) -> None:
+    store = store_with(tmp_path, ("a", "c"), ("b",))
+    first, second = store.manifest.read().fragments
+    index = UserIndex(store, lambda metric: [], budget_bytes=0)  # every id read from disk
+    assert index.page(Page(10)).users == ["a", "b", "c"]
+    saved = (store.fragment_dir / first.name).read_bytes()
+    (store.fragment_dir / first.name).unlink()  # a rebuild would quarantine it
+    output = store.write(frame("b", "bb"), "heart_rate", 1)  # holds every user of ``second``
+    store.manifest.commit(add=[output], remove=[second.name], retire=True)
+    assert index.page(Page(10)).users == ["a", "b", "bb", "c"]
+    assert quarantined(store.root) == {}
+    (store.fragment_dir / first.name).write_bytes(saved)
+    store.manifest.commit(remove=[output.name], retire=True)  # as retention would
+    assert index.page(Page(10)).users == ["a", "c"]
+    (late,) = store.publish({"heart_rate": frame("d")})
+    assert index.page(Page(10)).users == ["a", "c", "d"]
+    store.manifest.commit(remove=[late.name], retire=True)
+    (store.fragment_dir / late.name).unlink()  # retired and deleted before the next page
+    assert index.page(Page(10)).users == ["a", "c"]

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import health, ingest, query
+from service.api import health, ingest, query, users
 from service.api import metrics as metrics_route
 from service.api import summary as summary_route
 from service.api.context import WorkerContext
@@ -36,6 +36,7 @@ from service.errors import install_handlers
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Reader
+from service.query.users import UserIndex
 from service.schema import METRICS
 from service.storage.store import Store
 
@@ -79,9 +80,11 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         buffer = Buffer()
         ingestor = Ingestor(settings, store, buffer)
         await ingestor.start()
-        app.state.context = WorkerContext(
-            settings, store, ingestor, Reader(settings, store, buffer)
-        )
+        reader = Reader(settings, store, buffer)
+        # the user list reads the unflushed rows through the Reader's own sources (one WAL
+        # tail cache per worker, not two)
+        index = UserIndex(store, reader.unflushed)
+        app.state.context = WorkerContext(settings, store, ingestor, reader, index)
         app.state.worker = worker
         if settings.master_pid:  # a gunicorn worker (tests keep their process's defaults)
             _collect_less()
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
     app.include_router(summary_route.router)
+    app.include_router(users.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     return ServiceApp(app, settings)

@@ -1,5 +1,5 @@
-"""The per-worker objects routes use (settings, store, ingestor, reader), made in the
-lifespan after fork and found through the app's state."""
+"""The per-worker objects routes use (settings, store, ingestor, reader, user index), made
+in the lifespan after fork and found through the app's state."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from service.config import Settings
 from service.errors import Unavailable
 from service.ingest.ingestor import Ingestor
 from service.query.reader import Reader
+from service.query.users import UserIndex
 from service.storage.store import Store
 
 
@@ -20,6 +21,7 @@ class WorkerContext:
     store: Store
     ingestor: Ingestor
     reader: Reader
+    users: UserIndex
 
 
 def worker_context(state: State) -> WorkerContext:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Accepted(BaseModel):
@@ -33,6 +33,17 @@ class Series(BaseModel):
     user_id: str
     data: list[Bucket]
     count: int
+
+
+class UserList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"users": ["u1", "u2"], "next": "u2"}]}
+    )
+
+    users: list[str]
+    next: str | None = Field(
+        description="The last user of this page when more users follow (pass it as `after`)."
+    )
 
 
 class ErrorDetail(BaseModel):

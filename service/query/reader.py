@@ -80,7 +80,7 @@ class Reader:
         for attempt in range(1, ATTEMPTS + 1):
             generation = self._store.manifest.read().generation
             try:
-                return self._frame(q, self._unflushed(q.metric), observe=attempt == 1)
+                return self._frame(q, self.unflushed(q.metric), observe=attempt == 1)
             except READ_ERRORS:
                 if attempt == ATTEMPTS:
                     raise
@@ -115,7 +115,7 @@ class Reader:
             return pl.concat(found) if found else None
         return None if not settled and fresh is None else self._answer(q, settled, fresh)
 
-    def _unflushed(self, metric: str) -> list[pl.DataFrame]:
+    def unflushed(self, metric: str) -> list[pl.DataFrame]:
         """Rows not in a listed fragment yet: this worker's buffer, other workers' WALs."""
         others = [
             path

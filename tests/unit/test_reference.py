@@ -47,8 +47,9 @@ def brief(items, field="heart_rate"):
 def test_a_berlin_dst_day_is_one_bucket(first, last, after, day, next_day) -> None:
     readings = [("u", "device_a", ms(t), 60.0) for t in (first, last, after)]
     readings.append(("u", "device_a", ms(first) - 1, 90.0))  # the day before
-    got = data(readings, "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z", interval="1d",
-               tz="Europe/Berlin")  # fmt: skip
+    got = data(
+        readings, "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z", interval="1d", tz="Europe/Berlin"
+    )
     assert brief(got)[1:] == [(day, 60.0, "device_a"), (next_day, 60.0, "device_a")]
     assert got[0]["timestamp"] < day
 
@@ -61,8 +62,9 @@ def test_the_repeated_berlin_hour_is_two_buckets() -> None:
             ("2024-10-27T01:00:00Z", 80.0),  # 02:00:00 winter time
         ]
     ]
-    got = data(readings, "2024-10-26T00:00:00Z", "2024-10-28T00:00:00Z", interval="1h",
-               tz="Europe/Berlin")  # fmt: skip
+    got = data(
+        readings, "2024-10-26T00:00:00Z", "2024-10-28T00:00:00Z", interval="1h", tz="Europe/Berlin"
+    )
     assert brief(got) == [
         ("2024-10-27T02:00:00+02:00", 60.0, "device_a"),
         ("2024-10-27T02:00:00+01:00", 80.0, "device_a"),

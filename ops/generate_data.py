@@ -1,12 +1,15 @@
-"""Load generator and end-to-end check for the heart-rate service, standard library only: run
+"""Load generator and end-to-end check for the metrics service, standard library only: run
 ``python ops/generate_data.py --count 10000 --duration 120`` (or ``--batch 100 --duration 0``,
-``--url http://127.0.0.1:8123``, ``--scope timestamp`` ...) to send ``--count`` readings (exact
+``--url http://127.0.0.1:8123``, ``--scope timestamp`` ...) to send ``--count`` records (exact
 duplicates included) from ``--users`` x ``--devices-per-user`` concurrent devices, about one
-reading per second per device with timestamps in a window ending now, some out of order, some
-in bursts, with mixed timestamp formats and int or float heart rates, paced to take about
-``--duration`` seconds; then every user's series is fetched and compared with
-``reference.expected_series`` over the acknowledged readings. User ids carry a per-run tag so
-runs against the same server do not interfere. Exit code 0 when everything matched and no
+record per second per device with timestamps in a window ending now, some out of order, some
+in bursts, with mixed timestamp formats. A record carries a heart rate, steps, calories or
+several of them; a share of the sends (``--mixed-rate``) goes as whole records to
+``POST /readings``, the rest as readings of one metric to ``/metrics/<metric>[/batch]``. All
+is paced to take about ``--duration`` seconds; then every user's series of every metric is
+fetched at each of ``--intervals`` in ``--tz`` with min, max and count, and its summary, and
+compared with ``reference.py`` over the acknowledged readings. User ids carry a per-run tag
+so runs against the same server do not interfere. Exit code 0 when everything matched and no
 request ended in a 5xx or connection error, 1 otherwise.
 """
 
@@ -22,37 +25,42 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from reference import Reading, expected_series
+from reference import Reading
+from verification import verify
 
-PATH = "/metrics/heart-rate"
+PATHS = {
+    "heart_rate": "/metrics/heart-rate",
+    "steps": "/metrics/steps",
+    "calories": "/metrics/calories",
+}
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_RETRIES = 5
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Acked = tuple[str, Reading]  # (metric, reading)
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
     at: float  # seconds after the start at which it is due
-    body: dict[str, object]
-    reading: Reading
+    record: dict[str, object]  # user_id, device_id, timestamp and one field per metric
+    readings: tuple[Acked, ...]  # one per metric field of the record
 
 
 @dataclass
 class Stats:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    sent: int = 0
+    sent: int = 0  # readings: a record of three metrics counts three
     accepted: int = 0
     rejected: int = 0
     errors: int = 0
     retries: int = 0
     statuses: dict[int, int] = field(default_factory=dict)  # final status per request, 0 = none
     latencies: list[float] = field(default_factory=list)
-    acked: list[Reading] = field(default_factory=list)
+    acked: list[Acked] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def note(self, problem: str) -> None:
@@ -72,14 +80,27 @@ def device_name(index: int) -> str:
     return f"device_{chr(ord('a') + index)}" if index < 26 else f"device_{index}"
 
 
+def values(rng: random.Random) -> dict[str, float]:
+    """One record's metrics: mostly a heart rate, often steps or calories too."""
+    out: dict[str, float] = {}
+    if rng.random() < 0.8:
+        raw = min(200.0, max(40.0, rng.gauss(75, 18)))
+        out["heart_rate"] = round(raw, 1) if rng.random() < 0.5 else round(raw)
+    if rng.random() < 0.4:  # an integer, sometimes written as a float with no fraction
+        out["steps"] = rng.randint(0, 4) * (1.0 if rng.random() < 0.3 else 1)
+    if rng.random() < 0.3:
+        out["calories"] = round(rng.uniform(0, 0.3), 3)
+    return out or {"heart_rate": 70}
+
+
 def make_pair(
     rng: random.Random, user: str, device: str, n: int, end_s: int, args: argparse.Namespace
 ) -> list[Item]:
     """One device's sends: unique seconds ending at ``end_s``, duplicates, disorder, bursts."""
     dup = [j > 0 and rng.random() < args.duplicate_rate for j in range(n)]
     first_s = end_s - dup.count(False)
-    keyed: list[tuple[float, dict[str, object], Reading]] = []
-    originals: list[tuple[dict[str, object], Reading]] = []
+    keyed: list[tuple[float, dict[str, object], tuple[Acked, ...]]] = []
+    originals: list[tuple[dict[str, object], tuple[Acked, ...]]] = []
     for j in range(n):
         if dup[j]:
             keyed.append((j + rng.uniform(0.1, 3.0), *rng.choice(originals[-20:])))
@@ -87,28 +108,23 @@ def make_pair(
         ts_ms, kind = (first_s + len(originals)) * 1000, rng.random()
         with_ms = kind >= 0.4  # 40% whole seconds: devices of one user then share instants
         ts_ms += rng.randrange(1000) if with_ms else 0
-        raw = min(200.0, max(40.0, rng.gauss(75, 18)))
-        value: float = round(raw, 1) if rng.random() < 0.5 else round(raw)
         text = iso(ts_ms, with_ms, 2 if rng.random() < 0.2 else 0)
-        body: dict[str, object] = {
-            "user_id": user,
-            "device_id": device,
-            "timestamp": text,
-            "heart_rate": value,
-        }
-        originals.append((body, (user, device, ts_ms, float(value))))
+        metrics = values(rng)
+        record = {"user_id": user, "device_id": device, "timestamp": text, **metrics}
+        readings = tuple((m, (user, device, ts_ms, float(v))) for m, v in metrics.items())
+        originals.append((record, readings))
         shift = rng.uniform(-4, 4) if rng.random() < args.disorder_rate else 0.0
         keyed.append((j + shift, *originals[-1]))
     keyed.sort(key=lambda k: k[0])
     items: list[Item] = []
     burst_left, burst_at = 0, 0.0
-    for j, (_, body, reading) in enumerate(keyed):
+    for j, (_, record, readings) in enumerate(keyed):
         at = args.duration * j / n
         if burst_left == 0 and rng.random() < args.burst_rate:
             burst_left, burst_at = rng.randint(10, 50), at
         if burst_left:
             burst_left, at = burst_left - 1, burst_at
-        items.append(Item(at, body, reading))
+        items.append(Item(at, record, readings))
     return items
 
 
@@ -150,28 +166,58 @@ class Sender:
             return response.status, payload
         return None
 
-    def send(self, items: list[Item], batch: bool) -> None:
-        body: object = {"readings": [i.body for i in items]} if batch else items[0].body
-        result = self.request("POST", PATH + "/batch" if batch else PATH, body)
+    def send(self, items: list[Item], batch: bool, mixed: bool) -> None:
+        """Whole records to ``/readings``, or each metric's readings to its own route."""
+        if mixed:
+            records = [item.record for item in items]
+            # both shapes the route takes: an object with "readings", or a bare array
+            body: object = {"readings": records} if len(records) % 2 else records
+            self.post("/readings", body, [list(item.readings) for item in items])
+            return
+        for metric, path in PATHS.items():
+            chosen = [(i.record, r) for i in items for r in i.readings if r[0] == metric]
+            readings = [
+                {k: v for k, v in record.items() if k not in PATHS or k == metric}
+                for record, _ in chosen
+            ]
+            if batch and readings:
+                self.post(path + "/batch", {"readings": readings}, [[r] for _, r in chosen])
+            elif readings:
+                for reading, (_, acked) in zip(readings, chosen, strict=True):
+                    self.post(path, reading, [[acked]], single=True)
+
+    def post(
+        self, path: str, body: object, readings: list[list[Acked]], single: bool = False
+    ) -> None:
+        """POST ``body`` whose n-th element holds ``readings[n]``; note what was acked."""
+        result = self.request("POST", path, body)
         status, payload = result if result is not None else (0, b"")
-        good: list[Reading] = []
-        if status == 202:
-            bad = {e["index"] for e in json.loads(payload).get("errors", [])} if batch else set()
-            good = [item.reading for n, item in enumerate(items) if n not in bad]
-        if status != 202 or len(good) < len(items):
-            self.stats.note(f"POST {status}: {payload[:300]!r}")
+        answer = json.loads(payload) if status == 202 else {}
+        bad = {e["index"] for e in answer.get("errors", [])} if not single else set()
+        good = [r for n, rs in enumerate(readings) if n not in bad for r in rs]
+        total = sum(len(rs) for rs in readings)
+        if status != 202 or len(good) < total:
+            self.stats.note(f"POST {path} {status}: {payload[:300]!r}")
+        if "by_metric" in answer:
+            counted = {m: sum(1 for g in good if g[0] == m) for m in PATHS}
+            if answer["by_metric"] != counted:
+                self.stats.note(f"POST {path}: by_metric {answer['by_metric']}, sent {counted}")
         with self.stats.lock:
             self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
-            self.stats.sent += len(items)
+            self.stats.sent += total
             self.stats.accepted += len(good)
             self.stats.acked.extend(good)
             if status == 202 or 400 <= status < 500:
-                self.stats.rejected += len(items) - len(good)
+                self.stats.rejected += total - len(good)
             else:
-                self.stats.errors += len(items)
+                self.stats.errors += total
 
 
-def run_thread(sender: Sender, items: list[Item], batch: int, t0: float) -> None:
+def run_thread(
+    sender: Sender, items: list[Item], args: argparse.Namespace, t0: float, seed: str
+) -> None:
+    rng = random.Random(seed)
+    batch = args.batch
     groups = (
         [items[i : i + batch] for i in range(0, len(items), batch)]
         if batch
@@ -181,53 +227,18 @@ def run_thread(sender: Sender, items: list[Item], batch: int, t0: float) -> None
         delay = t0 + group[-1].at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        sender.send(group, bool(batch))
-
-
-def verify(sender: Sender, acked: list[Reading], args: argparse.Namespace) -> list[str]:
-    priority = {
-        name.strip(): int(rank)
-        for name, _, rank in (p.rpartition(":") for p in args.priority.split(",") if p.strip())
-    }
-    by_user: dict[str, list[Reading]] = {}
-    for reading in acked:
-        by_user.setdefault(reading[0], []).append(reading)
-    mismatches: list[str] = []
-    buckets = 0
-    for user, readings in sorted(by_user.items()):
-        lo, hi = min(r[2] for r in readings), max(r[2] for r in readings)
-        start_ms, end_ms = lo - lo % 60_000, hi - hi % 60_000 + 60_000
-        expected = expected_series(readings, user, start_ms, end_ms, priority, args.scope)
-        query = urlencode({"user_id": user, "start": iso(start_ms), "end": iso(end_ms)})
-        result = sender.request("GET", f"{PATH}?{query}")
-        status, payload = result if result is not None else (0, b"")
-        if status not in (200, 404):
-            mismatches.append(f"{user}: GET answered {status}: {payload[:200]!r}")
-            continue
-        doc: dict[str, Any] = json.loads(payload) if status == 200 else {"data": [], "count": 0}
-        actual = [(d["timestamp"], d["heart_rate"], d["device_id"]) for d in doc["data"]]
-        buckets += len(expected)
-        if doc["count"] != len(actual) or len(actual) != len(expected):
-            mismatches.append(
-                f"{user}: {len(actual)} buckets (count {doc['count']}), expected {len(expected)}"
-            )
-        for got, want in zip(actual, expected, strict=False):
-            if got[0] != want[0] or got[2] != want[2] or abs(got[1] - want[1]) > 1e-9:
-                mismatches.append(f"{user}: got {got}, expected {want}")
-                break
-    if not mismatches:
-        print(f"verify: {len(by_user)} users, {buckets} buckets, all match")
-    return mismatches
+        sender.send(group, bool(batch), rng.random() < args.mixed_rate)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--count", type=int, default=10_000, help="readings sent, duplicates included")
+    p.add_argument("--count", type=int, default=10_000, help="records sent, duplicates included")
     p.add_argument("--duration", type=float, default=120.0, help="seconds; 0 = no pacing")
     p.add_argument("--users", type=int, default=10)
     p.add_argument("--devices-per-user", type=int, default=2)
-    p.add_argument("--batch", type=int, default=0, help="readings per batch; 0 = single POSTs")
+    p.add_argument("--batch", type=int, default=0, help="records per batch; 0 = single POSTs")
+    p.add_argument("--mixed-rate", type=float, default=0.3, help="sends to POST /readings")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--duplicate-rate", type=float, default=0.05)
     p.add_argument("--disorder-rate", type=float, default=0.1, help="readings sent out of order")
@@ -235,6 +246,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=0, help="threads; 0 = one per device")
     p.add_argument("--priority", default="device_a:1,device_b:2")
     p.add_argument("--scope", choices=("bucket", "timestamp"), default="bucket")
+    p.add_argument("--intervals", default="1m,1h", help="series checked at each of these")
+    p.add_argument("--tz", default="Europe/Berlin", help="zone of the series and summary checked")
     p.add_argument("--user-prefix", default=None, help="default: user_<run tag>_")
     return p.parse_args(argv)
 
@@ -260,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     for plan in plans:
         plan.sort(key=lambda item: item.at)
     print(
-        f"sending {args.count} readings from {len(pairs)} devices ({args.users} users) "
+        f"sending {args.count} records from {len(pairs)} devices ({args.users} users) "
         f"over {threads_n} threads to {args.url}, batch {args.batch}, seed {seed}",
         flush=True,
     )
@@ -276,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     threads = [
-        threading.Thread(target=run_thread, args=(Sender(host, port, stats), plan, args.batch, t0))
-        for plan in plans
+        threading.Thread(
+            target=run_thread, args=(Sender(host, port, stats), plan, args, t0, f"{seed}-{n}")
+        )
+        for n, plan in enumerate(plans)
     ]
     monitor = threading.Thread(target=progress, daemon=True)
     for thread in [*threads, monitor]:
@@ -297,11 +312,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  responses by status: {dict(sorted(stats.statuses.items()))}")
     for problem in stats.problems:
         print(f"  problem: {problem}")
-    mismatches = verify(Sender(host, port, stats), stats.acked, args)
+    checker = Sender(host, port, stats)
+    priority = {
+        name.strip(): int(rank)
+        for name, _, rank in (p.rpartition(":") for p in args.priority.split(",") if p.strip())
+    }
+    mismatches = verify(
+        lambda path: checker.request("GET", path),
+        stats.acked,
+        priority,
+        args.scope,
+        [i.strip() for i in args.intervals.split(",") if i.strip()],
+        args.tz,
+    )
     for mismatch in mismatches[:10]:
         print(f"verify mismatch: {mismatch}")
     if mismatches:
-        print(f"verify: {len(mismatches)} users with mismatches")
+        print(f"verify: {len(mismatches)} answers with mismatches")
     return 0 if not mismatches and stats.errors == 0 else 1
 
 

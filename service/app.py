@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import health, ingest, query
+from service.api import health, ingest, query, readings
 from service.api import metrics as metrics_route
 from service.api.context import WorkerContext
 from service.api.fastpath import ValidReadingsShortcut
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
+    app.include_router(readings.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     return ServiceApp(app, settings)

@@ -51,3 +51,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorBody, "description": "Body or batch over its limit."},
     503: {"model": ErrorBody, "description": "Overloaded or disk full; retry after Retry-After."},
 }
+
+
+class RecordsAccepted(BatchAccepted):
+    by_metric: dict[str, int]  # readings stored per metric

@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from service import metrics
 from service.api.accept import accept, read_body, too_large
 from service.api.context import worker_context
-from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
+from service.api.schemas import INGEST_RESPONSES, Accepted, BatchAccepted, reading_bodies
 from service.errors import Detail, InvalidInput
 from service.schema import MetricSpec
 from service.validation import BatchResult, validate_batch, validate_one
@@ -77,13 +77,15 @@ def count_rejected(endpoint: str, errors: list[Detail]) -> None:
 def ingest_router(spec: MetricSpec) -> APIRouter:
     path = spec.path
     router = APIRouter(tags=["ingest"])
+    one_body, batch_body = reading_bodies(spec)
 
     @router.post(
         path,
         status_code=202,
         response_model=Accepted,
-        responses=ERROR_RESPONSES,
+        responses=INGEST_RESPONSES,
         summary=f"Store one {spec.name} reading",
+        openapi_extra=one_body,
     )
     async def post_one(request: Request) -> Response:
         ctx = worker_context(request.app.state)
@@ -100,8 +102,9 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         path + "/batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=ERROR_RESPONSES,
+        responses=INGEST_RESPONSES,
         summary=f"Store a batch of {spec.name} readings",
+        openapi_extra=batch_body,
     )
     async def post_batch(request: Request) -> Response:
         ctx = worker_context(request.app.state)

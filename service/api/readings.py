@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from service.api.accept import accept_records
 from service.api.context import worker_context
 from service.api.ingest import count_rejected, nothing_valid, validated_body
-from service.api.schemas import ERROR_RESPONSES, RecordsAccepted
+from service.api.schemas import INGEST_RESPONSES, RecordsAccepted, records_body
 from service.records import RecordsResult, validate_records
 
 PATH = "/readings"
@@ -19,7 +19,7 @@ router = APIRouter(tags=["ingest"])
     PATH,
     status_code=202,
     response_model=RecordsAccepted,
-    responses=ERROR_RESPONSES,
+    responses=INGEST_RESPONSES,
     summary="Store records of several metrics (heart rate, steps, calories)",
     description=(
         '`{"readings": [...]}` or a bare array of records. Each metric field of a record '
@@ -27,6 +27,7 @@ router = APIRouter(tags=["ingest"])
         "bad field, is rejected whole and reported by index. `accepted`, `rejected` and "
         "`total` count records; `by_metric` counts the readings stored per metric."
     ),
+    openapi_extra=records_body(),
 )
 async def post_records(request: Request) -> Response:
     ctx = worker_context(request.app.state)

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import health, ingest, query, users
+from service.api import health, ingest, query, readings, users
 from service.api import metrics as metrics_route
 from service.api import summary as summary_route
 from service.api.context import WorkerContext
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
+    app.include_router(readings.router)
     app.include_router(summary_route.router)
     app.include_router(users.router)
     app.include_router(health.router)

@@ -87,7 +87,7 @@ class MetricSpec:
     minimum: float
     maximum: float
     aggregation: Aggregation
-    integer: bool = False  # values are whole numbers (a sum of them is one too)
+    integer: bool = False  # whole numbers only (a JSON float with no fraction is one)
 
     @property
     def path(self) -> str:
@@ -96,5 +96,7 @@ class MetricSpec:
 
 
 HEART_RATE = MetricSpec("heart_rate", "heart_rate", 30.0, 220.0, "mean")
+STEPS = MetricSpec("steps", "steps", 0.0, 100_000.0, "sum", integer=True)
+CALORIES = MetricSpec("calories", "calories", 0.0, 10_000.0, "sum")
 
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (HEART_RATE,)}
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (HEART_RATE, STEPS, CALORIES)}

@@ -3,21 +3,25 @@
 A fast path decodes well-formed bodies with msgspec straight into typed structs; any
 body the fast path rejects is validated again item by item, so that every bad field
 of every bad reading is reported and every good reading is kept. Both paths parse
-timestamps with the same function, so they accept exactly the same readings.
+timestamps with the same function, so they accept exactly the same readings; an integer
+metric's fast path takes JSON integers only, and leaves ``40.0`` to the slow path, which
+accepts a number with no fraction.
+
+The field checks here are shared with ``service.records`` (records of several metrics).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from itertools import accumulate
+from math import ceil, floor
 from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
 
+from service.bodies import decode_leniently
 from service.errors import Detail, InvalidInput, PayloadTooLarge, field_error
 from service.schema import DAY_MS, MetricSpec, Rows
 from service.timestamps import REASON as _TS_REASON
@@ -25,8 +29,7 @@ from service.timestamps import parse_timestamp_ms, parse_timestamps_ms
 
 USER_ID_MAX = 128
 DEVICE_ID_MAX = 64
-MAX_DEPTH = 64  # JSON nesting a body may have; a reading needs 2, a batch 3
-_MISSING = object()
+MISSING = object()
 # C0 and C1 controls, DEL, lone surrogates (they cannot be encoded, so no file could hold
 # them) and the line and paragraph separators (they break log lines and CSV rows)
 _NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
@@ -46,9 +49,17 @@ class BatchResult:
     total: int
 
 
+def value_type(spec: MetricSpec) -> object:
+    """The fast path's type of a metric's value: a JSON number in bounds (an integer for
+    an integer metric: msgspec refuses ``40.0`` there, and the slow path then takes it)."""
+    if spec.integer:  # msgspec wants integer bounds for an integer
+        return Annotated[int, msgspec.Meta(ge=ceil(spec.minimum), le=floor(spec.maximum))]
+    return Annotated[float, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
+
+
 @cache
 def _struct_types(spec: MetricSpec) -> tuple[type[msgspec.Struct], type[msgspec.Struct]]:
-    value = Annotated[float, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
+    value = value_type(spec)
     reading = msgspec.defstruct(
         f"{spec.name}_reading",
         [("user_id", UserId), ("device_id", DeviceId), ("timestamp", str), (spec.field, value)],
@@ -71,7 +82,7 @@ def parse_one(body: bytes, spec: MetricSpec) -> Rows | None:
     user_id = str(item.user_id)
     if ts is None or not printable(user_id) or not printable(item.device_id):
         return None
-    return Rows([user_id], [item.device_id], [ts], [getattr(item, spec.field)])
+    return Rows([user_id], [item.device_id], [ts], [float(getattr(item, spec.field))])
 
 
 def printable(text: str) -> bool:
@@ -87,7 +98,7 @@ def validate_one(body: bytes, spec: MetricSpec) -> Rows:
     if rows is not None:
         return rows
     rows = Rows()
-    problems = _check_item(_decode_leniently(body), spec, rows)
+    problems = _check_item(decode_leniently(body), spec, rows)
     if problems:
         raise InvalidInput("invalid reading", [{"field": f, "reason": r} for f, r in problems])
     return rows
@@ -101,7 +112,7 @@ def parse_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int) ->
     if items is None or not 0 < len(items) <= max_batch:
         return None
     rows = _columns(items, spec)
-    if None in rows.ts or not _all_printable(rows) or _days(rows.ts, max_days) > max_days:
+    if None in rows.ts or not _ids_printable(rows) or span_days(rows.ts, max_days) > max_days:
         return None
     return rows
 
@@ -114,13 +125,13 @@ def validate_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int)
     result = None
     items = _decode_batch(body, spec)
     if items is not None:
-        _check_size(len(items), max_batch)
+        check_size(len(items), max_batch)
         rows = _columns(items, spec)
-        if _all_printable(rows):  # else the slow path names each bad id
+        if _ids_printable(rows):  # else the slow path names each bad id
             result = _keep_parsed(rows, len(items))
     if result is None:
         result = _validate_batch_slowly(body, spec, max_batch)
-    days = _days(result.rows.ts, max_days)
+    days = span_days(result.rows.ts, max_days)
     if days > max_days:
         raise field_error(
             "readings", f"the readings span {days} UTC days; a batch may span at most {max_days}"
@@ -142,12 +153,16 @@ def _keep_parsed(rows: Rows, total: int) -> BatchResult:
     return BatchResult(kept, errors, total)
 
 
-def _all_printable(rows: Rows) -> bool:
+def _ids_printable(rows: Rows) -> bool:
+    return all_printable(rows.user_id, rows.device_id)
+
+
+def all_printable(user_ids: list[str], device_ids: list[str]) -> bool:
     # one search over the joined ids: a batch's ids cost one C call, not one per reading
-    return printable("".join(rows.user_id)) and printable("".join(rows.device_id))
+    return printable("".join(user_ids)) and printable("".join(device_ids))
 
 
-def _days(ts: list[int], limit: int) -> int:
+def span_days(ts: list[int], limit: int) -> int:
     """The distinct UTC days of ``ts`` (counted only when their span exceeds ``limit``)."""
     if not ts:
         return 0
@@ -172,19 +187,22 @@ def _columns(items: list[Any], spec: MetricSpec) -> Rows:
     """Decoded readings column by column; a timestamp that does not parse is None."""
     stamps = parse_timestamps_ms(list(map(_TIMESTAMP, items)))
     users = list(map(str, map(_USER, items)))  # an integer id becomes its decimal text
-    return Rows(users, list(map(_DEVICE, items)), stamps, list(map(attrgetter(spec.field), items)))  # type: ignore[arg-type]
+    values = list(map(attrgetter(spec.field), items))
+    if spec.integer:
+        values = list(map(float, values))
+    return Rows(users, list(map(_DEVICE, items)), stamps, values)  # type: ignore[arg-type]
 
 
 def _validate_batch_slowly(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:
-    doc = _decode_leniently(body)
+    doc = decode_leniently(body)
     if not isinstance(doc, dict):
         raise field_error("body", "must be a JSON object with a 'readings' list")
-    readings = doc.get("readings", _MISSING)
-    if readings is _MISSING:
+    readings = doc.get("readings", MISSING)
+    if readings is MISSING:
         raise field_error("readings", "field required")
     if not isinstance(readings, list):
         raise field_error("readings", "must be a list of readings")
-    _check_size(len(readings), max_batch)
+    check_size(len(readings), max_batch)
     rows, errors = Rows(), list[Detail]()
     for index, item in enumerate(readings):
         for name, reason in _check_item(item, spec, rows):
@@ -192,41 +210,12 @@ def _validate_batch_slowly(body: bytes, spec: MetricSpec, max_batch: int) -> Bat
     return BatchResult(rows, errors, len(readings))
 
 
-def _decode_leniently(body: bytes) -> object:
-    # the stdlib decoder turns 1e309 and NaN into floats, so one out-of-range number is
-    # reported against its reading instead of failing the readings beside it
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise field_error("body", f"not valid UTF-8 (byte {exc.start})") from exc
-    if _depth(text) > MAX_DEPTH:
-        raise field_error("body", f"nested deeper than {MAX_DEPTH} levels")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        reason = str(exc) if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise field_error("body", f"not valid JSON ({reason})") from exc
-
-
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}.__getitem__
-
-
-def _depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON ``text`` (an upper bound when
-    the text is malformed); C-level passes only, so an 8 MB body costs milliseconds."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return 0
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    return max(accumulate(map(_STEP, brackets)), default=0)
-
-
-def _check_size(count: int, max_batch: int) -> None:
+def check_size(count: int, max_batch: int, noun: str = "readings") -> None:
+    """Refuse a body of more than ``max_batch`` items (413 naming ``readings``)."""
     if count > max_batch:
         raise PayloadTooLarge(
-            f"{count} readings exceed the batch limit of {max_batch}",
-            [{"field": "readings", "reason": f"at most {max_batch} readings per batch"}],
+            f"{count} {noun} exceed the batch limit of {max_batch}",
+            [{"field": "readings", "reason": f"at most {max_batch} {noun} per batch"}],
         )
 
 
@@ -235,22 +224,28 @@ def _check_item(item: object, spec: MetricSpec, rows: Rows) -> list[tuple[str, s
     if not isinstance(item, dict):
         return [("reading", "must be a JSON object")]
     problems: list[tuple[str, str]] = []
-    user_id = _text(item, "user_id", USER_ID_MAX, problems, allow_int=True)
-    device_id = _text(item, "device_id", DEVICE_ID_MAX, problems, allow_int=False)
-    raw_ts = item.get("timestamp", _MISSING)
-    ts = parse_timestamp_ms(raw_ts) if isinstance(raw_ts, str) else None
-    if raw_ts is _MISSING:
-        problems.append(("timestamp", "field required"))
-    elif ts is None:
-        problems.append(("timestamp", _TS_REASON))
-    value = _number(item, spec, problems)
+    user_id = check_text(item, "user_id", USER_ID_MAX, problems, allow_int=True)
+    device_id = check_text(item, "device_id", DEVICE_ID_MAX, problems, allow_int=False)
+    ts = check_timestamp(item, problems)
+    value = check_number(item, spec, problems)
     if problems or user_id is None or device_id is None or ts is None or value is None:
         return problems
     rows.add(user_id, device_id, ts, value)
     return problems
 
 
-def _text(
+def check_timestamp(item: dict[str, object], problems: list[tuple[str, str]]) -> int | None:
+    """The item's ``timestamp`` in UTC epoch ms, else None with its problem noted."""
+    raw = item.get("timestamp", MISSING)
+    ts = parse_timestamp_ms(raw) if isinstance(raw, str) else None
+    if raw is MISSING:
+        problems.append(("timestamp", "field required"))
+    elif ts is None:
+        problems.append(("timestamp", _TS_REASON))
+    return ts
+
+
+def check_text(
     item: dict[str, object],
     name: str,
     limit: int,
@@ -258,8 +253,8 @@ def _text(
     *,
     allow_int: bool,
 ) -> str | None:
-    raw = item.get(name, _MISSING)
-    if raw is _MISSING:
+    raw = item.get(name, MISSING)
+    if raw is MISSING:
         problems.append((name, "field required"))
         return None
     if allow_int and isinstance(raw, int) and not isinstance(raw, bool):
@@ -277,11 +272,11 @@ def _text(
     return raw
 
 
-def _number(
+def check_number(
     item: dict[str, object], spec: MetricSpec, problems: list[tuple[str, str]]
 ) -> float | None:
-    raw = item.get(spec.field, _MISSING)
-    if raw is _MISSING:
+    raw = item.get(spec.field, MISSING)
+    if raw is MISSING:
         problems.append((spec.field, "field required"))
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
@@ -290,5 +285,8 @@ def _number(
     value = float(raw) if abs(raw) < 1e300 else float("inf")
     if not spec.minimum <= value <= spec.maximum:
         problems.append((spec.field, f"must be between {spec.minimum:g} and {spec.maximum:g}"))
+        return None
+    if spec.integer and not value.is_integer():
+        problems.append((spec.field, "must be an integer"))
         return None
     return value

@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope
 from service import metrics
 from service.api.context import WorkerContext
 from service.errors import Detail, PayloadTooLarge, RequestTimeout
+from service.records import RecordsResult
 from service.schema import MetricSpec, Rows
 
 ACCEPTED_BODY = b'{"status":"accepted"}'
@@ -84,5 +85,25 @@ def batch_accepted_body(accepted: int, rejected: int, total: int, errors: list[D
         "rejected": rejected,
         "total": total,
         "errors": errors,
+    }
+    return json.dumps(fields).encode()
+
+
+async def accept_records(ctx: WorkerContext, scope: Scope, result: RecordsResult) -> bytes:
+    """Submit the readings of valid records, every metric in one group commit (returns
+    once all are durable), count the readings, note the records for the access log; the
+    ``202`` body, which counts records."""
+    await ctx.ingestor.submit_many({name: rows for name, rows in result.rows.items() if rows})
+    readings = sum(map(len, result.rows.values()))
+    metrics.tally.inc(metrics.tally.child(metrics.READINGS_ACCEPTED, "records"), readings)
+    state = scope.setdefault("state", {})
+    state["accepted"], state["rejected"] = result.accepted, result.rejected
+    fields = {
+        "status": "accepted",
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "total": result.total,
+        "errors": result.errors,
+        "by_metric": {name: len(rows) for name, rows in result.rows.items()},
     }
     return json.dumps(fields).encode()

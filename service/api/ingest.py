@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import anyio
 from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
@@ -9,14 +12,16 @@ from starlette.requests import ClientDisconnect
 from service import metrics
 from service.api.accept import accept, read_body, too_large
 from service.api.context import worker_context
-from service.api.schemas import ERROR_RESPONSES, Accepted, BatchAccepted
+from service.api.schemas import INGEST_RESPONSES, Accepted, BatchAccepted, reading_bodies
 from service.errors import Detail, InvalidInput
 from service.schema import MetricSpec
-from service.validation import validate_batch, validate_one
+from service.validation import BatchResult, validate_batch, validate_one
 
 # larger bodies are validated in a thread; smaller ones on the event loop, where a batch of
 # 1,000 readings (~100 KB) takes ~1 ms: cheaper than the two thread hand-offs it would cost
 OFFLOAD_BYTES = 256 * 1024
+
+_Result = TypeVar("_Result")
 
 
 async def request_body(request: Request, limit: int) -> bytes:
@@ -34,6 +39,29 @@ async def request_body(request: Request, limit: int) -> bytes:
     return body.data
 
 
+async def validated_body(
+    request: Request, limit: int, endpoint: str, validate: Callable[[bytes], _Result]
+) -> _Result:
+    """The body read within ``limit`` and validated (in a thread when large); a body
+    refused as a whole is counted once, against ``endpoint``."""
+    body = await request_body(request, limit)
+    try:
+        if len(body) > OFFLOAD_BYTES:
+            return await anyio.to_thread.run_sync(validate, body)
+        return validate(body)
+    except InvalidInput as exc:
+        count_rejected(endpoint, exc.detail)
+        raise
+
+
+def nothing_valid(errors: list[Detail], noun: str) -> InvalidInput:
+    """The 400 for a batch that holds no valid item: its errors, else that it is empty."""
+    return InvalidInput(
+        f"no valid {noun} in the batch",
+        errors or [{"field": "readings", "reason": f"must hold at least one {noun}"}],
+    )
+
+
 def count_rejected(endpoint: str, errors: list[Detail]) -> None:
     """One count per rejected reading, labelled with its first bad field."""
     first: dict[object, Detail] = {}
@@ -49,13 +77,15 @@ def count_rejected(endpoint: str, errors: list[Detail]) -> None:
 def ingest_router(spec: MetricSpec) -> APIRouter:
     path = spec.path
     router = APIRouter(tags=["ingest"])
+    one_body, batch_body = reading_bodies(spec)
 
     @router.post(
         path,
         status_code=202,
         response_model=Accepted,
-        responses=ERROR_RESPONSES,
+        responses=INGEST_RESPONSES,
         summary=f"Store one {spec.name} reading",
+        openapi_extra=one_body,
     )
     async def post_one(request: Request) -> Response:
         ctx = worker_context(request.app.state)
@@ -72,28 +102,21 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         path + "/batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=ERROR_RESPONSES,
+        responses=INGEST_RESPONSES,
         summary=f"Store a batch of {spec.name} readings",
+        openapi_extra=batch_body,
     )
     async def post_batch(request: Request) -> Response:
         ctx = worker_context(request.app.state)
-        body = await request_body(request, ctx.settings.max_body_bytes)
-        limits = ctx.settings.max_batch, ctx.settings.max_batch_days
-        try:
-            if len(body) > OFFLOAD_BYTES:
-                result = await anyio.to_thread.run_sync(validate_batch, body, spec, *limits)
-            else:
-                result = validate_batch(body, spec, *limits)
-        except InvalidInput as exc:  # the body as a whole: counted once
-            count_rejected("batch", exc.detail)
-            raise
+        st = ctx.settings
+
+        def validate(body: bytes) -> BatchResult:
+            return validate_batch(body, spec, st.max_batch, st.max_batch_days)
+
+        result = await validated_body(request, st.max_body_bytes, "batch", validate)
         count_rejected("batch", result.errors)
         if not result.rows:
-            raise InvalidInput(
-                "no valid reading in the batch",
-                result.errors
-                or [{"field": "readings", "reason": "must hold at least one reading"}],
-            )
+            raise nothing_valid(result.errors, "reading")
         rejected = len({item["index"] for item in result.errors})
         answer = await accept(
             ctx, request.scope, spec, result.rows, True, rejected, result.total, result.errors

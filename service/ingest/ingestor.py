@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
@@ -28,7 +28,7 @@ log = logging.getLogger("service.ingest")
 
 
 class Ingestor:
-    """What routes use: ``submit``, ``problems()``, ``buffer`` and ``health``."""
+    """What routes use: ``submit``, ``submit_many``, ``problems()``, ``buffer``, ``health``."""
 
     def __init__(self, settings: Settings, store: Store, buffer: Buffer) -> None:
         self._settings = settings
@@ -44,6 +44,9 @@ class Ingestor:
         )
         # the routes call the committer's method itself: no extra call or await per request
         self.submit: Callable[[str, Rows], Awaitable[None]] = self.committer.submit
+        self.submit_many: Callable[[Mapping[str, Rows]], Awaitable[None]] = (
+            self.committer.submit_many
+        )
 
     async def start(self) -> None:
         """Take ownership of a fresh WAL, replay dead workers' logs, start the flush loop."""

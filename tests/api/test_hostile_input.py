@@ -13,6 +13,11 @@ from starlette.testclient import TestClient
 from tests.api.test_ingest import BATCH, GOOD, ONE
 
 RANGE = "&start=2024-01-15T00:00:00Z&end=2024-01-16T00:00:00Z"
+RECORDS = "/readings"
+STEPS = "/metrics/steps"
+CALORIES = "/metrics/calories"
+BASE = {k: v for k, v in GOOD.items() if k != "heart_rate"}
+RECORD = {**GOOD, "steps": 120, "calories": 4.5}
 
 
 def body(**changes: object) -> bytes:
@@ -54,6 +59,26 @@ def one(name: str, data: bytes, status: int = 400, field: str | None = None) -> 
 
 def many(name: str, data: bytes, status: int = 400, field: str | None = None) -> Case:
     return Case(name, "POST", BATCH, data, status, field)
+
+
+def records(name: str, data: bytes, status: int = 400, field: str | None = None) -> Case:
+    return Case(name, "POST", RECORDS, data, status, field)
+
+
+def metric(path: str, value: str, status: int = 400, batch: bool = False) -> Case:
+    """A steps or calories reading whose value is the JSON text ``value``."""
+    field = path.rsplit("/", 1)[1]
+    item = json.dumps(BASE)[:-1] + f', "{field}": {value}}}'
+    data = '{"readings":[' + json.dumps({**BASE, field: 1}) + "," + item + "]}" if batch else item
+    kind = "batch " if batch else ""
+    return Case(
+        f"{kind}{field} {value[:20]}",
+        "POST",
+        path + ("/batch" if batch else ""),
+        raw(data),
+        status,
+        field if status != 202 or batch else None,
+    )
 
 
 def get(name: str, query: str, status: int = 400, field: str | None = None) -> Case:
@@ -237,6 +262,61 @@ CASES = [
         202,
         "heart_rate",
     ),
+    # steps and calories: numbers in bounds, whole steps
+    *(metric(STEPS, v) for v in ("40.5", "-1", "100001", "true", '"40"', "null", "NaN", "1e309")),
+    *(metric(STEPS, v, 202) for v in ("0", "100000", "40.0", "4e1", "-0.0")),
+    metric(STEPS, "40.5", 202, batch=True),
+    metric(STEPS, "Infinity", 202, batch=True),
+    *(metric(CALORIES, v) for v in ("-0.01", "10000.5", "false", '"4.5"', "[]", "{}")),
+    *(metric(CALORIES, v, 202) for v in ("0", "10000", "4.25")),
+    metric(CALORIES, "-Infinity", 202, batch=True),
+    # records of several metrics: a bad field rejects its record, the others are kept
+    records("record no metric", json.dumps([RECORD, BASE]).encode(), 202, "metrics"),
+    records("records all without metric", json.dumps([BASE, BASE]).encode(), 400, "metrics"),
+    records(
+        "record fractional steps",
+        json.dumps([RECORD, {**RECORD, "steps": 0.5}]).encode(),
+        202,
+        "steps",
+    ),
+    records(
+        "record null metric",
+        json.dumps([RECORD, {**BASE, "calories": None}]).encode(),
+        202,
+        "calories",
+    ),
+    records("record a list", json.dumps({"readings": [RECORD, [RECORD]]}).encode(), 202, "record"),
+    records(
+        "record NaN", raw("[" + json.dumps(RECORD).replace("4.5", "NaN") + "]"), 400, "calories"
+    ),
+    *(
+        records(
+            f"record user_id {n}",
+            raw(
+                "[" + json.dumps(RECORD) + "," + json.dumps(RECORD).replace('"u1"', f'"{t}"') + "]"
+            ),
+            202,
+            "user_id",
+        )
+        for n, t in TEXT_CASES[:6]
+    ),
+    records("records invalid UTF-8", b'[{"user_id":"\xfe"}]', 400, "body"),
+    records("records depth 1000", nested(1000).encode(), 400, "body"),
+    records(
+        "records deep unknown field", ('{"readings":[],"x":' + "[" * 2000).encode(), 400, "body"
+    ),
+    records("records a string", b'"records"', 400, "body"),
+    records("records readings not a list", b'{"readings":{"a":1}}', 400, "readings"),
+    records("records empty", b"[]", 400, "readings"),
+    records(
+        "records 32 UTC days",
+        json.dumps([{**day(n), "steps": 1} for n in range(1, 33)]).encode(),
+        400,
+        "readings",
+    ),
+    records(
+        "records over the batch limit", json.dumps([RECORD] * 10_001).encode(), 413, "readings"
+    ),
     # query parameters
     get("query user_id NUL", "user_id=a%00" + RANGE, 400, "user_id"),
     get("query user_id newline", "user_id=a%0Ab" + RANGE, 400, "user_id"),
@@ -328,7 +408,7 @@ def test_hostile_input_gets_its_status_and_names_the_field(hostile_client, case:
         found = [item["field"] for item in answer.get("errors", [])]
     if case.field is not None:
         assert found[0] == case.field, answer
-    if case.status == 202 and case.path == BATCH:
+    if case.status == 202 and (case.path.endswith("/batch") or case.path == RECORDS):
         assert answer["accepted"] >= 1  # the good readings beside the bad ones are kept
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.errors import InvalidInput, PayloadTooLarge
-from service.schema import HEART_RATE
+from service.schema import HEART_RATE, STEPS
 from service.validation import parse_batch, validate_batch
 
 MAX_BATCH = 5
@@ -111,3 +111,29 @@ def test_a_batch_over_too_many_days_is_refused_whole() -> None:
     bad_third = [reading(1), reading(2), {**reading(3), "heart_rate": 1}]
     result = validate_batch(json.dumps({"readings": bad_third}).encode(), HEART_RATE, 5, 2)
     assert (len(result.rows), len(result.errors)) == (2, 1)
+
+
+steps_value = st.one_of(
+    st.integers(-5, 100_005),
+    st.floats(-5, 100_005),
+    st.integers(0, 100_000).map(float),  # a float with no fraction: valid, but slow path
+    st.booleans(),
+)
+
+
+@given(st.lists(steps_value, max_size=MAX_BATCH + 1))
+def test_an_integer_metric_is_taken_fast_only_when_the_route_keeps_it_whole(values) -> None:
+    base = {"user_id": "u", "device_id": "d", "timestamp": "2024-01-15T10:00:00Z"}
+    body = json.dumps({"readings": [{**base, "steps": v} for v in values]}).encode()
+    fast = parse_batch(body, STEPS, MAX_BATCH, MAX_DAYS)
+    try:
+        result = validate_batch(body, STEPS, MAX_BATCH, MAX_DAYS)
+    except PayloadTooLarge:
+        assert fast is None
+        return
+    if fast is not None:
+        assert not result.errors
+        assert fast == result.rows
+    kept = [v for v in values if not isinstance(v, bool) and 0 <= v <= 100_000 and v == int(v)]
+    assert result.rows.value == [float(v) for v in kept]
+    assert all(type(v) is float for v in result.rows.value)

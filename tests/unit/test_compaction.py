@@ -253,7 +253,7 @@ def test_a_day_merge_works_one_user_range_at_a_time(tmp_path: Path) -> None:
     reader = Reader(Settings(data_dir=compacted.root), compacted, Buffer())
     for user in users:  # a query reads one day file per day and nothing else
         q = Query("heart_rate", user, BASE, BASE + 3 * DAY)
-        settled, fresh, _ = reader._sources(q, reader._unflushed(q.metric), False)
+        settled, fresh, _ = reader._sources(q, reader.unflushed(q.metric), False)
         assert (len(settled), fresh) == (days, None)
     assert {f.level for f in files} == {2}
     for day in {f.min_ts // DAY for f in files}:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from service.query.aggregate import distinct
 from service.query.reader import Query, Reader
 from service.schema import METRICS, MINUTE_MS
 
@@ -65,11 +66,16 @@ def _mean_metric(parts: pl.DataFrame) -> dict[str, Any]:
 
 def resting(parts: pl.DataFrame) -> float | None:
     """The lowest mean over ``RESTING_MINUTES`` consecutive minutes with readings."""
-    minutes = (
-        parts.group_by("slot")
-        .agg((pl.col("sum").sum() / pl.col("count").sum()).alias("mean"))
-        .sort("slot")
-    )
+    if len(distinct(parts["device_id"])) == 1:  # one row per minute already
+        minutes = parts.select("slot", (pl.col("sum") / pl.col("count")).alias("mean"))
+        if not minutes["slot"].is_sorted():
+            minutes = minutes.sort("slot")
+    else:  # timestamp scope: several devices' survivors in a minute
+        minutes = (
+            parts.group_by("slot")
+            .agg((pl.col("sum").sum() / pl.col("count").sum()).alias("mean"))
+            .sort("slot")
+        )
     span = (RESTING_MINUTES - 1) * MINUTE_MS
     epoch = pl.col("slot").dt.epoch("ms")
     windows = minutes.select(
@@ -82,6 +88,11 @@ def resting(parts: pl.DataFrame) -> float | None:
 
 
 def _devices(found: list[pl.DataFrame]) -> list[dict[str, Any]]:
+    ids = {d for df in found for d in distinct(df["device_id"])}
+    if len(ids) == 1:  # the usual case: no group-by over every minute of every metric
+        slots = pl.concat([df["slot"] for df in found])
+        readings = sum(int(df["count"].sum()) for df in found)
+        return [{"device_id": ids.pop(), "readings": readings, "minutes": slots.n_unique()}]
     parts = pl.concat([df.select("slot", "device_id", "count") for df in found])
     per_device = (
         parts.group_by("device_id")

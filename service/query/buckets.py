@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
@@ -53,10 +53,13 @@ class Shape:
 
 @cache
 def known_zone(name: str) -> bool:
-    """Whether Polars (and so the query) knows the IANA zone ``name``."""
+    """Whether the IANA zone ``name`` is known to the query."""
+    # both zone databases must know it: Polars' cuts hours and writes offsets, Python's
+    # (the tzdata package when the system has none) finds local midnights
     try:
+        ZoneInfo(name)
         pl.Series([0], dtype=pl.Datetime("ms", "UTC")).dt.convert_time_zone(name)
-    except (pl.exceptions.PolarsError, ValueError):
+    except (pl.exceptions.PolarsError, ValueError, ZoneInfoNotFoundError):
         return False
     return True
 

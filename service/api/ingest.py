@@ -11,8 +11,9 @@ from starlette.requests import ClientDisconnect
 
 from service import metrics
 from service.api.accept import accept, read_body, too_large
+from service.api.bodies import reading_bodies
 from service.api.context import worker_context
-from service.api.schemas import INGEST_RESPONSES, Accepted, BatchAccepted, reading_bodies
+from service.api.schemas import INGEST_RESPONSES, Accepted, BatchAccepted
 from service.errors import Detail, InvalidInput
 from service.schema import MetricSpec
 from service.validation import BatchResult, validate_batch, validate_one

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.api.accept import accept_records
+from service.api.bodies import records_body
 from service.api.context import worker_context
 from service.api.ingest import count_rejected, nothing_valid, validated_body
-from service.api.schemas import INGEST_RESPONSES, RecordsAccepted, records_body
+from service.api.schemas import INGEST_RESPONSES, RecordsAccepted
 from service.records import RecordsResult, validate_records
 
 PATH = "/readings"

@@ -45,7 +45,8 @@ def _no_default(schema: dict[str, Any]) -> None:
 
 def request_body(schema: dict[str, Any], example: object) -> dict[str, object]:
     """``openapi_extra`` declaring a JSON request body: ``schema`` inlined (its ``$defs``
-    would not resolve inside the OpenAPI document), and an example."""
+    would not resolve inside the OpenAPI document; ``openapi.amend`` moves each model in it
+    into the document's components), and an example."""
     content = {"schema": _inline(schema), "example": example}
     return {"requestBody": {"required": True, "content": {"application/json": content}}}
 

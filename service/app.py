@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import health, ingest, query, readings, users
+from service.api import health, ingest, openapi, query, readings, users
 from service.api import metrics as metrics_route
 from service.api import summary as summary_route
 from service.api.context import WorkerContext
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_handlers(app)
+    openapi.install(app)
     redirect_slashes_relatively(app)
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))

@@ -10,18 +10,38 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.context import WorkerContext, worker_context
+from service.api.schemas import Health, Readiness, documented
 from service.storage.files import write_private
 from service.storage.quarantine import quarantined
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", summary="Liveness: the worker answers")
+HEALTHY = {"status": "healthy", "service": "heart-rate-metrics"}
+NOT_READY = {"status": "not ready", "reasons": ["only 1048576 bytes free, below 67108864"]}
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    operation_id="get_health",
+    summary="Liveness: the worker answers",
+    responses={200: documented(HEALTHY)},
+)
 async def health() -> dict[str, str]:
-    return {"status": "healthy", "service": "heart-rate-metrics"}
+    return HEALTHY
 
 
-@router.get("/ready", summary="Readiness: storage is writable, readable and has room")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    operation_id="get_ready",
+    summary="Readiness: storage is writable, readable and has room",
+    responses={
+        200: documented({"status": "ready"}, description="Ready, or degraded (see `quarantined`)."),
+        503: documented(NOT_READY, model=Readiness, description="Not ready; `reasons` say why."),
+    },
+)
 async def ready(request: Request) -> JSONResponse:
     """503 when this worker cannot serve; 200 ``degraded`` when it serves without some
     quarantined files (an operator's job, which taking traffic away would not do)."""

@@ -11,8 +11,16 @@ from starlette.requests import ClientDisconnect
 
 from service import metrics
 from service.api.accept import accept, read_body, too_large
+from service.api.bodies import reading_bodies
 from service.api.context import worker_context
-from service.api.schemas import INGEST_RESPONSES, Accepted, BatchAccepted, reading_bodies
+from service.api.schemas import (
+    ACCEPTED,
+    BATCH_ACCEPTED,
+    INGEST_RESPONSES,
+    Accepted,
+    BatchAccepted,
+    documented,
+)
 from service.errors import Detail, InvalidInput
 from service.schema import MetricSpec
 from service.validation import BatchResult, validate_batch, validate_one
@@ -83,7 +91,8 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         path,
         status_code=202,
         response_model=Accepted,
-        responses=INGEST_RESPONSES,
+        responses={**INGEST_RESPONSES, 202: ACCEPTED},
+        operation_id=f"post_{spec.name}_reading",
         summary=f"Store one {spec.name} reading",
         openapi_extra=one_body,
     )
@@ -102,7 +111,8 @@ def ingest_router(spec: MetricSpec) -> APIRouter:
         path + "/batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=INGEST_RESPONSES,
+        responses={**INGEST_RESPONSES, 202: documented(BATCH_ACCEPTED)},
+        operation_id=f"post_{spec.name}_batch",
         summary=f"Store a batch of {spec.name} readings",
         openapi_extra=batch_body,
     )

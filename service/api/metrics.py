@@ -20,6 +20,24 @@ def _render() -> bytes:
     return generate_latest(registry)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+EXAMPLE = """\
+# HELP hr_readings_accepted_total Readings acknowledged (durable per the durability mode).
+# TYPE hr_readings_accepted_total counter
+hr_readings_accepted_total{endpoint="single"} 1.0
+"""
+
+
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    summary="Prometheus metrics, merged over every worker",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": EXAMPLE}},
+        }
+    },
+)
 async def prometheus_metrics() -> Response:
     return Response(await anyio.to_thread.run_sync(_render), media_type=CONTENT_TYPE_LATEST)

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
+from fastapi import Query
 from starlette.requests import Request
 
 from service.errors import field_error
 from service.query.buckets import INTERVALS, STATS, Shape, known_zone
 from service.timestamps import parse_timestamp_ms
 from service.validation import DEVICE_ID_MAX, TEXT_REASON, USER_ID_MAX, printable
+
+# documented as date-times; a route parses them itself (``time_range``), naming a bad one
+Start = Annotated[
+    str,
+    Query(
+        description="Inclusive start, ISO 8601; no offset means UTC.",
+        json_schema_extra={"format": "date-time"},
+        examples=["2024-01-15T10:00:00Z"],
+    ),
+]
+End = Annotated[
+    str,
+    Query(
+        description="Exclusive end, ISO 8601; after `start`, and the range is bounded.",
+        json_schema_extra={"format": "date-time"},
+        examples=["2024-01-15T11:00:00Z"],
+    ),
+]
 
 
 def only(request: Request, allowed: Iterable[str]) -> None:

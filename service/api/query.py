@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from service.api import params
 from service.api.context import worker_context
 from service.api.representation import accepts_gzip, encode, respond, wants_csv
-from service.api.schemas import QUERY_ERRORS, Series
+from service.api.schemas import QUERY_ERRORS, series_example, series_model
 from service.errors import NotFound
 from service.query.buckets import INTERVALS
 from service.query.reader import Query as SeriesQuery
@@ -19,30 +19,65 @@ from service.schema import MetricSpec
 
 SERIES_PARAMS = ("user_id", "start", "end", "device_id", "interval", "tz", "stats")
 
+DESCRIPTION = (
+    "Readings with `start <= timestamp < end`, de-duplicated, one device per priority bucket "
+    "(the minute, or the second at `1s`), aggregated per `interval` bucket."
+)
+# documented as an enum and a pattern; the route checks them itself, naming the parameter
+Interval = Annotated[
+    str,
+    Query(
+        description="Bucket width; `1h` and `1d` buckets follow the clock of `tz`.",
+        json_schema_extra={
+            "enum": list(INTERVALS),
+            # names for the enum's members in generated clients (EVERY_5M, not VALUE_2)
+            "x-enum-varnames": [f"EVERY_{name.upper()}" for name in INTERVALS],
+        },
+    ),
+]
+Zone = Annotated[str, Query(description="IANA time zone name.", examples=["Europe/Berlin"])]
+Stats = Annotated[
+    str | None,
+    Query(
+        description="Comma list of `min`, `max`, `count`, each at most once: each bucket "
+        "then carries those fields, over the same readings as its value.",
+        json_schema_extra={"pattern": "^(min|max|count)(,(min|max|count))*$"},
+        examples=["min,max,count"],
+    ),
+]
 
+
+# longer than 40 lines: one route function closed over its metric, and its documentation
 def query_router(spec: MetricSpec) -> APIRouter:
     router = APIRouter(tags=["query"])
+    example, csv_example = series_example(spec)
 
     @router.get(
         spec.path,
-        response_model=Series,
+        response_model=series_model(spec),
+        operation_id=f"get_{spec.name}_series",
         summary=f"{spec.name} series at any interval",
+        description=DESCRIPTION,
         responses={
             **QUERY_ERRORS,
-            200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+            200: {
+                "description": "The buckets, as JSON or (with `Accept: text/csv`) as CSV.",
+                "content": {
+                    "application/json": {"example": example},
+                    "text/csv": {"schema": {"type": "string"}, "example": csv_example},
+                },
+            },
         },
     )
     async def get_series(
         request: Request,
         user_id: Annotated[str, Query(description="The user whose readings to return.")],
-        start: Annotated[str, Query(description="Inclusive start, ISO 8601.")],
-        end: Annotated[str, Query(description="Exclusive end, ISO 8601.")],
+        start: params.Start,
+        end: params.End,
         device_id: Annotated[str | None, Query(description="Only this device.")] = None,
-        interval: Annotated[str, Query(description="Bucket width: " + ", ".join(INTERVALS))] = "1m",
-        tz: Annotated[
-            str, Query(description="IANA zone: 1h and 1d buckets follow its clock.")
-        ] = "UTC",
-        stats: Annotated[str | None, Query(description="Comma list of min, max, count.")] = None,
+        interval: Interval = "1m",
+        tz: Zone = "UTC",
+        stats: Stats = None,
     ) -> Response:
         params.only(request, SERIES_PARAMS)
         params.user(user_id, device_id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.api.accept import accept_records
+from service.api.bodies import records_body
 from service.api.context import worker_context
 from service.api.ingest import count_rejected, nothing_valid, validated_body
-from service.api.schemas import INGEST_RESPONSES, RecordsAccepted, records_body
+from service.api.schemas import INGEST_RESPONSES, RECORDS_ACCEPTED, RecordsAccepted, documented
 from service.records import RecordsResult, validate_records
 
 PATH = "/readings"
@@ -19,7 +20,8 @@ router = APIRouter(tags=["ingest"])
     PATH,
     status_code=202,
     response_model=RecordsAccepted,
-    responses=INGEST_RESPONSES,
+    responses={**INGEST_RESPONSES, 202: documented(RECORDS_ACCEPTED)},
+    operation_id="post_readings",
     summary="Store records of several metrics (heart rate, steps, calories)",
     description=(
         '`{"readings": [...]}` or a bare array of records. Each metric field of a record '

@@ -1,14 +1,85 @@
-"""Response models: they document the API in OpenAPI; bodies are built without them."""
+"""Response models and the statuses each route documents, each with an example of its body.
+
+They describe the API in the OpenAPI document; the bodies themselves are written without
+them (by Polars, msgspec or json), so the examples below are copies of real answers.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, Field, create_model
 
-from service.schema import METRICS, MetricSpec
-from service.validation import DEVICE_ID_MAX, USER_ID_MAX
+from service.errors import error_body
+from service.schema import MetricSpec
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def documented(
+    example: object, media_type: str = "application/json", **extra: object
+) -> dict[str, Any]:
+    """One documented response: ``extra`` (``model``, ``description``) and an example body."""
+    return {**extra, "content": {media_type: {"example": example}}}
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    reason: str
+    index: int | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[ErrorDetail]
+
+
+def error_response(
+    description: str, field: str | None, reason: str, code: str = "invalid_input"
+) -> dict[str, Any]:
+    """A documented error response, its example naming ``field`` and ``reason``."""
+    detail: dict[str, str | int] = (
+        {"reason": reason} if field is None else {"field": field, "reason": reason}
+    )
+    return documented(error_body(code, [detail]), model=ErrorBody, description=description)
+
+
+INGEST_RESPONSES: Responses = {
+    400: error_response(
+        "Invalid input; each bad field is named.",
+        "timestamp",
+        "must be an ISO 8601 date-time in the years 1970 to 2100, such as 2024-01-15T10:00:00Z",
+    ),
+    408: error_response(
+        "The body did not arrive in time.",
+        "body",
+        "not received within 10s",
+        "request_timeout",
+    ),
+    413: error_response(
+        "Body or batch over its limit.",
+        "readings",
+        "at most 10000 readings per batch",
+        "payload_too_large",
+    ),
+    503: error_response(
+        "Overloaded or disk full; retry after Retry-After.",
+        None,
+        "100000 rows wait for a flush; try again shortly",
+        "overloaded",
+    ),
+}
+QUERY_ERRORS: Responses = {
+    400: error_response(
+        "A bad or unknown parameter; it is named.",
+        "interval",
+        "must be one of 1s, 1m, 5m, 15m, 30m, 1h, 1d",
+    ),
+    404: error_response(
+        "No readings in the range.", "user_id", "no readings in the requested range", "not_found"
+    ),
+}
 
 
 class Accepted(BaseModel):
@@ -29,50 +100,70 @@ class BatchAccepted(BaseModel):
     errors: list[BatchError]
 
 
-class Bucket(BaseModel):
-    timestamp: str
-    heart_rate: float
-    device_id: str
+class RecordsAccepted(BatchAccepted):
+    by_metric: dict[str, int] = Field(description="Readings stored per metric.")
 
 
-class Series(BaseModel):
-    user_id: str
-    data: list[Bucket]
-    count: int
-
-
-class UserList(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"users": ["u1", "u2"], "next": "u2"}]}
-    )
-
-    users: list[str]
-    next: str | None = Field(
-        description="The last user of this page when more users follow (pass it as `after`)."
-    )
-
-
-class ErrorDetail(BaseModel):
-    field: str | None = None
-    reason: str
-    index: int | None = None
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: list[ErrorDetail]
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorBody, "description": "Invalid input; each bad field is named."},
-    413: {"model": ErrorBody, "description": "Body or batch over its limit."},
-    503: {"model": ErrorBody, "description": "Overloaded or disk full; retry after Retry-After."},
+ACCEPTED = documented({"status": "accepted"})
+BATCH_ACCEPTED = {
+    "status": "accepted",
+    "accepted": 1,
+    "rejected": 1,
+    "total": 2,
+    "errors": [{"index": 1, "field": "heart_rate", "reason": "must be between 30 and 220"}],
+}
+RECORDS_ACCEPTED = {
+    **BATCH_ACCEPTED,
+    "errors": [{"index": 1, "field": "steps", "reason": "must be between 0 and 100000"}],
+    "by_metric": {"heart_rate": 1, "steps": 1, "calories": 0},
 }
 
-QUERY_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorBody, "description": "A bad or unknown parameter; it is named."},
-    404: {"model": ErrorBody, "description": "No readings in the range."},
-}
+
+def series_model(spec: MetricSpec) -> type[BaseModel]:
+    """``<Metric>Series``: its buckets carry the metric's own field and type."""
+    kind = int if spec.integer else float
+    name = spec.name.title().replace("_", "")
+    bucket = create_model(  # type: ignore[call-overload]
+        f"{name}Bucket",
+        timestamp=(datetime, Field(description="The bucket's start, in the offset of `tz`.")),
+        **{spec.field: (kind, Field(description=f"The bucket's {spec.aggregation}."))},
+        device_id=(str, Field(description="The device that supplied the bucket.")),
+        min=_stat(kind, "Lowest reading; with `stats=min`."),
+        max=_stat(kind, "Highest reading; with `stats=max`."),
+        count=_stat(int, "Readings in the bucket; with `stats=count`."),
+    )
+    model: type[BaseModel] = create_model(
+        f"{name}Series",
+        user_id=(str, ...),
+        data=(list[bucket], Field(description="Buckets by `timestamp`, ascending.")),  # type: ignore[valid-type]
+        count=(int, Field(description="The number of buckets in `data`.")),
+    )
+    return model
+
+
+def _stat(kind: type, description: str) -> tuple[object, object]:
+    # absent unless asked for, never null: no "null" type and no default in the schema
+    return kind, Field(None, description=description, json_schema_extra=_no_default)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def series_example(spec: MetricSpec) -> tuple[dict[str, object], str]:
+    """A JSON and a CSV example of the metric's series with ``stats=min,max,count``."""
+    value = {"heart_rate": 75.5, "steps": 120, "calories": 4.5}.get(spec.field, spec.minimum)
+    low, high = (72.0, 79.0) if spec.field == "heart_rate" else (value, value)
+    bucket = {
+        "timestamp": "2024-01-15T10:00:00Z",
+        spec.field: value,
+        "device_id": "device_a",
+        "min": low,
+        "max": high,
+        "count": 2 if spec.field == "heart_rate" else 1,
+    }
+    csv = f"timestamp,{spec.field},device_id,min,max,count\n" + ",".join(map(str, bucket.values()))
+    return {"user_id": "user_123", "data": [bucket], "count": 1}, csv + "\n"
 
 
 class HeartRateSummary(BaseModel):
@@ -81,10 +172,17 @@ class HeartRateSummary(BaseModel):
     max: float
     count: int
     minutes: int
-    resting: float | None
+    resting: float | None = Field(
+        description="Lowest mean of 5 consecutive minutes with readings; null without them."
+    )
 
 
-class TotalSummary(BaseModel):
+class StepsSummary(BaseModel):
+    total: int
+    minutes: int
+
+
+class CaloriesSummary(BaseModel):
     total: float
     minutes: int
 
@@ -97,117 +195,49 @@ class DeviceSummary(BaseModel):
 
 class Summary(BaseModel):
     user_id: str
-    start: str
-    end: str
+    start: datetime = Field(description="The range's start, in the offset of `tz`.")
+    end: datetime = Field(description="The range's end, in the offset of `tz`.")
     heart_rate: HeartRateSummary | None
-    steps: TotalSummary | None
-    calories: TotalSummary | None
+    steps: StepsSummary | None
+    calories: CaloriesSummary | None
     devices: list[DeviceSummary]
 
 
-class RecordsAccepted(BatchAccepted):
-    by_metric: dict[str, int]  # readings stored per metric
-
-
-INGEST_RESPONSES: dict[int | str, dict[str, object]] = {
-    **ERROR_RESPONSES,
-    408: {"model": ErrorBody, "description": "The body did not arrive in time."},
+SUMMARY = {
+    "user_id": "user_123",
+    "start": "2024-01-15T00:00:00Z",
+    "end": "2024-01-16T00:00:00Z",
+    "heart_rate": {
+        "mean": 71.8,
+        "min": 48.0,
+        "max": 164.0,
+        "count": 51234,
+        "minutes": 1402,
+        "resting": 52.5,
+    },
+    "steps": {"total": 10412, "minutes": 431},
+    "calories": {"total": 2210.5, "minutes": 1440},
+    "devices": [{"device_id": "device_a", "readings": 50012, "minutes": 1390}],
 }
 
 
-# Request bodies. The routes read the raw body (msgspec is several times faster than
-# pydantic there); these models only describe it in the OpenAPI document.
-
-
-class ReadingBase(BaseModel):
-    user_id: Annotated[str, Field(min_length=1, max_length=USER_ID_MAX)] | int = Field(
-        description="A JSON integer is stored as its decimal string."
-    )
-    device_id: Annotated[str, Field(min_length=1, max_length=DEVICE_ID_MAX)]
-    timestamp: datetime = Field(
-        description="ISO 8601 date-time, years 1970 to 2100; no offset means UTC."
+class UserList(BaseModel):
+    users: list[str]
+    next: str | None = Field(
+        description="The last user of this page when more users follow (pass it as `after`)."
     )
 
 
-def _one_metric_or_more(schema: dict[str, Any]) -> None:
-    schema["anyOf"] = [{"required": [spec.field]} for spec in METRICS.values()]
+class Health(BaseModel):
+    status: Literal["healthy"]
+    service: str
 
 
-class RecordBase(ReadingBase):
-    model_config = ConfigDict(json_schema_extra=_one_metric_or_more)
-
-
-def _value(spec: MetricSpec, *, optional: bool) -> tuple[object, object]:
-    """A metric field for ``create_model``: its type, bounds and rule, and whether it is
-    required (absent, never null, when optional: no "default" in the schema)."""
-    kind = int if spec.integer else float
-    rule = f"{spec.minimum:g} to {spec.maximum:g}" + (", whole" if spec.integer else "")
-    value = Annotated[kind, Field(ge=spec.minimum, le=spec.maximum, description=rule)]  # type: ignore[valid-type]
-    return value, Field(None, json_schema_extra=_no_default) if optional else ...
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
-def request_body(schema: dict[str, Any], example: object) -> dict[str, object]:
-    """``openapi_extra`` declaring a JSON request body: ``schema`` inlined (its ``$defs``
-    would not resolve inside the OpenAPI document), and an example."""
-    content = {"schema": _inline(schema), "example": example}
-    return {"requestBody": {"required": True, "content": {"application/json": content}}}
-
-
-def _inline(schema: dict[str, Any]) -> object:
-    defs = schema.pop("$defs", {})
-    assert isinstance(defs, dict)
-
-    def resolve(node: object) -> object:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    return resolve(schema)
-
-
-_EXAMPLE = {"user_id": "user_123", "device_id": "device_a", "timestamp": "2024-01-15T10:00:00Z"}
-_EXAMPLE_VALUES: dict[str, float] = {"heart_rate": 75, "steps": 120, "calories": 4.5}
-
-
-def _example(spec: MetricSpec, **changes: object) -> dict[str, object]:
-    return {**_EXAMPLE, spec.field: _EXAMPLE_VALUES.get(spec.field, spec.minimum), **changes}
-
-
-def reading_bodies(spec: MetricSpec) -> tuple[dict[str, object], dict[str, object]]:
-    """``openapi_extra`` of the metric's single and batch routes."""
-    name = spec.name.title().replace("_", "")
-    value = {spec.field: _value(spec, optional=False)}
-    reading = create_model(f"{name}Reading", __base__=ReadingBase, **value)  # type: ignore[call-overload]
-    batch = create_model(f"{name}Batch", readings=(list[reading], Field(min_length=1)))  # type: ignore[valid-type]
-    one = _example(spec)
-    two = [one, _example(spec, timestamp="2024-01-15T10:00:05Z")]
-    return (
-        request_body(reading.model_json_schema(), one),
-        request_body(batch.model_json_schema(), {"readings": two}),
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "not ready"]
+    reasons: list[str] = Field(
+        default_factory=list, description="Why the worker cannot serve (503 only)."
     )
-
-
-def records_body() -> dict[str, object]:
-    """``openapi_extra`` of ``POST /readings``: records of several metrics."""
-    values = {spec.field: _value(spec, optional=True) for spec in METRICS.values()}
-    record = create_model("Record", __base__=RecordBase, **values)  # type: ignore[call-overload]
-    wrapped = create_model("Records", readings=(list[record], Field(min_length=1)))  # type: ignore[valid-type]
-    shape = TypeAdapter[Any](wrapped | list[record])  # type: ignore[valid-type,arg-type]
-    heart_rate, steps, calories = (METRICS[name] for name in ("heart_rate", "steps", "calories"))
-    example = {
-        "readings": [
-            {**_example(heart_rate), "steps": _EXAMPLE_VALUES["steps"]},
-            _example(calories, timestamp="2024-01-15T10:01:00Z"),
-            _example(steps, timestamp="2024-01-15T10:01:00Z", device_id="device_b"),
-        ]
-    }
-    return request_body(shape.json_schema(), example)
+    quarantined: list[str] = Field(
+        default_factory=list, description="Unreadable data files moved aside, if any."
+    )

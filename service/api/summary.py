@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from service.api import params
 from service.api.context import worker_context
 from service.api.representation import accepts_gzip, encode, respond
-from service.api.schemas import QUERY_ERRORS, Summary
+from service.api.schemas import QUERY_ERRORS, SUMMARY, Summary, documented
 from service.errors import NotFound
 from service.query.summary import summary
 from service.schema import DAY_MS
@@ -22,14 +22,17 @@ router = APIRouter(tags=["query"])
 @router.get(
     "/summary",
     response_model=Summary,
+    operation_id="get_summary",
     summary="A user's totals, resting heart rate and devices over a range",
-    responses=QUERY_ERRORS,
+    description="Counted as the series count them: after duplicates, last write wins and "
+    "device priority. A metric without readings in the range is `null`.",
+    responses={**QUERY_ERRORS, 200: documented(SUMMARY)},
 )
 async def get_summary(
     request: Request,
     user_id: Annotated[str, Query(description="The user to summarise.")],
-    start: Annotated[str, Query(description="Inclusive start, ISO 8601.")],
-    end: Annotated[str, Query(description="Exclusive end, ISO 8601.")],
+    start: params.Start,
+    end: params.End,
     tz: Annotated[str, Query(description="IANA zone the range is echoed in.")] = "UTC",
 ) -> Response:
     params.only(request, ("user_id", "start", "end", "tz"))

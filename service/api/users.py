@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.datastructures import QueryParams
 
 from service.api.context import worker_context
-from service.api.schemas import ERROR_RESPONSES, UserList
+from service.api.schemas import UserList, documented, error_response
 from service.errors import field_error
 from service.query.users import Page
 from service.validation import TEXT_REASON, USER_ID_MAX, printable
@@ -53,11 +53,15 @@ router = APIRouter(tags=["users"])
 @router.get(
     "/users",
     response_model=UserList,
+    operation_id="list_users",
     summary="Users with stored readings, sorted by id, a page at a time",
     responses={
-        400: ERROR_RESPONSES[400],
-        503: ERROR_RESPONSES[503]
-        | {"description": "The worker is starting or stopping; retry after Retry-After."},
+        200: documented({"users": ["u1", "u2"], "next": "u2"}),
+        400: error_response(
+            "A bad, repeated or unknown parameter; it is named.",
+            "limit",
+            f"must be an integer from 1 to {LIMIT_MAX}",
+        ),
     },
     openapi_extra={"parameters": _DOCUMENTED},
 )

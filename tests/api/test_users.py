@@ -191,10 +191,11 @@ def test_limits_at_the_bounds_are_accepted(client: TestClient) -> None:
 
 def test_openapi_documents_the_route_without_422(client: TestClient) -> None:
     op = client.get("/openapi.json").json()["paths"]["/users"]["get"]
-    assert set(op["responses"]) == {"200", "400", "503"}
+    # a 503 while the worker starts or stops is any route's, in the document's description
+    assert set(op["responses"]) == {"200", "400"}
     assert {p["name"] for p in op["parameters"]} == {"limit", "after", "prefix"}
-    schema = client.get("/openapi.json").json()["components"]["schemas"]["UserList"]
-    assert schema["examples"] == [{"users": ["u1", "u2"], "next": "u2"}]
+    example = op["responses"]["200"]["content"]["application/json"]["example"]
+    assert example == {"users": ["u1", "u2"], "next": "u2"}
 
 
 def test_the_user_list_is_not_read_from_every_file_each_time(client: TestClient) -> None:

@@ -125,6 +125,18 @@ class Reader:
         ]
         return self._buffer.snapshot(metric) + self._tails[metric].read(others)
 
+    def rows(
+        self, q: Query, unflushed: list[pl.DataFrame]
+    ) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+        """(settled, fresh): the rows of ``q`` from the sources a series reads, compacted
+        rows (unique per identity) apart from every other row (``unflushed`` read before
+        this call); ``query.aggregate.combine`` makes them one row per identity."""
+        settled, fresh, _ = self._sources(q, unflushed, observe=False)
+        return (
+            self._pick(q, self._scan(settled)) if settled else None,
+            None if fresh is None else self._pick(q, fresh),
+        )
+
     def _sources(
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool
     ) -> tuple[list[FragmentInfo], pl.LazyFrame | None, int]:

@@ -169,9 +169,7 @@ def _write_parquet(
 
     try:
         with sink:
-            register_io_source(source, schema=EXPORT_SCHEMA).sink_parquet(
-                sink, engine="streaming"
-            )
+            register_io_source(source, schema=EXPORT_SCHEMA).sink_parquet(sink, engine="streaming")
     except BaseException as exc:  # handed to the reading thread, which raises it
         if not stop.is_set():  # else the reader closed the pipe: nobody wants the rest
             failed.append(exc)

@@ -42,6 +42,8 @@ from service.storage.files import is_held, private_lock, unlink_quietly
 from service.storage.fragments import FragmentInfo, rollup_name, write_rollup
 from service.storage.orphans import sweep
 from service.storage.quarantine import merge_readable
+from service.storage.retention import Retention, demoted_days, must_merge
+from service.storage.retention import apply as expire
 from service.storage.store import Store
 
 log = logging.getLogger("service.storage")
@@ -60,6 +62,8 @@ class Report:
     purged: int = 0
     orphans: int = 0  # unlisted files a killed writer left, deleted
     quarantined: int = 0  # unreadable inputs (and companions) moved out of the way
+    expired: int = 0  # raw files past HR_RETENTION_DAYS retired (their rollups kept)
+    rollups_expired: int = 0  # rollups past HR_ROLLUP_RETENTION_DAYS retired
 
 
 def compact(
@@ -69,10 +73,13 @@ def compact(
     grace_s: float = _DEFAULTS.compact_grace_s,
     force: bool = False,
     max_rows: int = _DEFAULTS.compact_max_rows,
+    retention: Retention = Retention(),  # noqa: B008 (immutable)
 ) -> Report | None:
     """Run one compaction pass; None when another process is compacting.
 
-    With ``force`` every day is merged down to a single level-2 file.
+    With ``force`` every day is merged down to a single level-2 file. Days past
+    ``retention`` are merged whatever their files (their rollups must be whole), then
+    expired (see ``retention``).
     """
     lock = compaction_lock(store)
     try:
@@ -87,15 +94,21 @@ def compact(
         by_metric: dict[str, list[FragmentInfo]] = defaultdict(list)
         for f in level0:
             by_metric[f.metric].append(f)
+        cutoff = retention.raw_cutoff()
         for metric, group in by_metric.items():
-            while level0_due(len(group), min_files, force):
+            demoted = demoted_days(store.manifest.read(), metric)
+            while level0_due(len(group), min_files, force or must_merge(group, demoted, cutoff)):
                 batch, group = _take(group, max_rows)
                 merge = partial(_merge_level0, store, metric, report=report)
                 report.quarantined += merge_readable(store, batch, merge)
-        for (metric, _day), group in by_day(store.manifest.read().fragments).items():
-            if day_due(group, min_files, force):
+        snapshot = store.manifest.read()
+        for (metric, day), group in by_day(snapshot.fragments).items():
+            if day in demoted_days(snapshot, metric):
+                continue  # rolled up for good: retention drops these late files
+            if day_due(group, min_files, force or must_merge(group, set(), cutoff)):
                 merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
                 report.quarantined += merge_readable(store, group, merge)
+        report.expired, report.rollups_expired = expire(store, retention)
         return report
     finally:
         lock.release()

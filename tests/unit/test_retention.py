@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from service.backup import backup
 from service.config import ConfigError, Settings
 from service.errors import InvalidInput
 from service.ingest.buffer import Buffer
@@ -159,3 +160,13 @@ def test_retention_settings_are_read() -> None:
     settings = Settings.from_env({"HR_RETENTION_DAYS": "30", "HR_ROLLUP_RETENTION_DAYS": "400"})
     assert (settings.retention_days, settings.rollup_retention_days) == (30, 400)
     assert (Settings().retention_days, Settings().rollup_retention_days) == (0, 0)
+
+
+def test_a_backup_keeps_the_rolled_up_days(store: Store, tmp_path: Path) -> None:
+    assert compact(store, grace_s=0.0, retention=Retention(10)) is not None
+    before = answers(store)
+    backup(store, tmp_path / "copy")
+    copy = Store(tmp_path / "copy", "w2", 5)
+    assert copy.manifest.read().rollups == store.manifest.read().rollups
+    assert verify(copy) == []
+    assert answers(copy) == before

@@ -101,17 +101,26 @@ def compact(
                 batch, group = _take(group, max_rows)
                 merge = partial(_merge_level0, store, metric, report=report)
                 report.quarantined += merge_readable(store, batch, merge)
-        snapshot = store.manifest.read()
-        for (metric, day), group in by_day(snapshot.fragments).items():
-            if day in demoted_days(snapshot, metric):
-                continue  # rolled up for good: retention drops these late files
-            if day_due(group, min_files, force or must_merge(group, set(), cutoff)):
-                merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
-                report.quarantined += merge_readable(store, group, merge)
+        _merge_days(store, report, min_files, force, cutoff, max_rows)
         report.expired, report.rollups_expired = expire(store, retention)
         return report
     finally:
         lock.release()
+
+
+def _merge_days(
+    store: Store, report: Report, min_files: int, force: bool, cutoff: int | None, max_rows: int
+) -> None:
+    """Merge the days that are due (with ``force`` all), and those with rows before the
+    retention ``cutoff``; never a day already rolled up for good (retention drops files
+    that arrive for it)."""
+    snapshot = store.manifest.read()
+    for (metric, day), group in by_day(snapshot.fragments).items():
+        if day in demoted_days(snapshot, metric):
+            continue
+        if day_due(group, min_files, force or must_merge(group, set(), cutoff)):
+            merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
+            report.quarantined += merge_readable(store, group, merge)
 
 
 def compaction_lock(store: Store) -> FileLock:

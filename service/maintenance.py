@@ -181,7 +181,8 @@ def _verify(store: Store, settings: Settings, args: argparse.Namespace) -> int:
     snapshot = store.manifest.read()
     print(
         f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "
-        f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired"
+        f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired, "
+        f"{len(snapshot.rollups)} rollups past raw retention"
     )
     print("\n".join([*wal_state(store), *problems]) or "no WAL files")
     print("OK" if not problems else f"{len(problems)} problems")

@@ -33,9 +33,8 @@ def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int
     with compaction_lock(store).acquire(timeout=timeout_s):
         manifest = store.manifest.path.read_bytes() if store.manifest.path.exists() else None
         snapshot = store.manifest.read()
-        for f in snapshot.fragments:
-            for name in f.files:
-                copy_private(store.fragment_dir / name, dest / "fragments" / name)
+        for name in snapshot.listed():
+            copy_private(store.fragment_dir / name, dest / "fragments" / name)
         copied = 0
         for segments in list_segments(store.wal_dir).values():
             for path in segments:
@@ -45,5 +44,5 @@ def backup(store: Store, dest: Path, timeout_s: float = 600.0) -> tuple[int, int
     if manifest is not None:
         # keep only the listed entries: the retired ones were not copied
         restored = Manifest(dest / "manifest.json", 10)
-        restored.commit(add=snapshot.fragments)
+        restored.restore(snapshot.fragments, snapshot.rollups)
     return len(snapshot.fragments), copied

@@ -23,6 +23,7 @@ from pathlib import Path
 from service import logs
 from service.config import Settings
 from service.storage.compaction import Report, compact
+from service.storage.retention import Retention
 from service.storage.store import Store
 
 
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-files", type=int, help="files that trigger a merge")
     parser.add_argument("--grace-s", type=float, help="retired files' grace period")
     parser.add_argument("--max-rows", type=int, help="input rows per merge step")
+    parser.add_argument("--retention-days", type=int, help="raw readings kept, in days")
+    parser.add_argument("--rollup-retention-days", type=int, help="rollups kept, in days")
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
     parser.add_argument(
         "--stop-with-parent", action="store_true", help="stop when the starting process is gone"
@@ -63,13 +66,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_pass(store: Store, settings: Settings, args: argparse.Namespace) -> Report | None:
     """One pass with the options ``args`` gives (``full``, ``min_files``, ``grace_s``,
-    ``max_rows``), the settings' values where it gives none; None when another runs."""
+    ``max_rows``, retention), the settings' values where it gives none; None when another
+    runs."""
+    # ``ops/maint compact`` has no retention options: the environment's settings hold
+    raw = getattr(args, "retention_days", None)
+    rolled = getattr(args, "rollup_retention_days", None)
+    retention = Retention(
+        settings.retention_days if raw is None else raw,
+        settings.rollup_retention_days if rolled is None else rolled,
+    )
     return compact(
         store,
         force=args.full,
         min_files=args.min_files or settings.compact_min_files,
         grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
         max_rows=args.max_rows or settings.compact_max_rows,
+        retention=retention,
     )
 
 

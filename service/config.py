@@ -45,6 +45,8 @@ class Settings:
     compact_grace_s: float = 120.0
     compact_max_rows: int = 400_000  # input rows per merge step: ~120 MB at the peak
     rollup_cache_bytes: int = 64 * 1024 * 1024
+    retention_days: int = 0  # raw readings older than this many whole UTC days: 0 = forever
+    rollup_retention_days: int = 0  # per-minute rollups likewise: 0 = forever
     log_level: str = "INFO"
     log_format: Literal["auto", "text", "json"] = "auto"
     access_log: bool = True
@@ -58,6 +60,13 @@ class Settings:
             raise ConfigError(
                 f"HR_MAX_BATCH={settings.max_batch} is larger than "
                 f"HR_MAX_BUFFER_ROWS={settings.max_buffer_rows}"
+            )
+        rollups, raw = settings.rollup_retention_days, settings.retention_days
+        if rollups and not 0 < raw <= rollups:
+            # rollups are what is left of a day once its raw readings are gone
+            raise ConfigError(
+                f"HR_ROLLUP_RETENTION_DAYS={rollups} needs HR_RETENTION_DAYS between 1 and "
+                f"{rollups} (it is {raw}): rollups outlive raw readings, never the reverse"
             )
         return settings
 
@@ -85,6 +94,8 @@ class Settings:
             compact_grace_s=_float(env, "HR_COMPACT_GRACE_S", 120.0, minimum=0.0),
             compact_max_rows=_int(env, "HR_COMPACT_MAX_ROWS", 400_000, minimum=1000),
             rollup_cache_bytes=_int(env, "HR_ROLLUP_CACHE_MB", 64, minimum=0) * 1024 * 1024,
+            retention_days=_int(env, "HR_RETENTION_DAYS", 0, minimum=0),
+            rollup_retention_days=_int(env, "HR_ROLLUP_RETENTION_DAYS", 0, minimum=0),
             log_level=_choice(
                 env, "HR_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),

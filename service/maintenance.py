@@ -33,7 +33,7 @@ def verify(store: Store) -> list[str]:
     files (their rows are missing from answers until an operator restores them)."""
     problems: list[str] = []
     snapshot = store.manifest.read()
-    listed = {name for f in snapshot.fragments for name in f.files}
+    listed = snapshot.listed()
     for f in snapshot.fragments:
         path = store.fragment_dir / f.name
         try:
@@ -61,6 +61,8 @@ def verify(store: Store) -> list[str]:
             )
         if f.rollup:
             problems += _verify_rollup(store, f)
+    for r in snapshot.rollups:  # a day past raw retention: only its rollup is left
+        problems += _verify_rollup(store, r, r.name)
     problems += _verify_ranges(snapshot.fragments)
     return problems + _unlisted(store, listed | {name for name, _ in snapshot.retired})
 
@@ -96,8 +98,8 @@ def _verify_ranges(fragments: tuple[FragmentInfo, ...]) -> list[str]:
     return problems
 
 
-def _verify_rollup(store: Store, f: FragmentInfo) -> list[str]:
-    name = rollup_name(f.name)
+def _verify_rollup(store: Store, f: FragmentInfo, name: str | None = None) -> list[str]:
+    name = name or rollup_name(f.name)
     try:
         counted = (
             pl.scan_parquet(store.fragment_dir / name, schema=ROLLUP_SCHEMA)
@@ -179,7 +181,8 @@ def _verify(store: Store, settings: Settings, args: argparse.Namespace) -> int:
     snapshot = store.manifest.read()
     print(
         f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "
-        f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired"
+        f"{sum(f.rows for f in snapshot.fragments)} rows, {len(snapshot.retired)} retired, "
+        f"{len(snapshot.rollups)} rollups past raw retention"
     )
     print("\n".join([*wal_state(store), *problems]) or "no WAL files")
     print("OK" if not problems else f"{len(problems)} problems")

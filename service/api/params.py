@@ -52,7 +52,7 @@ def user(user_id: str, device_id: str | None = None) -> None:
 
 def time_range(start: str, end: str, width_ms: int, max_buckets: int, unit: str) -> tuple[int, int]:
     """``(start_ms, end_ms)``; the range may hold at most ``max_buckets`` of ``width_ms``."""
-    start_ms, end_ms = parse_timestamp_ms(_unplus(start)), parse_timestamp_ms(_unplus(end))
+    start_ms, end_ms = parse_timestamp_ms(unplus(start)), parse_timestamp_ms(unplus(end))
     if start_ms is None:
         raise field_error("start", "must be an ISO 8601 date-time")
     if end_ms is None:
@@ -83,6 +83,6 @@ def shape(interval: str, tz: str, stats: str | None) -> Shape:
     return Shape(interval, zone(tz), tuple(chosen))
 
 
-def _unplus(text: str) -> str:
+def unplus(text: str) -> str:
     # an unencoded "+02:00" in a query string arrives as " 02:00"
     return text[:11] + text[11:].replace(" ", "+")

@@ -24,6 +24,8 @@ from service.config import Settings
 from service.ingest.health import TaskHealth
 from service.storage.compaction import Report, is_compacting
 from service.storage.compaction_policy import has_work, is_behind
+from service.storage.retention import Retention
+from service.storage.retention import has_work as expires
 from service.storage.store import Store
 
 log = logging.getLogger("service.ingest")
@@ -80,9 +82,11 @@ class Compactor:
 
     async def _compact_in_child(self) -> Report | None:
         st = self._settings
+        retention = Retention(st.retention_days, st.rollup_retention_days)
         if is_compacting(self._store) or not await anyio.to_thread.run_sync(
-            lambda: has_work(
-                self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s
+            lambda: (
+                has_work(self._store, min_files=st.compact_min_files, grace_s=st.compact_grace_s)
+                or expires(self._store.manifest.read(), retention)
             )
         ):
             return None  # no process start for nothing (a second or more of CPU each)
@@ -111,6 +115,8 @@ class Compactor:
             *("--nice", "0" if behind else "10", "--stop-with-parent"),
             *("--min-files", str(st.compact_min_files)),
             *("--grace-s", str(st.compact_grace_s), "--max-rows", str(st.compact_max_rows)),
+            *("--retention-days", str(st.retention_days)),
+            *("--rollup-retention-days", str(st.rollup_retention_days)),
         ]
 
     def _run_child(self, args: list[str], env: dict[str, str]) -> tuple[int, bytes]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import polars as pl
 
 from service import metrics
 from service.config import PriorityScope, Settings
+from service.errors import field_error
 from service.ingest.buffer import Buffer
 from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
 from service.query.rollups import RollupCache
@@ -25,6 +27,7 @@ from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
+from service.storage.retention import retained_until
 from service.storage.store import Store
 from service.storage.wal import TailReader, list_segments
 
@@ -68,11 +71,39 @@ class Reader:
         """The surviving partials per priority slot for ``q`` (see ``query.aggregate``),
         or None when no reading matches. Blocking."""
         started = time.perf_counter()
-        frame = self._salvaging(q)
+        retained = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
+        frame = self._retained(q, retained) if retained else self._salvaging(q)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
         return frame
+
+    def _retained(self, q: Query, retained: list[FragmentInfo]) -> pl.DataFrame | None:
+        """``q`` over days past raw retention: their minutes from the rollups, bucket scope
+        (no timestamps are left to compare), each minute whole if it starts in the range;
+        the range after the last such day as any query."""
+        boundary = retained_until(retained)
+        if q.slot != "1m":
+            until = datetime.fromtimestamp(boundary / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise field_error(
+                "interval",
+                f"1s buckets need raw readings; before {until} only per-minute rollups are "
+                "kept (HR_RETENTION_DAYS)",
+            )
+        minute = pl.col("minute").dt.epoch("ms")
+        rows = pl.concat([self._rollups.user_rows(f.name, q.user_id) for f in retained]).lazy()
+        rows = rows.filter((minute >= q.start_ms) & (minute < min(q.end_ms, boundary)))
+        if q.device_id is not None:
+            rows = rows.filter(pl.col("device_id") == q.device_id)
+        names = ["device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
+        priority = self._settings.device_priority if q.device_id is None else None
+        parts: list[pl.DataFrame | None] = [
+            pick(rows.select(pl.col("minute").alias("slot"), *names), priority, "in-memory")
+        ]
+        if boundary < q.end_ms:
+            parts.append(self._salvaging(replace(q, start_ms=boundary)))
+        found = [df for df in parts if df is not None and df.height]
+        return pl.concat(found) if found else None
 
     def _salvaging(self, q: Query) -> pl.DataFrame | None:
         """``_frame`` for ``q``; when a read fails, the files to blame are quarantined and
@@ -124,6 +155,18 @@ class Reader:
             for path in paths
         ]
         return self._buffer.snapshot(metric) + self._tails[metric].read(others)
+
+    def rows(
+        self, q: Query, unflushed: list[pl.DataFrame]
+    ) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+        """(settled, fresh): the rows of ``q`` from the sources a series reads, compacted
+        rows (unique per identity) apart from every other row (``unflushed`` read before
+        this call); ``query.aggregate.combine`` makes them one row per identity."""
+        settled, fresh, _ = self._sources(q, unflushed, observe=False)
+        return (
+            self._pick(q, self._scan(settled)) if settled else None,
+            None if fresh is None else self._pick(q, fresh),
+        )
 
     def _sources(
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool

@@ -42,6 +42,8 @@ from service.storage.files import is_held, private_lock, unlink_quietly
 from service.storage.fragments import FragmentInfo, rollup_name, write_rollup
 from service.storage.orphans import sweep
 from service.storage.quarantine import merge_readable
+from service.storage.retention import Retention, demoted_days, must_merge
+from service.storage.retention import apply as expire
 from service.storage.store import Store
 
 log = logging.getLogger("service.storage")
@@ -60,6 +62,8 @@ class Report:
     purged: int = 0
     orphans: int = 0  # unlisted files a killed writer left, deleted
     quarantined: int = 0  # unreadable inputs (and companions) moved out of the way
+    expired: int = 0  # raw files past HR_RETENTION_DAYS retired (their rollups kept)
+    rollups_expired: int = 0  # rollups past HR_ROLLUP_RETENTION_DAYS retired
 
 
 def compact(
@@ -69,10 +73,13 @@ def compact(
     grace_s: float = _DEFAULTS.compact_grace_s,
     force: bool = False,
     max_rows: int = _DEFAULTS.compact_max_rows,
+    retention: Retention = Retention(),  # noqa: B008 (immutable)
 ) -> Report | None:
     """Run one compaction pass; None when another process is compacting.
 
-    With ``force`` every day is merged down to a single level-2 file.
+    With ``force`` every day is merged down to a single level-2 file. Days past
+    ``retention`` are merged whatever their files (their rollups must be whole), then
+    expired (see ``retention``).
     """
     lock = compaction_lock(store)
     try:
@@ -87,18 +94,33 @@ def compact(
         by_metric: dict[str, list[FragmentInfo]] = defaultdict(list)
         for f in level0:
             by_metric[f.metric].append(f)
+        cutoff = retention.raw_cutoff()
         for metric, group in by_metric.items():
-            while level0_due(len(group), min_files, force):
+            demoted = demoted_days(store.manifest.read(), metric)
+            while level0_due(len(group), min_files, force or must_merge(group, demoted, cutoff)):
                 batch, group = _take(group, max_rows)
                 merge = partial(_merge_level0, store, metric, report=report)
                 report.quarantined += merge_readable(store, batch, merge)
-        for (metric, _day), group in by_day(store.manifest.read().fragments).items():
-            if day_due(group, min_files, force):
-                merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
-                report.quarantined += merge_readable(store, group, merge)
+        _merge_days(store, report, min_files, force, cutoff, max_rows)
+        report.expired, report.rollups_expired = expire(store, retention)
         return report
     finally:
         lock.release()
+
+
+def _merge_days(
+    store: Store, report: Report, min_files: int, force: bool, cutoff: int | None, max_rows: int
+) -> None:
+    """Merge the days that are due (with ``force`` all), and those with rows before the
+    retention ``cutoff``; never a day already rolled up for good (retention drops files
+    that arrive for it)."""
+    snapshot = store.manifest.read()
+    for (metric, day), group in by_day(snapshot.fragments).items():
+        if day in demoted_days(snapshot, metric):
+            continue
+        if day_due(group, min_files, force or must_merge(group, set(), cutoff)):
+            merge = partial(_merge_day, store, metric, report=report, max_rows=max_rows)
+            report.quarantined += merge_readable(store, group, merge)
 
 
 def compaction_lock(store: Store) -> FileLock:

@@ -4,13 +4,19 @@ File: ``manifest.json`` beside ``manifest.json.lock``. Content:
 ``{"version": 1, "generation": n,
    "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
                   "user_lo", "user_hi"}, ...],
-   "retired": [{"name", "at"}, ...]}``
+   "retired": [{"name", "at"}, ...],
+   "rollups": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
+                "user_lo", "user_hi"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
 flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
 per-minute rollup file accompanies the entry (retired with it); ``user_lo``/``user_hi``
 bound the user ids of a level-2 file (null: unbounded). Retired files are
 no longer read by new queries; they are deleted after a grace period so that queries
 already running never lose a file under them.
+
+``rollups`` lists the days whose raw readings retention dropped (see ``retention``): each
+entry is the level-2 entry it was, named by its rollup file (``<frag>.rollup.parquet``, the
+only file it owns: ``rollup`` is false). Nothing that reads raw rows sees these entries.
 
 Every change takes the file lock (a fresh lock object per call, acquired with a
 timeout), reads the current file, writes the new one under a temporary name, fsyncs it
@@ -23,7 +29,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,7 +38,7 @@ from filelock import Timeout
 
 from service.errors import ManifestBusy
 from service.storage.files import private_lock, replace_atomically, write_private
-from service.storage.fragments import FragmentInfo
+from service.storage.fragments import FragmentInfo, rollup_name
 
 VERSION = 1
 
@@ -59,6 +65,7 @@ class _Document(msgspec.Struct):
     generation: int
     fragments: list[_Entry]
     retired: list[_Retired] = []
+    rollups: list[_Entry] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,11 @@ class Snapshot:
     generation: int
     fragments: tuple[FragmentInfo, ...]
     retired: tuple[tuple[str, float], ...] = ()
+    rollups: tuple[FragmentInfo, ...] = ()  # rolled-up days without their raw files
+
+    def listed(self) -> set[str]:
+        """The name of every file an entry owns (retired files not included)."""
+        return {name for f in (*self.fragments, *self.rollups) for name in f.files}
 
 
 EMPTY = Snapshot(0, ())
@@ -132,7 +144,49 @@ class Manifest:
                         (name, now) for f in current.fragments if f.name in gone for name in f.files
                     ]
                 fragments = (*kept, *(f for f in add if f.name not in known))
-                new = Snapshot(current.generation + 1, fragments, tuple(retired))
+                new = Snapshot(current.generation + 1, fragments, tuple(retired), current.rollups)
+                self._write(new)
+                return new
+        except Timeout as exc:
+            raise ManifestBusy(f"manifest lock not acquired in {self._timeout}s") from exc
+
+    def expire(
+        self, demote: Iterable[str], drop: Iterable[str], drop_rollups: Iterable[str]
+    ) -> Snapshot:
+        """Retention's one change: each entry in ``demote`` that has a rollup moves to
+        ``rollups`` and its raw file is retired; entries in ``drop`` (and in ``demote``
+        without a rollup) and the rollups in ``drop_rollups`` are retired whole. Names no
+        longer listed are skipped (decided under the lock)."""
+        demoted, dropped, gone = set(demote), set(drop), set(drop_rollups)
+
+        def update(current: Snapshot) -> Snapshot:
+            now = time.time()
+            kept, moved, retired = [], [], list(current.retired)
+            for f in current.fragments:
+                if f.name in demoted and f.rollup:
+                    moved.append(replace(f, name=rollup_name(f.name), rollup=False))
+                    retired.append((f.name, now))
+                elif f.name in demoted or f.name in dropped:
+                    retired += [(name, now) for name in f.files]
+                else:
+                    kept.append(f)
+            rollups = [r for r in current.rollups if r.name not in gone]
+            retired += [(r.name, now) for r in current.rollups if r.name in gone]
+            return Snapshot(0, tuple(kept), tuple(retired), (*rollups, *moved))
+
+        return self._change(update)
+
+    def restore(self, fragments: Iterable[FragmentInfo], rollups: Iterable[FragmentInfo]) -> None:
+        """List exactly these entries, nothing retired (a backup's new manifest)."""
+        self._change(lambda _: Snapshot(0, tuple(fragments), (), tuple(rollups)))
+
+    def _change(self, update: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        """Write ``update(current)`` as the next generation, under the lock."""
+        lock = private_lock(self._lock_path)
+        try:
+            with _local_lock, lock.acquire(timeout=self._timeout):
+                current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
+                new = replace(update(current), generation=current.generation + 1)
                 self._write(new)
                 return new
         except Timeout as exc:
@@ -144,6 +198,7 @@ class Manifest:
             snapshot.generation,
             [_Entry(**asdict(f)) for f in snapshot.fragments],
             [_Retired(name, at) for name, at in snapshot.retired],
+            [_Entry(**asdict(f)) for f in snapshot.rollups],
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         write_private(tmp, msgspec.json.encode(doc))
@@ -156,19 +211,13 @@ def _parse(data: bytes) -> Snapshot:
         raise ValueError(f"manifest version {doc.version} is not {VERSION}")
     return Snapshot(
         doc.generation,
-        tuple(
-            FragmentInfo(
-                e.name,
-                e.metric,
-                e.rows,
-                e.min_ts,
-                e.max_ts,
-                e.level,
-                e.rollup,
-                e.user_lo,
-                e.user_hi,
-            )
-            for e in doc.fragments
-        ),
+        tuple(_info(e) for e in doc.fragments),
         tuple((r.name, r.at) for r in doc.retired),
+        tuple(_info(e) for e in doc.rollups),
+    )
+
+
+def _info(e: _Entry) -> FragmentInfo:
+    return FragmentInfo(
+        e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level, e.rollup, e.user_lo, e.user_hi
     )

@@ -30,7 +30,7 @@ def stale(store: Store, grace_s: float) -> list[Path]:
     # the manifest is read before the directory is listed: a file committed in between
     # is young, so its absence from this (older) manifest cannot condemn it
     snapshot = store.manifest.read()
-    named = {name for f in snapshot.fragments for name in f.files}
+    named = snapshot.listed()
     named.update(name for name, _ in snapshot.retired)
     cutoff = time.time() - max(grace_s, MIN_AGE_S)
     candidates = [store.fragment_dir / name for name in _names(store.fragment_dir) - named]

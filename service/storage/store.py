@@ -76,6 +76,21 @@ class Store:
             and (user_id is None or f.holds(user_id))
         ]
 
+    def rollups(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None
+    ) -> list[FragmentInfo]:
+        """Listed rollup-only days (raw readings past retention) of ``metric`` that may hold
+        minutes in ``[start_ms, end_ms)`` (of ``user_id``, when given); each entry names its
+        rollup file."""
+        return [
+            f
+            for f in self.manifest.read().rollups
+            if f.metric == metric
+            and f.min_ts < end_ms
+            and f.max_ts >= start_ms
+            and (user_id is None or f.holds(user_id))
+        ]
+
     def _next_name(self) -> str:
         with self._seq_lock:
             return fragment_name(self.worker, next(self._seq))

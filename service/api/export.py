@@ -27,6 +27,12 @@ from service.timestamps import MAX_MS, MIN_MS, REASON, parse_timestamp_ms
 PARAMETERS = ("format", "metric", "start", "end")
 
 router = APIRouter(tags=["export"])
+EXAMPLES = {
+    "csv": "timestamp,device_id,metric,value\n2024-01-15T10:00:00.000Z,device_a,heart_rate,75.0\n",
+    "ndjson": '{"timestamp":"2024-01-15T10:00:00.000Z","device_id":"device_a",'
+    '"metric":"heart_rate","value":75.0}\n',
+    "parquet": "(a Parquet file: columns timestamp, device_id, metric, value)",
+}
 
 
 @router.get(
@@ -37,7 +43,10 @@ router = APIRouter(tags=["export"])
         **QUERY_ERRORS,
         200: {
             "description": "Rows timestamp, device_id, metric, value; by metric, then time.",
-            "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
+            "content": {
+                media: {"schema": {"type": "string"}, "example": EXAMPLES[name]}
+                for name, media in MEDIA_TYPES.items()
+            },
         },
     },
 )

@@ -105,6 +105,7 @@ GETS = {
     **{spec.path: ["200", "400", "404"] for spec in METRICS.values()},
     "/summary": ["200", "400", "404"],
     "/users": ["200", "400"],
+    "/users/{user_id}/export": ["200", "400", "404"],
     "/health": ["200"],
     "/ready": ["200", "503"],
     "/metrics": ["200"],

@@ -9,9 +9,12 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
    ``ops/bench_noop.py`` (a FastAPI route that only reads the body) under the same gunicorn
    config; meanwhile a thread measures read-after-write lag on fresh connections;
 2. batch POSTs of 1,000 readings with wrk (pre-generated distinct bodies), same two servers;
-3. per-minute queries over HTTP against a store loaded through ``service.storage.store``
-   (100 users x 2 devices x 1 Hz x 1 day, plus 30 days for a few users), before and after
-   ``service.storage.compaction.compact_all`` when that exists.
+3. queries over HTTP against a store loaded through ``service.storage.store``
+   (100 users x 2 devices x 1 Hz x 1 day, plus 30 days for a few users, plus one user
+   with a year of per-minute heart rate, steps and calories), before and after
+   ``service.storage.compaction.compact_all`` when that exists: per-minute series of 1
+   and 30 days (both times), and after compaction also the year user's /summary over 30
+   days and 1 day, 1-day series at 1h and year-long series at 1d in Europe/Berlin.
 
 Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped with SIGTERM.
 
@@ -43,6 +46,7 @@ from ops.bench_queries import (
     compact_store,
     has_compact_all,
     measure_queries,
+    query_kinds,
 )
 from ops.bench_report import report
 from ops.bench_servers import SERVERS, noop_server, running, service_server, worker_count
@@ -132,12 +136,13 @@ def query_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
             server = service_server("service-query-before", query_dir, plan, logs, quiet)
             with running(server):
                 log("queries before compaction")
-                out.before = measure_queries(server, plan)
+                # the year user's 1,000-odd raw fragments: its queries only after compaction
+                out.before = measure_queries(server, plan, query_kinds(plan, year=False))
         if compact_store(query_dir, loaded, out.store) or not has_compaction:
             server = service_server("service-query", query_dir, plan, logs)
             with running(server):
                 log("queries" + (" after compaction" if has_compaction else ""))
-                out.after = measure_queries(server, plan)
+                out.after = measure_queries(server, plan, query_kinds(plan))
         out.noise["query phase"] = watch.share()
     except Exception as exc:
         out.failures.append(f"query phase: {exc}")

@@ -6,7 +6,7 @@ import os
 
 from ops.bench_common import MIN_SAMPLES, QUERY_DAY
 from ops.bench_plan import Plan
-from ops.bench_queries import StoreInfo
+from ops.bench_queries import BERLIN, YEAR_USER, StoreInfo
 from ops.bench_writes import WriteResults
 
 
@@ -85,14 +85,26 @@ def _batch(plan: Plan) -> str:
 
 
 def _store(plan: Plan, store: StoreInfo) -> str:
-    return (
+    text = (
         f"Query store: {plan.users} users x 2 devices x 1 reading/s x 1 day "
         f"({QUERY_DAY:%Y-%m-%d}), plus {plan.long_days} days for the first "
         f"{plan.long_users} users (only they have a {plan.long_days}-day query); loaded with "
         "Store(data_dir, 'bench', 10.0).publish(), one user-day (172,800 rows) per fragment. "
-        f"{store.compaction}. Queries: per run and kind up to {plan.warmups} warm-ups, then "
-        f"up to {plan.queries} sequential GETs on one keep-alive connection (fewer, but at "
+    )
+    if plan.year_days:
+        text += (
+            f"Plus {YEAR_USER}: {plan.year_days} days up to {QUERY_DAY:%Y-%m-%d} of one "
+            f"reading a minute of heart rate, steps (whole numbers) and calories from one "
+            f"device ({store.year_rows:,} rows, one fragment per metric and day, loaded in "
+            f"{store.year_load_s:.0f} s); its queries (summary, 1h, 1d in {BERLIN}) run "
+            "only on the compacted store. "
+        )
+    return text + (
+        f"{store.compaction}. Queries: per run and kind GET /health (the ceiling column, "
+        f"same server, right before the kind), then up to {plan.warmups} warm-ups and up "
+        f"to {plan.queries} sequential GETs on one keep-alive connection (fewer, but at "
         f"least {MIN_SAMPLES}, once they took {plan.query_budget_s:g} s), cycling through "
-        "users; the count of minutes in every answer is checked. Ceiling = GET /health on "
-        "the same server. Page cache warm (data just written)."
+        "users; every answer is checked: status 200 and its bucket count (series) or every "
+        "metric's minutes, the resting heart rate and the one device (summary). Page cache "
+        "warm (data just written)."
     )

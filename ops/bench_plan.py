@@ -22,6 +22,7 @@ class Plan:
     users: int
     long_users: int
     long_days: int
+    year_days: int
     queries: int
     warmups: int
     query_budget_s: float
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, help="users in the 1-day store (100; --quick 10)")
     p.add_argument("--long-users", type=int, help="users with --long-days days (5; --quick 1)")
     p.add_argument("--long-days", type=int, default=30, help="days of the long users (30)")
+    p.add_argument(
+        "--year-days",
+        type=int,
+        help="days of per-minute heart rate, steps and calories of the one year user "
+        "(365; --quick 31; 0: no year user)",
+    )
     p.add_argument("--queries", type=int, help="measured queries per run (50; --quick 20)")
     p.add_argument("--warmups", type=int, default=5, help="warm-up queries per run (5)")
     p.add_argument(
@@ -107,6 +114,7 @@ def _plan(a: argparse.Namespace, wide: tuple[int, ...]) -> Plan:
         users=pick(a.users, 100, 10),
         long_users=pick(a.long_users, 5, 1),
         long_days=a.long_days,
+        year_days=pick(a.year_days, 365, 31),
         queries=pick(a.queries, 50, 20),
         warmups=a.warmups,
         query_budget_s=a.query_budget if a.query_budget is not None else (15 if quick else 45),
@@ -124,6 +132,8 @@ def _problem(plan: Plan) -> str | None:
         return "--runs, --duration, --queries and --users must be at least 1"
     if not 0 <= plan.long_users <= plan.users or plan.long_days < 1:
         return "--long-users must be within --users and --long-days at least 1"
+    if plan.year_days < 0:
+        return "--year-days must be 0 (no year user) or more"
     if plan.wrk_threads > min(plan.connections, plan.batch_connections):
         return "--wrk-threads may not exceed the connection counts"
     return None

@@ -41,9 +41,11 @@ class EventReader:
         block, self._buffer = self._buffer.split(b"\n\n", 1)
         return block.decode()
 
-    def event(self) -> dict:
+    def event(self, timeout_s: float = 30) -> dict:
         """The next ``bucket`` event (comments skipped): its id and data."""
+        deadline = time.monotonic() + timeout_s
         while (block := self.block()) is not None:
+            assert time.monotonic() < deadline, "no event in time"
             fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
             if fields.get("event") == "bucket":
                 return {"id": fields["id"], **json.loads(fields["data"])}
@@ -97,13 +99,16 @@ def test_a_reading_acknowledged_by_the_other_worker_reaches_the_stream(server_fa
     stream = EventReader(server.port, "user_id=u1")
     try:
         first = stream.event()  # the last hour, on connect
-        assert first["timestamp"] == minute(now) and first["count"] == 1
+        assert first["timestamp"] == minute(now)
+        assert first["count"] == 1
         # the same bucket, then a new one: both through the worker not holding the stream
         assert post(server, "u1", now + timedelta(seconds=10), 90, avoid=stream.worker)
         changed = stream.event()
         assert int(changed["id"]) > int(first["id"])
         assert {k: v for k, v in changed.items() if k != "id"} == series_bucket(server, "u1", now)
-        assert changed["count"] == 2 and changed["min"] == 70 and changed["max"] == 90
+        assert changed["count"] == 2
+        assert changed["min"] == 70
+        assert changed["max"] == 90
         post(server, "u1", now + timedelta(minutes=1), 60, avoid=stream.worker)
         assert stream.event()["timestamp"] == minute(now + timedelta(minutes=1))
     finally:

@@ -3,8 +3,10 @@
 Two sources, each read once per watcher tick whatever the number of streams: this
 worker's own rows (told by ``Buffer.on_add`` right after their group commit) and the new
 frames of the other workers' WAL segments (each segment is append-only, so only the bytes
-past the last decoded frame are read; a new segment starts at 0; a segment deleted after
-a flush is forgotten: its rows were read while it was in the WAL).
+past the last decoded frame are read; a new segment starts at 0). A segment is kept open
+once seen, so the frames written just before its flush deleted it are still read from
+the open file; only a segment created and deleted between two looks (a flush within
+``tick``) would go unseen.
 
 While nobody watches, neither source is read; ``resume`` then skips what was written in
 the meantime (the new stream's snapshot, taken after it, holds those rows).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Container
 from pathlib import Path
+from typing import BinaryIO
 
 from service.schema import Rows
 from service.storage.wal import decode_frames, list_segments
@@ -29,7 +32,7 @@ class ChangeFeed:
     def __init__(self, wal_dir: Path, worker: str) -> None:
         self._wal_dir = wal_dir
         self._worker = worker
-        self._offsets: dict[Path, int] = {}
+        self._open: dict[Path, BinaryIO] = {}  # read up to the last whole frame
         self._own: list[Batch] = []
         self.active = False  # whether anybody watches: rows are recorded only then
         self._lock = threading.Lock()  # the WAL offsets: one reader at a time
@@ -59,26 +62,33 @@ class ChangeFeed:
                 _note(changes, watched, metric, rows, first_seq)
         return changes
 
+    def close(self) -> None:
+        with self._lock:
+            for f in self._open.values():
+                f.close()
+            self._open = {}
+
     def _read_others(self) -> list[Batch]:
-        found: list[Batch] = []
-        segments = [
+        listed = {
             path
             for worker, paths in list_segments(self._wal_dir).items()
             if worker != self._worker
             for path in paths
-        ]
-        offsets = {}
-        for path in segments:
-            offset = self._offsets.get(path, 0)
+        }
+        for path in listed - self._open.keys():
             try:
-                with path.open("rb") as f:
-                    f.seek(offset)
-                    frames, used = decode_frames(f.read())
+                self._open[path] = path.open("rb")
             except FileNotFoundError:
                 continue  # flushed and deleted since the listing
-            offsets[path] = offset + used
+        found: list[Batch] = []
+        for path, f in list(self._open.items()):
+            offset = f.tell()
+            frames, used = decode_frames(f.read())
+            f.seek(offset + used)  # a torn last frame is read again, whole, next time
             found += [(frame.metric, frame.rows, frame.first_seq) for frame in frames]
-        self._offsets = offsets  # segments gone from the listing are forgotten
+            if path not in listed:  # deleted: nothing more will be written to it
+                f.close()
+                del self._open[path]
         return found
 
 

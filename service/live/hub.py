@@ -123,6 +123,7 @@ class Hub:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
+        await anyio.to_thread.run_sync(self._feed.close)
 
     async def open(self, topic: Topic, since_ns: int | None) -> Stream:
         """A new stream of ``topic`` with its first events waiting: every bucket changed
@@ -158,7 +159,7 @@ class Hub:
             if not self._users[key]:
                 del self._users[key]
         if not self._streams:
-            self._feed.active = False
+            self._feed.active = False  # the segments stay open: ``resume`` reads on from there
 
     def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update]:
         now_ms = now_ns // 1_000_000

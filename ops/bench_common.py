@@ -13,7 +13,7 @@ from pathlib import Path
 
 SINGLE_PATH = "/metrics/heart-rate"
 BATCH_PATH = "/metrics/heart-rate/batch"
-PHASES = ("writes", "queries")
+PHASES = ("writes", "queries", "streams")
 QUERY_DAY = datetime(2024, 1, 15, tzinfo=UTC)  # the day every user of the query store has
 WRITE_BASE = datetime(2024, 1, 1, tzinfo=UTC)  # bench_post.lua's first timestamp
 MIN_SAMPLES = 10  # measured queries per run and kind, whatever the time budget

@@ -16,6 +16,9 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
    and 30 days (both times), and after compaction also the year user's /summary over 30
    days and 1 day, 1-day series at 1h and year-long series at 1d in Europe/Berlin.
 
+4. event-stream lag with 200 open streams under the single-POST load, and the single-POST
+   rate with and without them (``ops/bench_stream.py``).
+
 Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped with SIGTERM.
 
 Modules: bench_plan (options), bench_servers (the two servers), bench_wrk (wrk runs and
@@ -50,6 +53,7 @@ from ops.bench_queries import (
 )
 from ops.bench_report import report
 from ops.bench_servers import SERVERS, noop_server, running, service_server, worker_count
+from ops.bench_stream import STREAMS, measure_streams
 from ops.bench_writes import WriteResults, measure_writes
 from ops.server import ROOT
 
@@ -64,6 +68,7 @@ class Outcome:
     after: QueryResults | None = None
     noise: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    streams: str = ""  # the stream phase's own table
 
 
 def main(argv: Sequence[str]) -> int:
@@ -84,6 +89,8 @@ def main(argv: Sequence[str]) -> int:
             write_phase(plan, tmp, logs, out)
         if "queries" in plan.phases:
             query_phase(plan, tmp, logs, out)
+        if "streams" in plan.phases:
+            stream_phase(plan, tmp, logs, out)
     finally:
         if not plan.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -99,7 +106,8 @@ def main(argv: Sequence[str]) -> int:
         out.noise,
         out.failures,
     )
-    body = table.render() + f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
+    body = table.render() + (f"\n\n{out.streams}" if out.streams else "")
+    body += f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
     print(body, flush=True)
     save("\n".join(header) + "\n" + body)
     return 1 if out.failures else 0
@@ -147,6 +155,18 @@ def query_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
     except Exception as exc:
         out.failures.append(f"query phase: {exc}")
         log(f"query phase failed: {exc}")
+
+
+def stream_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
+    """Phase 4: stream lag and ingestion beside open streams (``ops/bench_stream.py``)."""
+    try:
+        server = service_server("service-stream", tmp / "stream-data", plan, logs)
+        with running(server):
+            results = measure_streams(server, STREAMS, plan.duration_s, plan.runs)
+        out.streams = results.render()
+    except Exception as exc:
+        out.failures.append(f"stream phase: {exc}")
+        log(f"stream phase failed: {exc}")
 
 
 def save(text: str) -> None:

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import export, health, ingest, openapi, query, readings, users
+from service.api import export, health, ingest, openapi, query, readings, stream, users
 from service.api import metrics as metrics_route
 from service.api import summary as summary_route
 from service.api.context import WorkerContext
@@ -35,6 +35,8 @@ from service.config import Settings
 from service.errors import install_handlers
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
+from service.live.feed import ChangeFeed
+from service.live.hub import Hub
 from service.query.reader import Reader
 from service.query.users import UserIndex
 from service.schema import METRICS
@@ -86,12 +88,18 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         index = UserIndex(store, reader.unflushed)
         app.state.context = WorkerContext(settings, store, ingestor, reader, index)
         app.state.worker = worker
+        feed = ChangeFeed(store.wal_dir, worker)
+        buffer.on_add = feed.record
+        streams = Hub(reader, store, feed, ingestor.health, settings.stream_tick_s)
+        streams.start()
+        app.state.streams = streams
         if settings.master_pid:  # a gunicorn worker (tests keep their process's defaults)
             _collect_less()
         try:
             yield
         finally:
-            app.state.context = None
+            app.state.context = app.state.streams = None
+            await streams.stop()
             await ingestor.stop()
             logs.access_log.flush()
             metrics.tally.flush()
@@ -109,6 +117,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     for spec in METRICS.values():
         app.include_router(ingest.ingest_router(spec))
         app.include_router(query.query_router(spec))
+        app.include_router(stream.stream_router(spec))
     app.include_router(readings.router)
     app.include_router(summary_route.router)
     app.include_router(users.router)

@@ -50,6 +50,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: Literal["auto", "text", "json"] = "auto"
     access_log: bool = True
+    stream_keepalive_s: float = 15.0  # a comment line on an idle event stream
+    stream_tick_s: float = 0.1  # how often the stream watcher looks for new readings
     master_pid: int = 0  # set by gunicorn.conf.py in each worker; 0 outside gunicorn
 
     @classmethod
@@ -101,6 +103,8 @@ class Settings:
             ),
             log_format=_choice(env, "HR_LOG_FORMAT", "auto", ("auto", "text", "json")),
             access_log=_choice(env, "HR_ACCESS_LOG", "on", ("on", "off")) == "on",
+            stream_keepalive_s=_float(env, "HR_STREAM_KEEPALIVE_S", 15.0, minimum=0.01),
+            stream_tick_s=_float(env, "HR_STREAM_TICK_S", 0.1, minimum=0.01, maximum=1.0),
             master_pid=_int(env, "HR_MASTER_PID", 0, minimum=0),
         )
 

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 # nginx's and Node's default; the largest header block a client of ours sends is ~1 KB
 MAX_HEAD_BYTES = 16 * 1024
 LINGER_S = 2.0
+# a response that would never end by itself (an event stream) puts a callable under this
+# key of its scope's state: a graceful shutdown calls it, so the response ends and the
+# worker does not wait out its graceful timeout for it
+CLOSE_ON_SHUTDOWN = "close_on_shutdown"
 
 log = logging.getLogger("service.connections")
 
@@ -67,6 +71,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            close = cycle.scope.get("state", {}).get(CLOSE_ON_SHUTDOWN)
+            if close is not None:
+                close()
+        HttpToolsProtocol.shutdown(self)
 
     # the hot callbacks call the base class by name: with super() the overrides cost 8.8k
     # instructions a request over uvicorn's protocol, by name 5.4k (callgrind)

@@ -217,3 +217,13 @@ QUERY_ROWS = Histogram(
     "Rows in the fragments and buffers one query had to consider.",
     buckets=(0, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000),
 )
+STREAMS_OPEN = Gauge(
+    "hr_streams_open", "Open event streams (GET .../stream).", multiprocess_mode="livesum"
+)
+STREAM_EVENTS = Counter("hr_stream_events_total", "Bucket events sent on event streams.")
+STREAM_LAG_SECONDS = Histogram(
+    "hr_stream_lag_seconds",
+    "From a reading's sequence stamp (taken as its group commit starts, just before the"
+    " 202) to the event carrying its bucket leaving the worker that holds the stream.",
+    buckets=LATENCY_BUCKETS,
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -57,6 +58,8 @@ class Buffer:
         self._flushing_rows = 0
         self._oldest: float | None = None
         self._lock = threading.Lock()
+        # told of every row added (metric, rows, first seq): the stream watcher's feed
+        self.on_add: Callable[[str, Rows, int], None] | None = None
 
     @property
     def active_rows(self) -> int:
@@ -81,6 +84,8 @@ class Buffer:
             self._active_rows += len(rows)
             if self._oldest is None:
                 self._oldest = time.monotonic()
+        if self.on_add is not None:
+            self.on_add(metric, rows, first_seq)
 
     def snapshot(self, metric: str) -> list[pl.DataFrame]:
         """Every unflushed row of ``metric``: the flushing generation and the active one."""

@@ -1,0 +1,220 @@
+"""The streams a worker holds, and the one watcher task that feeds them.
+
+Every ``tick`` the watcher takes the change feed's readings of watched users (this
+worker's own and the other workers' WAL frames), and for each topic touched computes
+its changed buckets once (``updates.buckets``, in a thread) and hands them to every
+stream of that topic. A stream costs work only when its user's readings change; a
+reading nobody watches costs one set lookup. A slow tick delays the next one, which then
+takes more changes at once: the work is per changed topic, not per reading.
+
+Event ids are nanosecond stamps, increasing per stream: the newest sequence stamp of the
+readings behind the event (or the connect time for the first hour's buckets). A resume
+sends every bucket holding a reading stamped after the id (see ``updates.changed_since``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+import anyio
+
+from service import metrics
+from service.ingest.health import TaskHealth
+from service.live.feed import ChangeFeed
+from service.live.updates import (
+    HOUR_MS,
+    RESUME_ERRORS,
+    Topic,
+    Update,
+    buckets,
+    changed_since,
+    last_hour,
+)
+from service.query.reader import Reader
+from service.storage.store import Store
+
+log = logging.getLogger("service.live")
+
+# buckets a stream may have waiting unsent; a client that falls this far behind is dropped
+MAX_PENDING = 10_000
+
+# (event id, bucket JSON, the oldest sequence stamp behind it)
+Event = tuple[int, str, int]
+
+
+class Stream:
+    """One open stream: buckets waiting to be sent (newest content per bucket)."""
+
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic
+        self._pending: dict[int, tuple[str, int, int]] = {}  # bucket -> json, newest, oldest
+        self._wake = asyncio.Event()
+        self._last_id = 0
+        self.closed = False
+
+    def push(
+        self, updates: Iterable[Update], newest: int, oldest: int, first: bool = False
+    ) -> None:
+        """Queue ``updates``; ``oldest`` 0: not a change (no lag to observe). ``first``:
+        a bucket already queued (by a change meanwhile) is newer and stays."""
+        for bucket, data in updates:
+            held = self._pending.get(bucket)
+            if held is None:
+                self._pending[bucket] = (data, newest, oldest)
+            elif not first:
+                self._pending[bucket] = (data, newest, held[2] or oldest)
+        if len(self._pending) > MAX_PENDING:
+            log.warning("a stream of %s fell behind; closing it", self.topic.metric)
+            self.closed = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next(self, timeout_s: float) -> list[Event] | None:
+        """The waiting events in bucket order ([] after ``timeout_s`` with none), or
+        None once the stream is closed."""
+        if not self._pending and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._wake.wait()
+        self._wake.clear()
+        if self.closed:
+            return None
+        events: list[Event] = []
+        for bucket in sorted(self._pending):
+            data, newest, oldest = self._pending[bucket]
+            self._last_id = max(self._last_id + 1, newest)
+            events.append((self._last_id, data, oldest))
+        self._pending = {}
+        return events
+
+
+class Hub:
+    def __init__(
+        self, reader: Reader, store: Store, feed: ChangeFeed, health: TaskHealth, tick_s: float
+    ) -> None:
+        self._reader = reader
+        self._store = store
+        self._feed = feed
+        self._health = health
+        self._tick_s = tick_s
+        self._streams: dict[Topic, set[Stream]] = {}
+        self._users: dict[tuple[str, str], set[Topic]] = {}  # (metric, user) -> topics
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def open_streams(self) -> int:
+        return sum(map(len, self._streams.values()))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="stream watcher")
+
+    async def stop(self) -> None:
+        """Close every stream (their responses end) and stop the watcher."""
+        for streams in list(self._streams.values()):
+            for stream in streams:
+                stream.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await anyio.to_thread.run_sync(self._feed.close)
+
+    async def open(self, topic: Topic, since_ns: int | None) -> Stream:
+        """A new stream of ``topic`` with its first events waiting: every bucket changed
+        after ``since_ns`` (a resume within the hour), else the last hour's buckets."""
+        stream = Stream(topic)
+        self._streams.setdefault(topic, set()).add(stream)
+        self._users.setdefault((topic.metric, topic.user_id), set()).add(topic)
+        metrics.STREAMS_OPEN.inc()
+        try:
+            if not self._feed.active:
+                # changes are recorded from now on; the snapshot below holds earlier ones
+                self._feed.active = True
+                await anyio.to_thread.run_sync(self._feed.resume)
+            stamp = time.time_ns()
+            first = await anyio.to_thread.run_sync(self._first, topic, since_ns, stamp)
+        except BaseException:
+            self.close(stream)
+            raise
+        stream.push(first, stamp, 0, first=True)
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        stream.close()
+        streams = self._streams.get(stream.topic)
+        if streams is None or stream not in streams:
+            return
+        metrics.STREAMS_OPEN.dec()
+        streams.discard(stream)
+        if not streams:
+            del self._streams[stream.topic]
+            key = (stream.topic.metric, stream.topic.user_id)
+            self._users[key].discard(stream.topic)
+            if not self._users[key]:
+                del self._users[key]
+        if not self._streams:
+            self._feed.active = False  # the segments stay open: ``resume`` reads on from there
+
+    def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update]:
+        now_ms = now_ns // 1_000_000
+        if since_ns is not None and now_ms - since_ns // 1_000_000 <= HOUR_MS:
+            try:
+                return buckets(
+                    self._reader, topic, changed_since(self._reader, self._store, topic, since_ns)
+                )
+            except RESUME_ERRORS:
+                log.info("resume scan failed; sending the last hour instead", exc_info=True)
+        return last_hour(self._reader, topic, now_ms)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            if not self._feed.active:
+                continue
+            try:
+                await self._tick()
+            except Exception as exc:  # counted and logged; the next tick tries again
+                await asyncio.sleep(self._health.failed("stream watcher", exc))
+            else:
+                if self._health.failures.get("stream watcher"):
+                    self._health.succeeded("stream watcher")
+
+    async def _tick(self) -> None:
+        own = self._feed.take_own()
+        watched = set(self._users)
+        changes = await anyio.to_thread.run_sync(self._feed.collect, own, watched)
+        if not changes:
+            return
+        topics = {
+            topic: self._changed(topic, changes[key])
+            for key in changes
+            for topic in self._users.get(key, ())
+        }
+        computed = await anyio.to_thread.run_sync(self._compute, topics)
+        for topic, (updates, newest, oldest) in computed.items():
+            for stream in self._streams.get(topic, ()):
+                stream.push(updates, newest, oldest)
+
+    @staticmethod
+    def _changed(topic: Topic, rows: list[tuple[str, int, int]]) -> tuple[list[int], int, int]:
+        """(changed bucket starts, newest stamp, oldest stamp) of ``topic`` in ``rows``."""
+        mine = [r for r in rows if topic.device_id is None or r[0] == topic.device_id]
+        if not mine:
+            return [], 0, 0
+        seqs = [r[2] for r in mine]
+        return sorted({topic.bucket(r[1]) for r in mine}), max(seqs), min(seqs)
+
+    def _compute(
+        self, topics: dict[Topic, tuple[list[int], int, int]]
+    ) -> dict[Topic, tuple[list[Update], int, int]]:
+        return {
+            topic: (buckets(self._reader, topic, starts), newest, oldest)
+            for topic, (starts, newest, oldest) in topics.items()
+            if starts
+        }

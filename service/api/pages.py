@@ -23,8 +23,20 @@ OPEN_PATHS = ("/", "/dashboard", "/docs", "/redoc", "/openapi.json")
 OPEN_PREFIXES = (STATIC_URL + "/",)
 
 _VENDOR = STATIC_URL + "/vendor"
-# the HTML names its assets by path: a new deploy must not be answered from a stale copy
-_NO_STORE = {"Cache-Control": "no-cache"}
+# The pages may load only from the service: ReDoc's bundle also asks a CDN for the Redocly
+# logo, which would tell a third party who reads the docs. The docs' HTML (FastAPI's) holds
+# an inline script; the dashboard's does not. ReDoc runs its search in a blob: worker.
+_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'; script-src 'self'"
+)
+_DASHBOARD_HEADERS = {
+    # the HTML names its assets by path: a new deploy must not be answered from a stale copy
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": _POLICY,
+}
+_DOCS_POLICY = _POLICY + " 'unsafe-inline'; worker-src 'self' blob:"
 
 
 def install_pages(app: FastAPI) -> None:
@@ -37,23 +49,27 @@ def install_pages(app: FastAPI) -> None:
     title = app.title
 
     async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{title} - Swagger UI",
-            swagger_js_url=f"{_VENDOR}/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{_VENDOR}/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=f"{_VENDOR}/swagger-ui/favicon-32x32.png",
-            # the validator badge would ask validator.swagger.io about the document
-            swagger_ui_parameters={"validatorUrl": None},
+        return _docs_policy(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{title} - Swagger UI",
+                swagger_js_url=f"{_VENDOR}/swagger-ui/swagger-ui-bundle.js",
+                swagger_css_url=f"{_VENDOR}/swagger-ui/swagger-ui.css",
+                swagger_favicon_url=f"{_VENDOR}/swagger-ui/favicon-32x32.png",
+                # the validator badge would ask validator.swagger.io about the document
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{title} - ReDoc",
-            redoc_js_url=f"{_VENDOR}/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{_VENDOR}/swagger-ui/favicon-32x32.png",
-            with_google_fonts=False,
+        return _docs_policy(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{title} - ReDoc",
+                redoc_js_url=f"{_VENDOR}/redoc/redoc.standalone.js",
+                redoc_favicon_url=f"{_VENDOR}/swagger-ui/favicon-32x32.png",
+                with_google_fonts=False,
+            )
         )
 
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
@@ -66,4 +82,9 @@ async def _root(request: Request) -> Response:
 
 
 async def _dashboard(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "dashboard" / "index.html", headers=_NO_STORE)
+    return FileResponse(STATIC_DIR / "dashboard" / "index.html", headers=_DASHBOARD_HEADERS)
+
+
+def _docs_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = _DOCS_POLICY
+    return page

@@ -13,7 +13,8 @@ let view = null;
 let loading = null;
 let stopLive = null;
 let pending = {};
-window.hrDashboard = { charts, state }; // for the browser tests and the curious
+// for the browser tests and the curious: what is shown, and the window it was asked for
+window.hrDashboard = { charts, state, view: () => view };
 
 function setState(name, message = "") {
   document.body.dataset.state = name;

@@ -78,16 +78,21 @@ export class MetricChart {
   }
 
   setRows(rows) {
+    for (const row of rows) this.noteDevice(row.device);
     this.rows = rows;
     this.redraw();
   }
 
   /** Adds or replaces the bucket that starts at row.t; drops buckets before the view. */
-  upsert(row) {
-    if (this.kind === "heart" && !this.colours.has(row.device)) {
-      this.colours.set(row.device, PALETTE[this.colours.size % PALETTE.length]);
+  noteDevice(device) {
+    if (this.kind === "heart" && !this.colours.has(device)) {
+      this.colours.set(device, PALETTE[this.colours.size % PALETTE.length]);
       this.onNewDevice?.();
     }
+  }
+
+  upsert(row) {
+    this.noteDevice(row.device);
     const rows = this.rows;
     let lo = 0;
     let hi = rows.length;

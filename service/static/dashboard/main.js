@@ -93,12 +93,11 @@ function readHash() {
 }
 
 async function fetchAll(signal) {
-  const params = (metric) => seriesParams(state.user, view, true);
   const calls = {
     summary: getJson("/summary", { user_id: state.user, start: new Date(view.startMs).toISOString(), end: new Date(view.endMs).toISOString(), tz: view.zone }, signal),
   };
   for (const [metric, spec] of Object.entries(METRICS)) {
-    calls[metric] = getJson(`/metrics/${spec.stem}`, params(metric), signal);
+    calls[metric] = getJson(`/metrics/${spec.stem}`, seriesParams(state.user, view, true), signal);
   }
   const names = Object.keys(calls);
   const settled = await Promise.allSettled(Object.values(calls));
@@ -226,7 +225,7 @@ function onLiveRow(metric, row) {
   const chart = charts[metric];
   if (!chart || Number.isNaN(row.t)) return;
   if (view.widthMs >= 3_600_000) {
-    later(metric, 1_000, load); // hours and days follow the local clock: ask the series again
+    later(metric, 1_000, () => refetch(metric)); // hours and days follow the local clock
     return;
   }
   if (state.range !== "custom" && row.t + view.widthMs > view.endMs) {
@@ -238,6 +237,19 @@ function onLiveRow(metric, row) {
   $("charts").hidden = false;
   later(`${metric}-words`, 500, () => refreshWords(metric));
   later("summary", 3_000, refreshSummary);
+}
+
+/** The metric's series again (live mode at 1h or 1d: stream buckets are UTC hours). */
+async function refetch(metric) {
+  const shown = view;
+  try {
+    const body = await getJson(`/metrics/${METRICS[metric].stem}`, seriesParams(state.user, shown, true));
+    if (shown !== view) return; // the view changed meanwhile: its own load drew it
+    charts[metric].setRows(body.data.map((b) => toRow(metric, b)));
+    refreshWords(metric);
+  } catch {
+    // the next event tries again
+  }
 }
 
 function later(key, ms, fn) {

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class Browser:
         self.proc = subprocess.Popen([*argv, "about:blank"], stdout=self.log, stderr=self.log)
         self.events: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
+        self._handler: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self._stack = contextlib.ExitStack()
         try:
             self.ws = self._attach(deadline_s=60)
@@ -92,6 +94,33 @@ class Browser:
         self.log.flush()
         return (self.profile / "chromium.log").read_text(errors="replace")[-2000:]
 
+    def route(
+        self, pattern: str, handler: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> None:
+        """Hold each request whose URL matches ``pattern`` (``*`` wildcards): ``handler`` gets
+        the request and returns a response (``responseCode``, ``responseHeaders``, ``body``
+        as for ``Fetch.fulfillRequest``) or None to let it through."""
+        self._handler = handler
+        self.send("Fetch.enable", patterns=[{"urlPattern": pattern}])
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if message.get("method") != "Fetch.requestPaused" or self._handler is None:
+            self.events.append(message)
+            return
+        params = message["params"]
+        answer = self._handler(params["request"])
+        # sent without waiting for the reply: a wait here would nest inside send()'s own
+        method, extra = (
+            ("Fetch.continueRequest", {})
+            if answer is None
+            else (
+                "Fetch.fulfillRequest",
+                {**answer, "body": base64.b64encode(answer["body"]).decode()},
+            )
+        )
+        call = {"requestId": params["requestId"], **extra}
+        self.ws.send(json.dumps({"id": next(self._ids), "method": method, "params": call}))
+
     def send(self, method: str, timeout_s: float = 60, **params: Any) -> dict[str, Any]:
         """One protocol call; events that arrive meanwhile go to ``events``."""
         call_id = next(self._ids)
@@ -104,14 +133,14 @@ class Browser:
                     raise BrowserError(f"{method}: {message['error']}")
                 result: dict[str, Any] = message.get("result", {})
                 return result
-            self.events.append(message)
+            self._received(message)
 
     def pump(self, timeout_s: float = 0.05) -> None:
         """Collect the events that arrive within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:
-                self.events.append(json.loads(self.ws.recv(timeout=left)))
+                self._received(json.loads(self.ws.recv(timeout=left)))
             except TimeoutError:
                 return
 

@@ -136,6 +136,43 @@ def test_a_stopped_server_shows_the_error_state(server_factory, browser) -> None
     assert browser.evaluate("document.getElementById('error').getAttribute('role')") == "alert"
 
 
+def test_a_401_asks_for_the_key_and_keeps_it_for_the_session_only(server_factory, browser) -> None:
+    """Access control is another layer: here the browser plays it, answering 401 to every
+    data request without the key (in the service's error shape)."""
+    server = server_factory(workers=2)
+    post_records(server, records("u1", time.time(), minutes=5))
+    seen: list[str | None] = []
+
+    def gate(req: dict) -> dict | None:
+        if urlsplit(req["url"]).path.startswith(("/dashboard", "/static")):
+            return None
+        seen.append(req["headers"].get("Authorization"))
+        if req["headers"].get("Authorization") == "Bearer s3cret":
+            return None
+        body = {"error": "unauthorized", "detail": [{"field": "authorization", "reason": "no key"}]}
+        return {
+            "responseCode": 401,
+            "responseHeaders": [
+                {"name": "Content-Type", "value": "application/json"},
+                {"name": "WWW-Authenticate", "value": "Bearer"},
+            ],
+            "body": json.dumps(body).encode(),
+        }
+
+    browser.route(server.url + "/*", gate)
+    browser.open(server.url + "/dashboard#user=u1&range=1h")
+    browser.wait_for("document.body.dataset.state === 'key'", 30, "the key prompt")
+    assert browser.evaluate("document.activeElement.id") == "key"
+    browser.type_text("s3cret")
+    browser.press("Enter", 13)
+    browser.wait_for(READY, 30, "the dashboard with the key")
+    assert seen[0] is None
+    assert seen[-1] == "Bearer s3cret"
+    stored = "[sessionStorage.length, localStorage.length, document.cookie]"
+    assert browser.evaluate(stored) == [1, 0, ""]
+    assert "s3cret" not in browser.evaluate("location.href")
+
+
 def test_a_reading_sent_to_either_worker_appears_in_live_mode(server_factory, browser) -> None:
     server = server_factory(workers=2, HR_FLUSH_INTERVAL_S="3600")
     status, _, _ = request(server, "GET", "/metrics/heart-rate/stream?user_id=nobody&x=1")

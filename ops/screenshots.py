@@ -81,7 +81,7 @@ def post(port: int, records: list[dict[str, object]], batch: int = 2000) -> None
 
 
 def shoot(url: str, out: Path) -> None:
-    page = f"{url}/dashboard#user={USER}&range=24h"
+    page = f"{url}/dashboard#user={USER}&range=24h&interval=5m"
     with Browser(width=1280, height=900) as browser:
         browser.open(page)
         browser.wait_for(READY, 60, "the dashboard")

@@ -111,6 +111,11 @@ def test_the_charts_hold_as_many_points_as_the_series_count(server_factory, brow
     rows = "document.querySelectorAll('#chart-steps tbody tr').length"
     assert browser.wait_for(rows, 10, "the steps table") == counts["steps"]
     assert browser.errors() == []
+    browser.viewport(375, 800, mobile=True)  # a phone: nothing wider than its screen
+    browser.open(server.url + "/dashboard" + browser.evaluate("location.hash"))
+    browser.wait_for(READY, 30, "the dashboard at 375 px")
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 375
+    assert browser.evaluate("hrDashboard.charts.heart.plot.width") <= 375
 
 
 def test_an_unknown_user_shows_the_empty_state(server_factory, browser) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -42,7 +43,9 @@ _DOCS_POLICY = _POLICY + " 'unsafe-inline'; worker-src 'self' blob:"
 def install_pages(app: FastAPI) -> None:
     """Add the redirect, the dashboard, the offline API docs and the static assets to ``app``
     (built with ``docs_url=None, redoc_url=None``)."""
-    app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
+    # compressed: Swagger UI's bundle is 1.7 MB as it is, 0.5 MB gzipped
+    assets = GZipMiddleware(StaticFiles(directory=STATIC_DIR), minimum_size=1024)
+    app.mount(STATIC_URL, assets, name="static")
     app.add_api_route("/", _root, methods=["GET"], include_in_schema=False)
     app.add_api_route("/dashboard", _dashboard, methods=["GET"], include_in_schema=False)
     openapi_url = app.openapi_url or "/openapi.json"

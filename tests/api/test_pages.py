@@ -66,6 +66,17 @@ def test_the_pages_are_not_api_operations(client: TestClient) -> None:
     assert not {"/", "/dashboard", "/docs", "/redoc"} & set(paths)
 
 
+def test_assets_are_compressed_for_clients_that_accept_it(client: TestClient) -> None:
+    path = "/static/vendor/swagger-ui/swagger-ui-bundle.js"
+    size = (STATIC_DIR / "vendor/swagger-ui/swagger-ui-bundle.js").stat().st_size
+    r = client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    assert r.num_bytes_downloaded < size / 2
+    assert len(r.content) == size  # decoded by the client
+    plain = client.get(path, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+
+
 def test_static_files_stay_inside_their_folder(client: TestClient) -> None:
     assert client.get("/static/dashboard/nothing.js").status_code == 404
     assert client.get("/static/../app.py").status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterator
@@ -179,10 +180,9 @@ def test_a_401_asks_for_the_key_and_keeps_it_for_the_session_only(server_factory
 
 
 def test_a_reading_sent_to_either_worker_appears_in_live_mode(server_factory, browser) -> None:
-    server = server_factory(workers=2, HR_FLUSH_INTERVAL_S="3600")
-    status, _, _ = request(server, "GET", "/metrics/heart-rate/stream?user_id=nobody&x=1")
-    if status == 404:
+    if importlib.util.find_spec("service.api.stream") is None:  # built in parallel (issue 17)
         pytest.skip("no GET /metrics/<metric>/stream on this branch yet")
+    server = server_factory(workers=2, HR_FLUSH_INTERVAL_S="3600")
     now = time.time()
     post_records(server, records("live-1", now, minutes=10))
     browser.open(server.url + "/dashboard#user=live-1&range=1h&interval=1m&live=1")

@@ -30,6 +30,7 @@ from service.api.context import WorkerContext
 from service.api.fastpath import ValidReadingsShortcut
 from service.api.limits import BodyDeadline
 from service.api.observe import RequestObserver
+from service.api.pages import install_pages
 from service.api.redirects import redirect_slashes_relatively
 from service.config import Settings
 from service.errors import install_handlers
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         title="Heart-rate metrics",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_pages, not from a CDN
+        redoc_url=None,
         # metrics are Prometheus's; FastAPI's OpenTelemetry checks cost time per request
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(export.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
+    install_pages(app)
     return ServiceApp(app, settings)
 
 

@@ -45,6 +45,11 @@ def test_the_wheel_holds_the_package_its_settings_and_its_commands(wheel: Path) 
     }
     assert "service/gunicorn.conf.py" in names
     assert "service/py.typed" in names
+    # the browser pages' assets, each vendored library with its licence
+    for asset in ("dashboard/index.html", "dashboard/main.js", "vendor/VERSIONS.txt"):
+        assert f"service/static/{asset}" in names
+    for library in ("uplot", "swagger-ui", "redoc"):
+        assert f"service/static/vendor/{library}/LICENSE" in names
     assert not [n for n in names if n.startswith(("tests/", "ops/"))]
     assert b"hr-serve = service.serve:main" in entry_points
     assert b"hr-maint = service.maintenance:cli" in entry_points
@@ -79,8 +84,11 @@ def test_an_installed_wheel_serves_from_anywhere(wheel: Path, tmp_path: Path) ->
         import http.client
 
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", "/health")
-        assert conn.getresponse().status == 200
+        for path in ("/health", "/dashboard", "/static/vendor/uplot/uPlot.iife.min.js", "/docs"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, path
         conn.close()
         maint = subprocess.run(
             [str(venv / "bin" / "hr-maint"), "verify"], env=env, capture_output=True, text=True

@@ -100,8 +100,20 @@ def stream_router(spec: MetricSpec) -> APIRouter:
         summary=f"{spec.name} buckets as they change (Server-Sent Events)",
         response_class=Response,
         responses={
-            **QUERY_ERRORS,
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            400: QUERY_ERRORS[400],  # no readings yet is an open stream, not a 404
+            200: {
+                "description": "The last hour's buckets, then each bucket as it changes.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {"type": "string"},
+                        "example": (
+                            f"id: 1705312805000000000\nevent: bucket\ndata: "
+                            f'{{"timestamp":"2024-01-15T10:00:00Z","{spec.field}":75.0,'
+                            '"device_id":"device_a","min":72.0,"max":79.0,"count":12}\n\n'
+                        ),
+                    }
+                },
+            },
         },
     )
     async def stream(

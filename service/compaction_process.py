@@ -22,6 +22,7 @@ from pathlib import Path
 
 from service import logs
 from service.config import Settings
+from service.storage import erasure
 from service.storage.compaction import Report, compact
 from service.storage.store import Store
 
@@ -64,13 +65,16 @@ def _parser() -> argparse.ArgumentParser:
 def run_pass(store: Store, settings: Settings, args: argparse.Namespace) -> Report | None:
     """One pass with the options ``args`` gives (``full``, ``min_files``, ``grace_s``,
     ``max_rows``), the settings' values where it gives none; None when another runs."""
-    return compact(
+    report = compact(
         store,
         force=args.full,
         min_files=args.min_files or settings.compact_min_files,
         grace_s=settings.compact_grace_s if args.grace_s is None else args.grace_s,
         max_rows=args.max_rows or settings.compact_max_rows,
     )
+    if report is not None:
+        erasure.finish(store)  # erasures cut short (kill -9) or waiting for a flush
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

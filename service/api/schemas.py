@@ -52,6 +52,17 @@ class UserList(BaseModel):
     )
 
 
+class ErasureReceipt(BaseModel):
+    """What ``DELETE /users/<user_id>`` erased. ``files_clean_by``: when no file held an
+    erased row any more (at most the answer's time), or the latest time it will be so."""
+
+    user_id: str
+    erased_at: str
+    readings_erased: int
+    files_rewritten: int
+    files_clean_by: str
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     reason: str

@@ -4,11 +4,14 @@ File: ``manifest.json`` beside ``manifest.json.lock``. Content:
 ``{"version": 1, "generation": n,
    "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
                   "user_lo", "user_hi"}, ...],
-   "retired": [{"name", "at"}, ...]}``
+   "retired": [{"name", "at"}, ...],
+   "tombstones": [{"user_id", "before", "at", "done"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
 flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
 per-minute rollup file accompanies the entry (retired with it); ``user_lo``/``user_hi``
-bound the user ids of a level-2 file (null: unbounded). Retired files are
+bound the user ids of a level-2 file (null: unbounded). A tombstone erases a user's rows
+with ``seq`` below ``before`` (see ``tombstones``); ``at`` and ``done`` (null until no
+file holds such a row) are epoch seconds. Retired files are
 no longer read by new queries; they are deleted after a grace period so that queries
 already running never lose a file under them.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from filelock import Timeout
 from service.errors import ManifestBusy
 from service.storage.files import private_lock, replace_atomically, write_private
 from service.storage.fragments import FragmentInfo
+from service.storage.tombstones import Tombstone
 
 VERSION = 1
 
@@ -54,11 +58,19 @@ class _Retired(msgspec.Struct):
     at: float
 
 
+class _Tombstone(msgspec.Struct):
+    user_id: str
+    before: int
+    at: float
+    done: float | None = None
+
+
 class _Document(msgspec.Struct):
     version: int
     generation: int
     fragments: list[_Entry]
     retired: list[_Retired] = []
+    tombstones: list[_Tombstone] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +78,11 @@ class Snapshot:
     generation: int
     fragments: tuple[FragmentInfo, ...]
     retired: tuple[tuple[str, float], ...] = ()
+    tombstones: tuple[Tombstone, ...] = ()
 
+
+# decides, under the lock and from the current manifest, the tombstones of the new one
+Tombstoner = Callable[[Snapshot], tuple[Tombstone, ...]]
 
 EMPTY = Snapshot(0, ())
 
@@ -106,13 +122,15 @@ class Manifest:
         retire: bool = False,
         forget: Iterable[str] = (),
         unroll: Iterable[str] = (),
+        tombstones: Tombstoner | None = None,
     ) -> Snapshot:
         """Add and remove entries in one atomic change under the manifest lock.
 
         With ``retire`` the removed files are remembered as retired (for deletion after a
         grace period); ``forget`` drops names from the retired list; the entries named in
         ``unroll`` stay, without their rollup (decided under the lock: an entry retired
-        meanwhile must not come back).
+        meanwhile must not come back); ``tombstones``, when given, makes the new list of
+        tombstones from the current manifest.
         """
         add, gone, forgotten, unrolled = list(add), set(remove), set(forget), set(unroll)
         lock = private_lock(self._lock_path)
@@ -132,7 +150,8 @@ class Manifest:
                         (name, now) for f in current.fragments if f.name in gone for name in f.files
                     ]
                 fragments = (*kept, *(f for f in add if f.name not in known))
-                new = Snapshot(current.generation + 1, fragments, tuple(retired))
+                stones = current.tombstones if tombstones is None else tombstones(current)
+                new = Snapshot(current.generation + 1, fragments, tuple(retired), stones)
                 self._write(new)
                 return new
         except Timeout as exc:
@@ -144,6 +163,7 @@ class Manifest:
             snapshot.generation,
             [_Entry(**asdict(f)) for f in snapshot.fragments],
             [_Retired(name, at) for name, at in snapshot.retired],
+            [_Tombstone(**asdict(t)) for t in snapshot.tombstones],
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         write_private(tmp, msgspec.json.encode(doc))
@@ -171,4 +191,5 @@ def _parse(data: bytes) -> Snapshot:
             for e in doc.fragments
         ),
         tuple((r.name, r.at) for r in doc.retired),
+        tuple(Tombstone(t.user_id, t.before, t.at, t.done) for t in doc.tombstones),
     )

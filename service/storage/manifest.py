@@ -122,15 +122,14 @@ class Manifest:
         retire: bool = False,
         forget: Iterable[str] = (),
         unroll: Iterable[str] = (),
-        tombstones: Tombstoner | None = None,
+        tombstones: Tombstoner = lambda current: current.tombstones,
     ) -> Snapshot:
         """Add and remove entries in one atomic change under the manifest lock.
 
         With ``retire`` the removed files are remembered as retired (for deletion after a
         grace period); ``forget`` drops names from the retired list; the entries named in
         ``unroll`` stay, without their rollup (decided under the lock: an entry retired
-        meanwhile must not come back); ``tombstones``, when given, makes the new list of
-        tombstones from the current manifest.
+        meanwhile must not come back); ``tombstones`` makes the new tombstones from the old.
         """
         add, gone, forgotten, unrolled = list(add), set(remove), set(forget), set(unroll)
         lock = private_lock(self._lock_path)
@@ -150,14 +149,12 @@ class Manifest:
                         (name, now) for f in current.fragments if f.name in gone for name in f.files
                     ]
                 fragments = (*kept, *(f for f in add if f.name not in known))
-                stones = current.tombstones if tombstones is None else tombstones(current)
-                new = Snapshot(current.generation + 1, fragments, tuple(retired), stones)
-                self._write(new)
-                return new
+                new = Snapshot(current.generation + 1, fragments, tuple(retired))
+                return self._write(replace(new, tombstones=tombstones(current)))
         except Timeout as exc:
             raise ManifestBusy(f"manifest lock not acquired in {self._timeout}s") from exc
 
-    def _write(self, snapshot: Snapshot) -> None:
+    def _write(self, snapshot: Snapshot) -> Snapshot:
         doc = _Document(
             VERSION,
             snapshot.generation,
@@ -168,6 +165,7 @@ class Manifest:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         write_private(tmp, msgspec.json.encode(doc))
         replace_atomically(tmp, self.path)
+        return snapshot
 
 
 def _parse(data: bytes) -> Snapshot:

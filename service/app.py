@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service import logs, metrics
-from service.api import export, health, ingest, openapi, query, readings, stream, users
+from service.api import erase, export, health, ingest, openapi, query, readings, stream, users
 from service.api import metrics as metrics_route
 from service.api import summary as summary_route
 from service.api.context import WorkerContext
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(summary_route.router)
     app.include_router(users.router)
     app.include_router(export.router)
+    app.include_router(erase.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     install_pages(app)

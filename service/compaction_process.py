@@ -22,6 +22,7 @@ from pathlib import Path
 
 from service import logs
 from service.config import Settings
+from service.storage import erasure
 from service.storage.compaction import Report, compact
 from service.storage.retention import Retention
 from service.storage.store import Store
@@ -75,7 +76,7 @@ def run_pass(store: Store, settings: Settings, args: argparse.Namespace) -> Repo
         settings.retention_days if raw is None else raw,
         settings.rollup_retention_days if rolled is None else rolled,
     )
-    return compact(
+    report = compact(
         store,
         force=args.full,
         min_files=args.min_files or settings.compact_min_files,
@@ -83,6 +84,9 @@ def run_pass(store: Store, settings: Settings, args: argparse.Namespace) -> Repo
         max_rows=args.max_rows or settings.compact_max_rows,
         retention=retention,
     )
+    if report is not None:
+        erasure.finish(store)  # erasures cut short (kill -9) or waiting for a flush
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

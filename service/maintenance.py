@@ -19,6 +19,7 @@ from service.backup import BackupError, backup
 from service.compaction_process import run_pass, stop_on_term
 from service.config import ConfigError, Settings
 from service.schema import DAY_MS, METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.storage import erasure
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import is_held, private_lock
 from service.storage.fragments import FragmentInfo, rollup_name
@@ -30,7 +31,8 @@ from service.storage.wal import list_segments, lock_path, read_segment
 
 def verify(store: Store) -> list[str]:
     """Problems found: listed files missing or unlike their entry, orphans, quarantined
-    files (their rows are missing from answers until an operator restores them)."""
+    files (their rows are missing from answers until an operator restores them), rows of
+    erased users left in any file."""
     problems: list[str] = []
     snapshot = store.manifest.read()
     listed = snapshot.listed()
@@ -63,7 +65,7 @@ def verify(store: Store) -> list[str]:
             problems += _verify_rollup(store, f)
     for r in snapshot.rollups:  # a day past raw retention: only its rollup is left
         problems += _verify_rollup(store, r, r.name)
-    problems += _verify_ranges(snapshot.fragments)
+    problems += _verify_ranges(snapshot.fragments) + erasure.leftovers(store)
     return problems + _unlisted(store, listed | {name for name, _ in snapshot.retired})
 
 

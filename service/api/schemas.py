@@ -241,3 +241,14 @@ class Readiness(BaseModel):
     quarantined: list[str] = Field(
         default_factory=list, description="Unreadable data files moved aside, if any."
     )
+
+
+class ErasureReceipt(BaseModel):
+    """What ``DELETE /users/<user_id>`` erased. ``files_clean_by``: when no file held an
+    erased row any more (at most the answer's time), or the latest time it will be so."""
+
+    user_id: str
+    erased_at: str
+    readings_erased: int
+    files_rewritten: int
+    files_clean_by: str

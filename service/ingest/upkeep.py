@@ -26,6 +26,7 @@ from service.ingest.flusher import Flusher
 from service.ingest.health import TaskHealth
 from service.storage.recovery import replay_orphans
 from service.storage.store import Store
+from service.storage.tombstones import Tombstone
 
 log = logging.getLogger("service.ingest")
 
@@ -53,6 +54,7 @@ class Upkeep:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._exiting = False  # this worker asked itself to stop (its master is gone)
+        self._tombstones: tuple[Tombstone, ...] = ()  # the erasures seen so far
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="flush loop")
@@ -107,6 +109,7 @@ class Upkeep:
         st = self._settings
         now = time.monotonic()
         await self._flusher.flush_if_due(now)
+        await self._flush_for_erasure()
         if now >= due["recover"]:
             await self.recover()
             due["recover"] = time.monotonic() + st.recovery_interval_s
@@ -121,6 +124,18 @@ class Upkeep:
             self._health.failed("storage gauges", exc)
         else:
             self._health.succeeded("storage gauges")
+
+    async def _flush_for_erasure(self) -> None:
+        """Flush at once when an erase began: the flush leaves the erased rows out, and the
+        WAL segments that held them go (see ``storage.erasure``)."""
+        snapshot = await anyio.to_thread.run_sync(self._store.manifest.read)
+        stones = snapshot.tombstones
+        if stones == self._tombstones:
+            return
+        fresh = any(t.done is None and t not in self._tombstones for t in stones)
+        self._tombstones = stones
+        if fresh and self._buffer.rows:
+            await self._flusher.flush()
 
     def _observe(self) -> None:
         """Refresh the gauges that describe storage rather than requests."""

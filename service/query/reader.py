@@ -29,6 +29,7 @@ from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.retention import retained_until
 from service.storage.store import Store
+from service.storage.tombstones import before
 from service.storage.wal import TailReader, list_segments
 
 # a query over more than one UTC day that would scan more not-yet-compacted rows than this
@@ -49,6 +50,7 @@ class Query:
     device_id: str | None = None
     slot: str = "1m"  # the priority slot: "1s" or "1m"
     extremes: bool = False  # partials carry min and max too
+    erased_before: int = 0  # the user's rows with a lower seq are erased (see ``tombstones``)
 
 
 class Reader:
@@ -72,6 +74,8 @@ class Reader:
         or None when no reading matches. Blocking."""
         started = time.perf_counter()
         retained = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
+        if retained and before(self._store.manifest.read().tombstones, q.user_id):
+            retained = []  # an erased user's rolled-up days hold nothing they may show
         frame = self._retained(q, retained) if retained else self._salvaging(q)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
@@ -109,7 +113,10 @@ class Reader:
         """``_frame`` for ``q``; when a read fails, the files to blame are quarantined and
         the query runs again (probing happens only then: the hot path is unchanged)."""
         for attempt in range(1, ATTEMPTS + 1):
-            generation = self._store.manifest.read().generation
+            snapshot = self._store.manifest.read()
+            generation = snapshot.generation
+            # every source of this query drops the rows an erase hid (see ``tombstones``)
+            q = replace(q, erased_before=before(snapshot.tombstones, q.user_id))
             try:
                 return self._frame(q, self.unflushed(q.metric), observe=attempt == 1)
             except READ_ERRORS:
@@ -162,6 +169,8 @@ class Reader:
         """(settled, fresh): the rows of ``q`` from the sources a series reads, compacted
         rows (unique per identity) apart from every other row (``unflushed`` read before
         this call); ``query.aggregate.combine`` makes them one row per identity."""
+        tombstones = self._store.manifest.read().tombstones
+        q = replace(q, erased_before=before(tombstones, q.user_id))
         settled, fresh, _ = self._sources(q, unflushed, observe=False)
         return (
             self._pick(q, self._scan(settled)) if settled else None,
@@ -203,7 +212,9 @@ class Reader:
         scope = self._settings.priority_scope
         if fresh is not None:
             fresh = self._pick(q, fresh)
+        # rollups carry no seq: not used while an erase of the user is under way
         rolled = settled and all(f.rollup for f in settled) and q.slot == "1m"
+        rolled = rolled and not q.erased_before
         if rolled and (priority is None or scope == "bucket"):
             # rollup rows come from the in-memory cache: no scan left for the streaming engine
             return pick(self._partials(q, settled, fresh), priority, "in-memory")
@@ -266,4 +277,5 @@ class Reader:
 
     @staticmethod
     def _pick(q: Query, lf: pl.LazyFrame) -> pl.LazyFrame:
-        return select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
+        picked = select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
+        return picked.filter(pl.col("seq") >= q.erased_before) if q.erased_before else picked

@@ -33,6 +33,7 @@ from service.schema import METRICS, ROW_SCHEMA
 from service.storage.fragments import FragmentInfo
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.store import Store
+from service.storage.tombstones import before
 
 # per-file id sets kept per worker: ~1 M short ids; the union (one copy of every distinct
 # id) is kept besides, outside this budget
@@ -106,10 +107,37 @@ class UserIndex:
 
     def page(self, q: Page) -> UserPage:
         """The first ``q.limit`` users after ``q.after`` that start with ``q.prefix``."""
-        fresh = self._fresh(q)  # before the manifest: see the module docstring
-        found = sorted(set(fresh) | set(_window(self._settled(), q)))[: q.limit + 1]
+        stones = self._store.manifest.read().tombstones
+        # an erased user left in a file is skipped: the page takes that many more candidates
+        wide = replace(q, limit=q.limit + len(stones))
+        fresh = self._fresh(wide)  # before the manifest: see the module docstring
+        found = sorted(set(fresh) | set(_window(self._settled(), wide)))
+        if stones:
+            found = [user for user in found if not self._erased(user, before(stones, user))]
+        found = found[: q.limit + 1]
         users = found[: q.limit]
         return UserPage(users, users[-1] if len(found) > q.limit else None)
+
+    def _erased(self, user_id: str, erased_before: int) -> bool:
+        """Whether an erase hid every row of ``user_id`` (none has a seq past the cut-off)."""
+        if not erased_before:
+            return False
+        kept = (pl.col("user_id") == user_id) & (pl.col("seq") >= erased_before)
+        for attempt in range(1, ATTEMPTS + 1):
+            frames = [df.lazy() for metric in METRICS for df in self._unflushed(metric)]
+            paths = [
+                self._store.fragment_dir / f.name
+                for f in self._store.manifest.read().fragments
+                if f.holds(user_id)
+            ]
+            if paths:
+                frames.append(pl.scan_parquet(paths, schema=ROW_SCHEMA))
+            try:
+                return not frames or pl.concat(frames).filter(kept).head(1).collect().height == 0
+            except READ_ERRORS:
+                if attempt == ATTEMPTS:  # the erasure's rewrite deletes files as it goes
+                    raise
+        raise AssertionError("unreachable")
 
     def _fresh(self, q: Page) -> list[str]:
         """The page's candidates among the unflushed rows of every metric."""

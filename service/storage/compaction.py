@@ -45,6 +45,7 @@ from service.storage.quarantine import merge_readable
 from service.storage.retention import Retention, demoted_days, must_merge
 from service.storage.retention import apply as expire
 from service.storage.store import Store
+from service.storage.tombstones import live
 
 log = logging.getLogger("service.storage")
 
@@ -145,7 +146,9 @@ def _take(
 
 
 def _scan(store: Store, files: list[FragmentInfo]) -> pl.LazyFrame:
-    return pl.scan_parquet([store.fragment_dir / f.name for f in files], schema=ROW_SCHEMA)
+    # erased rows are not carried into a merge's output (see ``erasure``)
+    lf = pl.scan_parquet([store.fragment_dir / f.name for f in files], schema=ROW_SCHEMA)
+    return live(lf, store.manifest.read().tombstones)
 
 
 def _dedupe_sorted(lf: pl.LazyFrame, report: Report) -> pl.DataFrame:

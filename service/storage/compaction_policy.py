@@ -27,6 +27,7 @@ from service.schema import DAY_MS
 from service.storage.fragments import FragmentInfo
 from service.storage.orphans import stale
 from service.storage.store import Store
+from service.storage.tombstones import pending
 
 _DEFAULTS = Settings()  # callers with settings of their own pass those values
 
@@ -49,6 +50,8 @@ def has_work(
     manifest = store.manifest.read()
     cutoff = time.time() - grace_s
     if any(at <= cutoff for _, at in manifest.retired) or stale(store, grace_s):
+        return True
+    if pending(manifest.tombstones):  # an erasure to finish (see ``erasure``)
         return True
     level0: dict[str, int] = defaultdict(int)
     for f in manifest.fragments:

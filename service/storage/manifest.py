@@ -6,11 +6,14 @@ File: ``manifest.json`` beside ``manifest.json.lock``. Content:
                   "user_lo", "user_hi"}, ...],
    "retired": [{"name", "at"}, ...],
    "rollups": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
-                "user_lo", "user_hi"}, ...]}``
+                "user_lo", "user_hi"}, ...],
+   "tombstones": [{"user_id", "before", "at", "done"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
 flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
 per-minute rollup file accompanies the entry (retired with it); ``user_lo``/``user_hi``
-bound the user ids of a level-2 file (null: unbounded). Retired files are
+bound the user ids of a level-2 file (null: unbounded). A tombstone erases a user's rows
+with ``seq`` below ``before`` (see ``tombstones``); ``at`` and ``done`` (null until no
+file holds such a row) are epoch seconds. Retired files are
 no longer read by new queries; they are deleted after a grace period so that queries
 already running never lose a file under them.
 
@@ -39,6 +42,7 @@ from filelock import Timeout
 from service.errors import ManifestBusy
 from service.storage.files import private_lock, replace_atomically, write_private
 from service.storage.fragments import FragmentInfo, rollup_name
+from service.storage.tombstones import Tombstone
 
 VERSION = 1
 
@@ -60,12 +64,20 @@ class _Retired(msgspec.Struct):
     at: float
 
 
+class _Tombstone(msgspec.Struct):
+    user_id: str
+    before: int
+    at: float
+    done: float | None = None
+
+
 class _Document(msgspec.Struct):
     version: int
     generation: int
     fragments: list[_Entry]
     retired: list[_Retired] = []
     rollups: list[_Entry] = []
+    tombstones: list[_Tombstone] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +86,15 @@ class Snapshot:
     fragments: tuple[FragmentInfo, ...]
     retired: tuple[tuple[str, float], ...] = ()
     rollups: tuple[FragmentInfo, ...] = ()  # rolled-up days without their raw files
+    tombstones: tuple[Tombstone, ...] = ()
 
     def listed(self) -> set[str]:
         """The name of every file an entry owns (retired files not included)."""
         return {name for f in (*self.fragments, *self.rollups) for name in f.files}
 
+
+# decides, under the lock and from the current manifest, the tombstones of the new one
+Tombstoner = Callable[[Snapshot], tuple[Tombstone, ...]]
 
 EMPTY = Snapshot(0, ())
 
@@ -118,13 +134,14 @@ class Manifest:
         retire: bool = False,
         forget: Iterable[str] = (),
         unroll: Iterable[str] = (),
+        tombstones: Tombstoner = lambda current: current.tombstones,
     ) -> Snapshot:
         """Add and remove entries in one atomic change under the manifest lock.
 
         With ``retire`` the removed files are remembered as retired (for deletion after a
         grace period); ``forget`` drops names from the retired list; the entries named in
         ``unroll`` stay, without their rollup (decided under the lock: an entry retired
-        meanwhile must not come back).
+        meanwhile must not come back); ``tombstones`` makes the new tombstones from the old.
         """
         add, gone, forgotten, unrolled = list(add), set(remove), set(forget), set(unroll)
         lock = private_lock(self._lock_path)
@@ -145,8 +162,7 @@ class Manifest:
                     ]
                 fragments = (*kept, *(f for f in add if f.name not in known))
                 new = Snapshot(current.generation + 1, fragments, tuple(retired), current.rollups)
-                self._write(new)
-                return new
+                return self._write(replace(new, tombstones=tombstones(current)))
         except Timeout as exc:
             raise ManifestBusy(f"manifest lock not acquired in {self._timeout}s") from exc
 
@@ -176,6 +192,22 @@ class Manifest:
 
         return self._change(update)
 
+    def swap_rollups(self, swaps: dict[str, FragmentInfo]) -> Snapshot:
+        """Each rollup-list entry named in ``swaps`` is replaced by its new entry and its
+        file retired (names no longer listed are skipped, decided under the lock)."""
+
+        def update(current: Snapshot) -> Snapshot:
+            now, retired = time.time(), list(current.retired)
+            rollups = []
+            for r in current.rollups:
+                new = swaps.get(r.name)
+                if new is not None:
+                    retired.append((r.name, now))
+                rollups.append(r if new is None else new)
+            return Snapshot(0, current.fragments, tuple(retired), tuple(rollups))
+
+        return self._change(update)
+
     def restore(self, fragments: Iterable[FragmentInfo], rollups: Iterable[FragmentInfo]) -> None:
         """List exactly these entries, nothing retired (a backup's new manifest)."""
         self._change(lambda _: Snapshot(0, tuple(fragments), (), tuple(rollups)))
@@ -186,23 +218,28 @@ class Manifest:
         try:
             with _local_lock, lock.acquire(timeout=self._timeout):
                 current = _parse(self.path.read_bytes()) if self.path.exists() else EMPTY
-                new = replace(update(current), generation=current.generation + 1)
-                self._write(new)
-                return new
+                new = replace(
+                    update(current),
+                    generation=current.generation + 1,
+                    tombstones=current.tombstones,  # only ``commit`` changes them
+                )
+                return self._write(new)
         except Timeout as exc:
             raise ManifestBusy(f"manifest lock not acquired in {self._timeout}s") from exc
 
-    def _write(self, snapshot: Snapshot) -> None:
+    def _write(self, snapshot: Snapshot) -> Snapshot:
         doc = _Document(
             VERSION,
             snapshot.generation,
             [_Entry(**asdict(f)) for f in snapshot.fragments],
             [_Retired(name, at) for name, at in snapshot.retired],
             [_Entry(**asdict(f)) for f in snapshot.rollups],
+            [_Tombstone(**asdict(t)) for t in snapshot.tombstones],
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         write_private(tmp, msgspec.json.encode(doc))
         replace_atomically(tmp, self.path)
+        return snapshot
 
 
 def _parse(data: bytes) -> Snapshot:
@@ -214,6 +251,7 @@ def _parse(data: bytes) -> Snapshot:
         tuple(_info(e) for e in doc.fragments),
         tuple((r.name, r.at) for r in doc.retired),
         tuple(_info(e) for e in doc.rollups),
+        tuple(Tombstone(t.user_id, t.before, t.at, t.done) for t in doc.tombstones),
     )
 
 

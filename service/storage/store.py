@@ -17,6 +17,7 @@ import polars as pl
 from service.storage.files import private_dir, tighten, unlink_quietly
 from service.storage.fragments import FragmentInfo, fragment_name, write_fragment
 from service.storage.manifest import Manifest, Snapshot
+from service.storage.tombstones import live
 
 
 class Store:
@@ -37,10 +38,13 @@ class Store:
         tighten(self.root)
 
     def publish(self, frames: dict[str, pl.DataFrame]) -> list[FragmentInfo]:
-        """Write one fragment per non-empty metric frame and list them all in one commit."""
+        """Write one fragment per non-empty metric frame and list them all in one commit;
+        erased users' rows (see ``tombstones``) are left out."""
         infos: list[FragmentInfo] = []
+        erased = self.manifest.read().tombstones
         try:
             for metric, frame in frames.items():
+                frame = live(frame, erased)
                 if frame.height:
                     infos.append(self.write(frame, metric, 0))
             if infos:
@@ -90,6 +94,13 @@ class Store:
             and f.max_ts >= start_ms
             and (user_id is None or f.holds(user_id))
         ]
+
+    def new_name(self) -> str:
+        """A fragment name no file of this store has had."""
+        while True:
+            name = self._next_name()
+            if not (self.fragment_dir / name).exists():
+                return name
 
     def _next_name(self) -> str:
         with self._seq_lock:

@@ -170,3 +170,26 @@ def test_a_backup_keeps_the_rolled_up_days(store: Store, tmp_path: Path) -> None
     assert copy.manifest.read().rollups == store.manifest.read().rollups
     assert verify(copy) == []
     assert answers(copy) == before
+
+
+def test_an_erase_reaches_the_rolled_up_days(store: Store) -> None:
+    from service.storage import erasure
+
+    assert compact(store, grace_s=0.0, retention=Retention(10)) is not None
+    assert store.manifest.read().rollups
+    old = Query("heart_rate", "v", OLD, OLD + 2 * DAY_MS, extremes=True)
+    before = reader(store).run(old)
+    assert before is not None
+    erasure.begin(store, "u")
+    r = reader(store)
+    for start, end in [(OLD, OLD + 2 * DAY_MS), (OLD, TODAY)]:
+        assert r.run(Query("heart_rate", "u", start, end)) is None  # hidden at once
+    progress = erasure.finish(store)
+    assert progress is not None
+    assert progress.done
+    for entry in store.manifest.read().rollups:  # and gone from the files
+        users = pl.read_parquet(store.fragment_dir / entry.name)["user_id"].unique().to_list()
+        assert users == ["v"]
+    after = reader(store).run(old)  # the other user answers as before
+    assert after is not None
+    assert after.sort("slot", "device_id").equals(before.sort("slot", "device_id"))

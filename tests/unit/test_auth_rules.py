@@ -1,0 +1,131 @@
+"""What each request needs, whether a key has it, and the start-up check of the bind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.auth import keys
+from service.auth.bind import listen_scope, refusal
+from service.auth.principal import Principal
+from service.auth.rules import Need, Rules
+from service.auth.rules import refusal as rule_refusal
+from service.config import Settings
+from service.errors import Forbidden
+
+RULES = Rules(["/metrics/heart-rate", "/metrics/steps"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "need"),
+    [
+        ("POST", "/metrics/heart-rate", Need.INGEST),
+        ("POST", "/metrics/steps/batch", Need.INGEST),
+        ("POST", "/readings", Need.INGEST),
+        ("GET", "/metrics/steps", Need.READ_PARAM),
+        ("HEAD", "/metrics/steps", Need.READ_PARAM),
+        ("GET", "/metrics/heart-rate/stream", Need.READ_PARAM),
+        ("GET", "/summary", Need.READ_PARAM),
+        ("GET", "/users/u1/export", Need.READ_PATH),
+        ("GET", "/users", Need.READ_ALL),
+        ("DELETE", "/users/u1", Need.ADMIN),
+        ("GET", "/health", Need.NOTHING),
+        ("GET", "/ready", Need.NOTHING),
+        ("GET", "/metrics", Need.NOTHING),
+        ("GET", "/openapi.json", Need.NOTHING),
+        ("GET", "/static/app.js", Need.NOTHING),
+        ("POST", "/health", Need.KEY),
+        ("GET", "/metrics/heart-rate/", Need.KEY),
+        ("GET", "/users/u1", Need.KEY),
+        ("GET", "/users//export", Need.KEY),
+        ("DELETE", "/users/u1/export", Need.KEY),
+        ("GET", "/nowhere", Need.KEY),
+        ("PUT", "/metrics/steps", Need.KEY),
+    ],
+)
+def test_each_route_needs_its_scope(method: str, path: str, need: Need) -> None:
+    assert RULES.need(method, path) is need
+
+
+INGEST = Principal("gw", frozenset({"ingest"}))
+READ_ALL = Principal("all", frozenset({"read"}))
+READ_AB = Principal("ab", frozenset({"read"}), frozenset({"a", "b"}))
+ADMIN = Principal("root", frozenset({"admin"}))
+
+
+def scope(path: str, query: str = "") -> dict:
+    return {"path": path, "query_string": query.encode("latin-1")}
+
+
+@pytest.mark.parametrize(
+    ("need", "who", "request_scope", "allowed"),
+    [
+        (Need.INGEST, INGEST, scope("/readings"), True),
+        (Need.INGEST, READ_ALL, scope("/readings"), False),
+        (Need.INGEST, ADMIN, scope("/readings"), True),
+        (Need.READ_PARAM, INGEST, scope("/summary", "user_id=a"), False),
+        (Need.READ_PARAM, READ_ALL, scope("/summary", "user_id=z"), True),
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=a"), True),
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=c"), False),
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=%61"), True),  # "a" encoded
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=a&user_id=c"), False),
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=c&user_id=a"), False),
+        (Need.READ_PARAM, READ_AB, scope("/summary", ""), False),
+        (Need.READ_PARAM, READ_AB, scope("/summary", "user_idx=a"), False),
+        (Need.READ_PATH, READ_AB, scope("/users/b/export"), True),
+        (Need.READ_PATH, READ_AB, scope("/users/c/export"), False),
+        (Need.READ_ALL, READ_AB, scope("/users"), False),
+        (Need.READ_ALL, READ_ALL, scope("/users"), True),
+        (Need.READ_ALL, ADMIN, scope("/users"), True),
+        (Need.ADMIN, READ_ALL, scope("/users/a"), False),
+        (Need.ADMIN, ADMIN, scope("/users/a"), True),
+        (Need.KEY, READ_AB, scope("/nowhere"), True),
+    ],
+)
+def test_a_key_has_the_scope_or_is_forbidden(need, who, request_scope, allowed) -> None:
+    problem = rule_refusal(need, who, request_scope)
+    assert (problem is None) is allowed
+    if problem is not None:
+        assert isinstance(problem, Forbidden)
+        assert who.name in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "scope_"),
+    [
+        ([("127.0.0.1", 8000)], "loopback"),
+        ([("127.9.9.9", 8000), ("::1", 8000)], "loopback"),
+        ([("localhost", 8000)], "loopback"),
+        (["/run/hr.sock"], "loopback"),
+        ([("0.0.0.0", 8000)], "network"),
+        ([("127.0.0.1", 8000), ("10.0.0.5", 8000)], "network"),
+        ([("::", 8000)], "network"),
+        ([("example.org", 80)], "network"),
+    ],
+)
+def test_the_listen_scope_of_binds(addresses, scope_) -> None:
+    assert listen_scope(addresses) == scope_
+
+
+def test_a_server_beyond_loopback_needs_a_key_unless_auth_is_off(tmp_path: Path) -> None:
+    public, local = [("0.0.0.0", 8000)], [("127.0.0.1", 8000)]
+    settings = Settings(data_dir=tmp_path)
+    problem = refusal(settings, public)
+    assert problem is not None
+    assert "keys create" in problem
+    assert "0.0.0.0:8000" in problem
+    assert refusal(Settings(data_dir=tmp_path, auth="on"), public) is not None
+    assert refusal(settings, local) is None
+    assert refusal(Settings(data_dir=tmp_path, auth="off"), public) is None
+    keys.create(tmp_path, "gw", ["ingest"], [], 5)
+    assert refusal(settings, public) is None
+
+
+def test_auth_settings_from_the_environment() -> None:
+    settings = Settings.from_env({"HR_AUTH": "on", "HR_CORS_ORIGINS": "https://a.example, *"})
+    assert settings.auth_required
+    assert settings.cors_origins == ("https://a.example", "*")
+    assert not Settings.from_env({}).auth_required
+    assert Settings.from_env({"HR_LISTEN": "network"}).auth_required
+    assert not Settings.from_env({"HR_LISTEN": "network", "HR_AUTH": "off"}).auth_required

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.auth.keys import keys_path
 from service.auth.principal import Principal
 from service.auth.ring import KeyRing
-from service.auth.rules import Need, Rules, refusal
+from service.auth.rules import NOTHING, Rules, refusal
 from service.config import Settings
 from service.errors import ServiceError, Unauthorized, error_response
 
@@ -48,7 +48,7 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         need = self.rules.need(scope["method"], scope["path"])
-        if need is Need.NOTHING or (not self.required and not self.ring.current()):
+        if need is NOTHING or (not self.required and not self.ring.current()):
             await self.app(scope, receive, send)
             return
         principal = self._principal(scope)

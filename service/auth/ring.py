@@ -14,9 +14,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from hashlib import sha256
 from pathlib import Path
 
-from service.auth.keys import KeysError, StoredKey, digest, load
+from service.auth.keys import KeysError, StoredKey, load
 from service.auth.principal import Principal
 
 CHECK_INTERVAL_S = 0.5  # the spec allows 1 s for a revocation to reach every worker
@@ -33,6 +34,7 @@ class KeyRing:
         self._next_check = float("-inf")
         self._signature: _Signature = None
         self._keys: tuple[StoredKey, ...] = ()
+        self._by_digest: dict[bytes, StoredKey] = {}
         self._failing = False
 
     def current(self) -> tuple[StoredKey, ...]:
@@ -44,14 +46,17 @@ class KeyRing:
         return self._keys
 
     def find(self, secret: bytes) -> Principal | None:
-        """The principal whose key is ``secret``. Every stored hash is compared, in constant
-        time, so the answer's timing says nothing about which key came close."""
-        wanted = digest(secret)
-        found = None
-        for key in self.current():
-            if hmac.compare_digest(key.digest, wanted):
-                found = key.principal
-        return found
+        """The principal whose key is ``secret``. Keys are found by the secret's SHA-256,
+        so how long a lookup takes depends on that hash, which tells an attacker nothing
+        about any stored secret (no prefix to grow byte by byte); the match is confirmed
+        with a constant-time comparison. (Comparing every stored hash in turn cost ~1 us
+        more per request for a handful of keys.)"""
+        self.current()
+        wanted = sha256(secret).digest()
+        key = self._by_digest.get(wanted)
+        if key is None or not hmac.compare_digest(key.digest, wanted):
+            return None
+        return key.principal
 
     def _refresh(self) -> None:
         try:
@@ -69,6 +74,7 @@ class KeyRing:
             # signature is kept, so the next check reads it again
             if not self._failing:
                 log.error("keys file unreadable, every key refused until it is fixed: %s", exc)
-            self._keys, self._failing = (), True
+            self._keys, self._by_digest, self._failing = (), {}, True
             return
         self._signature, self._keys, self._failing = signature, keys, False
+        self._by_digest = {key.digest: key for key in keys}

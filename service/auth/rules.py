@@ -17,8 +17,8 @@ nothing about which routes exist: everything but the open pages answers it ``401
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from starlette.types import Scope
@@ -32,54 +32,70 @@ OPEN_PATHS_MORE = ("/openapi.json", "/docs/oauth2-redirect")
 OPEN_PREFIXES = ("/static/",)
 
 
-class Need(enum.Enum):
-    NOTHING = "nothing"
-    KEY = "any key"
-    INGEST = "ingest"
-    READ_PARAM = "read for the user_id parameter"
-    READ_PATH = "read for the user in the path"
-    READ_ALL = "read for every user"
-    ADMIN = "admin"
+@dataclass(frozen=True, slots=True, eq=False)
+class Need:
+    """What a request needs; compared by identity with the constants below (not an Enum:
+    reading an Enum member costs ~0.35 us on Python 3.11, a module constant ~0.02 us)."""
+
+    value: str
+
+
+NOTHING = Need("nothing")
+KEY = Need("any key")
+INGEST = Need("ingest")
+READ_PARAM = Need("read for the user_id parameter")
+READ_PATH = Need("read for the user in the path")
+READ_ALL = Need("read for every user")
+ADMIN = Need("admin")
 
 
 class Rules:
     def __init__(self, metric_paths: Iterable[str]) -> None:
-        exact = {("GET", path): Need.NOTHING for path in (*OPEN_PATHS, *OPEN_PATHS_MORE)}
+        # by path, then method: two lookups of strings whose hashes Python keeps, ~3x
+        # faster than one by a (method, path) tuple built per request
+        exact: dict[str, dict[str, Need]] = {}
+        for path in (*OPEN_PATHS, *OPEN_PATHS_MORE):
+            exact[path] = {"GET": NOTHING}
         for path in metric_paths:
-            exact["POST", path] = exact["POST", path + "/batch"] = Need.INGEST
-            exact["GET", path] = exact["GET", path + "/stream"] = Need.READ_PARAM
-        exact["POST", "/readings"] = Need.INGEST
-        exact["GET", "/summary"] = Need.READ_PARAM
-        exact["GET", "/users"] = Need.READ_ALL
+            exact[path] = {"POST": INGEST, "GET": READ_PARAM}
+            exact[path + "/batch"] = {"POST": INGEST}
+            exact[path + "/stream"] = {"GET": READ_PARAM}
+        exact["/readings"] = {"POST": INGEST}
+        exact["/summary"] = {"GET": READ_PARAM}
+        exact["/users"] = {"GET": READ_ALL}
+        for methods in exact.values():
+            if "GET" in methods:
+                methods["HEAD"] = methods["GET"]
         self._exact = exact
 
     def need(self, method: str, path: str) -> Need:
-        method = "GET" if method == "HEAD" else method
-        found = self._exact.get((method, path))
+        methods = self._exact.get(path)
+        found = methods.get(method) if methods is not None else None
         if found is not None:
             return found
+        method = "GET" if method == "HEAD" else method
         if method == "GET" and path.startswith(OPEN_PREFIXES):
-            return Need.NOTHING
+            return NOTHING
         parts = path.split("/")  # "/users/<id>/export" -> ["", "users", "<id>", "export"]
         if len(parts) >= 3 and parts[1] == "users" and parts[2]:
             if len(parts) == 3 and method == "DELETE":
-                return Need.ADMIN
+                return ADMIN
             if len(parts) == 4 and parts[3] == "export" and method == "GET":
-                return Need.READ_PATH
-        return Need.KEY
+                return READ_PATH
+        return KEY
 
 
 def refusal(need: Need, who: Principal, scope: Scope) -> ServiceError | None:
     """Why ``who`` may not make this request (a ``Forbidden``), or None when it may."""
-    if who.admin or need is Need.KEY or need is Need.NOTHING:
+    if need is INGEST and "ingest" in who.scopes:  # the hot path first: no calls
         return None
-    if need is Need.INGEST:
-        allowed = who.may_ingest()
-    elif need is Need.READ_ALL:
+    if who.admin or need is KEY or need is NOTHING:
+        return None
+    if need is READ_ALL:
         allowed = who.may_read_all()
-    elif need is Need.READ_PATH:
+    elif need is READ_PATH:
         allowed = who.may_read(scope["path"].split("/")[2])
-    elif need is Need.READ_PARAM:
+    elif need is READ_PARAM:
         allowed = _may_read_param(who, scope)
     else:
         allowed = False  # ADMIN

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from service.auth import keys
+from service.auth import rules as need
 from service.auth.bind import listen_scope, refusal
 from service.auth.principal import Principal
-from service.auth.rules import Need, Rules
+from service.auth.rules import Rules
 from service.auth.rules import refusal as rule_refusal
 from service.config import Settings
 from service.errors import Forbidden
@@ -18,34 +19,34 @@ RULES = Rules(["/metrics/heart-rate", "/metrics/steps"])
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "need"),
+    ("method", "path", "wanted"),
     [
-        ("POST", "/metrics/heart-rate", Need.INGEST),
-        ("POST", "/metrics/steps/batch", Need.INGEST),
-        ("POST", "/readings", Need.INGEST),
-        ("GET", "/metrics/steps", Need.READ_PARAM),
-        ("HEAD", "/metrics/steps", Need.READ_PARAM),
-        ("GET", "/metrics/heart-rate/stream", Need.READ_PARAM),
-        ("GET", "/summary", Need.READ_PARAM),
-        ("GET", "/users/u1/export", Need.READ_PATH),
-        ("GET", "/users", Need.READ_ALL),
-        ("DELETE", "/users/u1", Need.ADMIN),
-        ("GET", "/health", Need.NOTHING),
-        ("GET", "/ready", Need.NOTHING),
-        ("GET", "/metrics", Need.NOTHING),
-        ("GET", "/openapi.json", Need.NOTHING),
-        ("GET", "/static/app.js", Need.NOTHING),
-        ("POST", "/health", Need.KEY),
-        ("GET", "/metrics/heart-rate/", Need.KEY),
-        ("GET", "/users/u1", Need.KEY),
-        ("GET", "/users//export", Need.KEY),
-        ("DELETE", "/users/u1/export", Need.KEY),
-        ("GET", "/nowhere", Need.KEY),
-        ("PUT", "/metrics/steps", Need.KEY),
+        ("POST", "/metrics/heart-rate", need.INGEST),
+        ("POST", "/metrics/steps/batch", need.INGEST),
+        ("POST", "/readings", need.INGEST),
+        ("GET", "/metrics/steps", need.READ_PARAM),
+        ("HEAD", "/metrics/steps", need.READ_PARAM),
+        ("GET", "/metrics/heart-rate/stream", need.READ_PARAM),
+        ("GET", "/summary", need.READ_PARAM),
+        ("GET", "/users/u1/export", need.READ_PATH),
+        ("GET", "/users", need.READ_ALL),
+        ("DELETE", "/users/u1", need.ADMIN),
+        ("GET", "/health", need.NOTHING),
+        ("GET", "/ready", need.NOTHING),
+        ("GET", "/metrics", need.NOTHING),
+        ("GET", "/openapi.json", need.NOTHING),
+        ("GET", "/static/app.js", need.NOTHING),
+        ("POST", "/health", need.KEY),
+        ("GET", "/metrics/heart-rate/", need.KEY),
+        ("GET", "/users/u1", need.KEY),
+        ("GET", "/users//export", need.KEY),
+        ("DELETE", "/users/u1/export", need.KEY),
+        ("GET", "/nowhere", need.KEY),
+        ("PUT", "/metrics/steps", need.KEY),
     ],
 )
-def test_each_route_needs_its_scope(method: str, path: str, need: Need) -> None:
-    assert RULES.need(method, path) is need
+def test_each_route_needs_its_scope(method: str, path: str, wanted: need.Need) -> None:
+    assert RULES.need(method, path) is wanted
 
 
 INGEST = Principal("gw", frozenset({"ingest"}))
@@ -61,26 +62,26 @@ def scope(path: str, query: str = "") -> dict:
 @pytest.mark.parametrize(
     ("need", "who", "request_scope", "allowed"),
     [
-        (Need.INGEST, INGEST, scope("/readings"), True),
-        (Need.INGEST, READ_ALL, scope("/readings"), False),
-        (Need.INGEST, ADMIN, scope("/readings"), True),
-        (Need.READ_PARAM, INGEST, scope("/summary", "user_id=a"), False),
-        (Need.READ_PARAM, READ_ALL, scope("/summary", "user_id=z"), True),
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=a"), True),
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=c"), False),
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=%61"), True),  # "a" encoded
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=a&user_id=c"), False),
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_id=c&user_id=a"), False),
-        (Need.READ_PARAM, READ_AB, scope("/summary", ""), False),
-        (Need.READ_PARAM, READ_AB, scope("/summary", "user_idx=a"), False),
-        (Need.READ_PATH, READ_AB, scope("/users/b/export"), True),
-        (Need.READ_PATH, READ_AB, scope("/users/c/export"), False),
-        (Need.READ_ALL, READ_AB, scope("/users"), False),
-        (Need.READ_ALL, READ_ALL, scope("/users"), True),
-        (Need.READ_ALL, ADMIN, scope("/users"), True),
-        (Need.ADMIN, READ_ALL, scope("/users/a"), False),
-        (Need.ADMIN, ADMIN, scope("/users/a"), True),
-        (Need.KEY, READ_AB, scope("/nowhere"), True),
+        (need.INGEST, INGEST, scope("/readings"), True),
+        (need.INGEST, READ_ALL, scope("/readings"), False),
+        (need.INGEST, ADMIN, scope("/readings"), True),
+        (need.READ_PARAM, INGEST, scope("/summary", "user_id=a"), False),
+        (need.READ_PARAM, READ_ALL, scope("/summary", "user_id=z"), True),
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_id=a"), True),
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_id=c"), False),
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_id=%61"), True),  # "a" encoded
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_id=a&user_id=c"), False),
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_id=c&user_id=a"), False),
+        (need.READ_PARAM, READ_AB, scope("/summary", ""), False),
+        (need.READ_PARAM, READ_AB, scope("/summary", "user_idx=a"), False),
+        (need.READ_PATH, READ_AB, scope("/users/b/export"), True),
+        (need.READ_PATH, READ_AB, scope("/users/c/export"), False),
+        (need.READ_ALL, READ_AB, scope("/users"), False),
+        (need.READ_ALL, READ_ALL, scope("/users"), True),
+        (need.READ_ALL, ADMIN, scope("/users"), True),
+        (need.ADMIN, READ_ALL, scope("/users/a"), False),
+        (need.ADMIN, ADMIN, scope("/users/a"), True),
+        (need.KEY, READ_AB, scope("/nowhere"), True),
     ],
 )
 def test_a_key_has_the_scope_or_is_forbidden(need, who, request_scope, allowed) -> None:

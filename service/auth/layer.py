@@ -9,7 +9,7 @@ outside everything that answers requests. On the way in it puts the key's name i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,23 +43,23 @@ class AccessControl:
         self.rules = rules
         self.required = required
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine: it returns the next layer's (or the refusal's) awaitable, so
+        # the layer adds no frame that every suspension of the request passes through
+        # (callgrind, in-process single POST with a key: 21.4k -> 16.9k instructions added)
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         need = self.rules.need(scope["method"], scope["path"])
         if need is NOTHING or (not self.required and not self.ring.current()):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         principal = self._principal(scope)
         problem = _UNKNOWN if principal is None else refusal(need, principal, scope)
         if problem is not None:
-            await _refuse(problem, scope, receive, send)
-            return
+            return _refuse(problem, scope, receive, send)
         assert principal is not None
         state = scope.setdefault("state", {})
         state["key"], state["principal"] = principal.name, principal
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _principal(self, scope: Scope) -> Principal | None:
         for name, value in scope["headers"]:

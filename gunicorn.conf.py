@@ -126,7 +126,25 @@ def _exit_unless_free(server):
                 sys.exit(1)
 
 
+def _check_access_control(server):
+    """Refuse to serve beyond loopback without keys; tell the workers where we listen."""
+    from service.auth.bind import listen_scope, refusal
+    from service.config import ConfigError, Settings
+
+    try:
+        problem = refusal(Settings.from_env(), list(server.cfg.address))
+    except ConfigError as exc:
+        problem = str(exc)
+    if problem:
+        server.log.error("Not starting: %s", problem)
+        on_exit(server)
+        sys.exit(1)
+    # inherited by the workers; overrides any value from the environment
+    os.environ["HR_LISTEN"] = listen_scope(server.cfg.address)
+
+
 def on_starting(server):
+    _check_access_control(server)
     if server.cfg.reuse_port:
         _exit_unless_free(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]

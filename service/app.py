@@ -1,7 +1,8 @@
 """create_app(settings) -> the ASGI app; the lifespan wires the per-worker objects.
 
-Three thin ASGI layers run in front of the FastAPI app: ``RequestObserver`` (latency,
-access log, request ids) around ``BodyDeadline`` (a body must arrive in time) around
+Thin ASGI layers run in front of the FastAPI app: ``RequestObserver`` (latency,
+access log, request ids) around access control and CORS (``auth.layer.guard``; each
+absent when off) around ``BodyDeadline`` (a body must arrive in time) around
 ``ValidReadingsShortcut`` (valid readings answered without FastAPI's routing). All see
 every request, so every route is observed and bounded the same way.
 
@@ -32,6 +33,7 @@ from service.api.limits import BodyDeadline
 from service.api.observe import RequestObserver
 from service.api.pages import install_pages
 from service.api.redirects import redirect_slashes_relatively
+from service.auth.layer import guard
 from service.config import Settings
 from service.errors import install_handlers
 from service.ingest.buffer import Buffer
@@ -65,7 +67,8 @@ class ServiceApp:
     def __init__(self, api: FastAPI, settings: Settings) -> None:
         self.api = api
         bounded = BodyDeadline(ValidReadingsShortcut(api), settings.body_timeout_s)
-        self._asgi = RequestObserver(bounded)
+        guarded = guard(bounded, settings, [spec.path for spec in METRICS.values()])
+        self._asgi = RequestObserver(guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.api  # as Starlette does: the layers find the app's state there

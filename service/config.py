@@ -10,6 +10,8 @@ from typing import Literal, TypeVar
 
 Durability = Literal["fsync", "write", "none"]
 PriorityScope = Literal["bucket", "timestamp"]
+AuthMode = Literal["auto", "on", "off"]
+Listen = Literal["loopback", "network"]
 
 DEFAULT_PRIORITY = "device_a:1,device_b:2"
 
@@ -53,6 +55,10 @@ class Settings:
     stream_keepalive_s: float = 15.0  # a comment line on an idle event stream
     stream_tick_s: float = 0.1  # how often the stream watcher looks for new readings
     master_pid: int = 0  # set by gunicorn.conf.py in each worker; 0 outside gunicorn
+    auth: AuthMode = "auto"
+    # set by gunicorn.conf.py from its binds; outside gunicorn nothing listens (tests)
+    listen: Listen = "loopback"
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -106,7 +112,16 @@ class Settings:
             stream_keepalive_s=_float(env, "HR_STREAM_KEEPALIVE_S", 15.0, minimum=0.01),
             stream_tick_s=_float(env, "HR_STREAM_TICK_S", 0.1, minimum=0.01, maximum=1.0),
             master_pid=_int(env, "HR_MASTER_PID", 0, minimum=0),
+            auth=_choice(env, "HR_AUTH", "auto", ("auto", "on", "off")),
+            listen=_choice(env, "HR_LISTEN", "loopback", ("loopback", "network")),
+            cors_origins=parse_origins(env.get("HR_CORS_ORIGINS", "")),
         )
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every request needs a key even while no key exists (``auto`` on loopback
+        needs one only once a key has been created)."""
+        return self.auth == "on" or (self.auth == "auto" and self.listen == "network")
 
 
 def parse_priority(text: str) -> dict[str, int]:
@@ -118,6 +133,17 @@ def parse_priority(text: str) -> dict[str, int]:
             raise ConfigError(f"HR_DEVICE_PRIORITY item {item!r} is not 'device:rank'")
         ranks[device.strip()] = int(rank)
     return ranks
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """``HR_CORS_ORIGINS``: ``*`` or a comma list of ``scheme://host[:port]``."""
+    origins = tuple(filter(None, (part.strip().rstrip("/") for part in text.split(","))))
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        good = scheme in ("http", "https") and sep and host and "/" not in host
+        if origin != "*" and not good:
+            raise ConfigError(f"HR_CORS_ORIGINS item {origin!r} is not '*' or scheme://host[:port]")
+    return origins
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

@@ -2,6 +2,8 @@
 
     ServiceError (500 internal)
     ├── InvalidInput (400 invalid_input)      bad body, field or query parameter
+    ├── Unauthorized (401 unauthorized)       no key, or an unknown one; WWW-Authenticate
+    ├── Forbidden (403 forbidden)             a key without the scope the request needs
     ├── NotFound (404 not_found)              no readings in the requested range
     ├── RequestTimeout (408 request_timeout)  body or header block not received in time
     ├── PayloadTooLarge (413 payload_too_large)
@@ -46,6 +48,17 @@ class ServiceError(Exception):
 class InvalidInput(ServiceError):
     status = 400
     code = "invalid_input"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+    challenge: ClassVar[str] = "Bearer"  # the WWW-Authenticate header (RFC 6750)
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):
@@ -113,6 +126,8 @@ def error_response(exc: ServiceError) -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else {}
     if exc.closes_connection:
         headers["Connection"] = "close"
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.challenge
     if exc.status >= 500:
         log.warning("request failed: %s (%s)", exc, exc.code)
     return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status, headers=headers)

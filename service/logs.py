@@ -90,6 +90,7 @@ class _AccessEntry(msgspec.Struct, omit_defaults=True):
     worker: str
     accepted: int | None = None
     rejected: int | None = None
+    key: str | None = None  # the API key's name (never the secret)
 
 
 class AccessLog:
@@ -130,6 +131,7 @@ class AccessLog:
         worker: str,
         accepted: int | None = None,
         rejected: int | None = None,
+        key: str | None = None,
     ) -> None:
         """Queue one line; it is written at the end of the current loop turn."""
         now_ms = time.time_ns() // 1_000_000
@@ -160,9 +162,12 @@ class AccessLog:
                 worker,
                 accepted,
                 rejected,
+                key,
             )
             line = self._encode(entry) + b"\n"
         else:
+            if key is not None:  # key names are checked at creation: no control characters
+                message += f" key={key}"
             line = stamp.encode() + self._prefix + message.encode() + b"\n"
         first = not self._lines
         self._lines.append(line)

@@ -1,4 +1,4 @@
-"""Maintenance commands for operators: ``ops/maint verify|recover|compact|backup|export``.
+"""Maintenance commands for operators: ``ops/maint verify|recover|compact|backup|export|keys``.
 
 They work on a live data directory: every change goes through the same manifest lock,
 compaction election and WAL owner locks as the workers use.
@@ -15,6 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from service import export, logs
+from service.auth import cli as keys_cli
+from service.auth.keys import KeysError
 from service.backup import BackupError, backup
 from service.compaction_process import run_pass, stop_on_term
 from service.config import ConfigError, Settings
@@ -175,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=export.FORMATS, help="the output format (default: by suffix)"
     )
     e.add_argument("--metric", choices=sorted(METRICS), help="one metric (default: all)")
+    keys_cli.add_parser(sub)
     return parser
 
 
@@ -231,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command == "keys":  # may come before the first start: no store needed
+            return keys_cli.run(args.data_dir or settings.data_dir, settings.lock_timeout_s, args)
         store = open_store(args.data_dir or settings.data_dir, settings.lock_timeout_s)
         return _COMMANDS[args.command](store, settings, args)
-    except (MaintenanceError, BackupError, export.ExportError, ConfigError) as exc:
+    except (MaintenanceError, BackupError, export.ExportError, ConfigError, KeysError) as exc:
         print(f"ops/maint {args.command}: {exc}", file=sys.stderr)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""

@@ -99,6 +99,7 @@ class RequestObserver:
                     worker,
                     state.get("accepted"),
                     state.get("rejected"),
+                    state.get("key"),
                 )
 
 

@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from service import connections, errors
 from service.api import health
 from service.app import create_app
+from service.auth import keys
 from service.config import Settings
 from service.errors import RequestTimeout, ServiceError
 from tests.api.test_ingest import BATCH, GOOD, ONE
@@ -36,6 +37,12 @@ def _fail(*_args: object) -> list[str]:
 def _overload(c: TestClient) -> httpx.Response:
     assert c.post(BATCH, json={"readings": [GOOD, {**GOOD, "device_id": "b"}]}).status_code == 202
     return c.post(ONE, json={**GOOD, "device_id": "c"})  # the buffer holds 2 rows
+
+
+def _forbidden(c: TestClient) -> httpx.Response:
+    data_dir = c.app.api.state.context.settings.data_dir  # type: ignore[attr-defined]
+    secret = keys.create(data_dir, "gw", ["ingest"], [], 5)  # read at the first request
+    return c.get("/users", headers={"Authorization": f"Bearer {secret}"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ CASES = [
         lambda c: c.post(BATCH, json={"readings": [1, "x"]}),
     ),
     Case("bad query", 400, "invalid_input", lambda c: c.get(ONE, params={"user_id": "u1"})),
+    Case("no key", 401, "unauthorized", lambda c: c.get("/users"), {"auth": "on"}),
+    Case("no scope", 403, "forbidden", _forbidden, {"auth": "on"}),
     Case("unknown route", 404, "not_found", lambda c: c.get("/nowhere")),
     Case("no data", 404, "not_found", lambda c: c.get(ONE, params=RANGE)),
     Case("wrong method", 405, "method_not_allowed", lambda c: c.delete(ONE)),

@@ -23,13 +23,13 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope
 
+from service.api.pages import OPEN_PATHS as PAGE_PATHS
+from service.api.pages import OPEN_PREFIXES
 from service.auth.principal import Principal
 from service.errors import Forbidden, ServiceError
 
-# GET (and HEAD) pages that hold no data
-OPEN_PATHS = ("/health", "/ready", "/metrics", "/", "/dashboard", "/docs", "/redoc")
-OPEN_PATHS_MORE = ("/openapi.json", "/docs/oauth2-redirect")
-OPEN_PREFIXES = ("/static/",)
+# GET (and HEAD) pages that hold no data: operations, and the browser pages of ``api.pages``
+OPEN_PATHS = ("/health", "/ready", "/metrics", *PAGE_PATHS, "/docs/oauth2-redirect")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -54,7 +54,7 @@ class Rules:
         # by path, then method: two lookups of strings whose hashes Python keeps, ~3x
         # faster than one by a (method, path) tuple built per request
         exact: dict[str, dict[str, Need]] = {}
-        for path in (*OPEN_PATHS, *OPEN_PATHS_MORE):
+        for path in OPEN_PATHS:
             exact[path] = {"GET": NOTHING}
         for path in metric_paths:
             exact[path] = {"POST": INGEST, "GET": READ_PARAM}

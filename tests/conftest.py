@@ -8,6 +8,7 @@ import hypothesis
 import pytest
 from starlette.testclient import TestClient
 
+from service.api.context import WorkerContext
 from service.app import create_app
 from service.config import Settings
 
@@ -29,3 +30,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def make_client(settings: Settings, **changes: object) -> TestClient:
     return TestClient(create_app(replace(settings, **changes)))  # type: ignore[arg-type]
+
+
+def context(c: TestClient) -> WorkerContext:
+    """The worker context of an in-process app (its store, ingestor, reader)."""
+    ctx = c.app.api.state.context  # type: ignore[attr-defined]
+    assert isinstance(ctx, WorkerContext)
+    return ctx
+
+
+def flush(c: TestClient) -> None:
+    """Flush the in-process app's buffer to a fragment now."""
+    c.portal.call(context(c).ingestor.flusher.flush)  # type: ignore[union-attr]

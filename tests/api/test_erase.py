@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 from starlette.testclient import TestClient
 
-from service.api.context import WorkerContext
 from service.schema import ROW_SCHEMA
 from service.storage.compaction import compact_all
 from service.storage.wal import list_segments, read_segment
+from tests.conftest import context, flush
 
 DAY = {"start": "2024-01-15T00:00:00Z", "end": "2024-01-16T00:00:00Z"}
 STEMS = ("heart-rate", "steps", "calories")
@@ -35,16 +35,6 @@ def records(user: str, minutes: range, device: str = "device_a") -> list[dict[st
 def post(c: TestClient, body: list[dict[str, object]]) -> None:
     r = c.post("/readings", json=body)
     assert r.status_code == 202, r.text
-
-
-def context(c: TestClient) -> WorkerContext:
-    ctx = c.app.api.state.context  # type: ignore[attr-defined]
-    assert isinstance(ctx, WorkerContext)
-    return ctx
-
-
-def flush(c: TestClient) -> None:
-    c.portal.call(context(c).ingestor.flusher.flush)  # type: ignore[union-attr]
 
 
 def answers(c: TestClient, user: str) -> list[tuple[int, object]]:

@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.storage.compaction import compact
+from tests.conftest import flush
 
 HEADER = "timestamp,device_id,metric,value"
 
@@ -19,10 +20,6 @@ def post(c: TestClient, user: str, *records: tuple[str, str, dict[str, float]]) 
     r = c.post("/readings", json=body)
     assert r.status_code == 202, r.text
     assert r.json()["rejected"] == 0
-
-
-def flush(c: TestClient) -> None:
-    c.portal.call(c.app.api.state.context.ingestor.flusher.flush)  # type: ignore[attr-defined]
 
 
 def store(c: TestClient):  # type: ignore[no-untyped-def]

@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 from starlette.testclient import TestClient
 
-from service.api.context import WorkerContext
 from service.schema import Rows, rows_frame
 from service.storage.compaction import compact
 from service.storage.quarantine import quarantined
 from service.storage.wal import SegmentWriter, encode_frame, segment_path
+from tests.conftest import context, flush
 
 HR = "/metrics/heart-rate"
 
@@ -24,16 +24,6 @@ def post(c: TestClient, *users: str, ts: str = "2024-01-15T10:00:00Z") -> None:
     }
     r = c.post(HR + "/batch", json=body)
     assert r.status_code == 202, r.text
-
-
-def context(c: TestClient) -> WorkerContext:
-    ctx = c.app.api.state.context  # type: ignore[attr-defined]
-    assert isinstance(ctx, WorkerContext)
-    return ctx
-
-
-def flush(c: TestClient) -> None:
-    c.portal.call(context(c).ingestor.flusher.flush)  # type: ignore[union-attr]
 
 
 def page(c: TestClient, **params: str | int) -> tuple[list[str], str | None]:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from service.config import PriorityScope
 from service.query.aggregate import distinct
 from service.query.reader import Query, Reader
 from service.schema import METRICS, MINUTE_MS
@@ -41,25 +42,30 @@ def summary(
         if parts is None:
             body[name] = None
         elif spec.aggregation == "mean":
-            body[name] = _mean_metric(parts)
+            body[name] = _mean_metric(parts, reader.scope)
         else:
             total = parts["sum"].sum()
             body[name] = {
                 "total": round(total) if spec.integer else total,
-                "minutes": parts["slot"].n_unique(),
+                "minutes": minutes(parts, reader.scope),
             }
     body["devices"] = _devices(list(found.values()))
     return body
 
 
-def _mean_metric(parts: pl.DataFrame) -> dict[str, Any]:
+def minutes(parts: pl.DataFrame, scope: PriorityScope) -> int:
+    """The minutes with readings: in bucket scope priority left one row per minute."""
+    return parts.height if scope == "bucket" else parts["slot"].n_unique()
+
+
+def _mean_metric(parts: pl.DataFrame, scope: PriorityScope) -> dict[str, Any]:
     count = int(parts["count"].sum())
     return {
         "mean": parts["sum"].sum() / count,
         "min": parts["min"].min(),
         "max": parts["max"].max(),
         "count": count,
-        "minutes": parts["slot"].n_unique(),
+        "minutes": minutes(parts, scope),
         "resting": resting(parts),
     }
 

@@ -23,6 +23,7 @@ from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
 from service.schema import Rows
 from service.storage.store import Store
+from service.storage.tombstones import Tombstone
 from service.storage.wal import OwnedLog, encode_frame
 
 # metric, rows, submitted at (monotonic), the waiting request (one request's entries for
@@ -179,11 +180,34 @@ class GroupCommitter:
             visible = time.monotonic()
             for metric, first_seq, rows in parts:
                 self._buffer.add(metric, rows, first_seq)
+            error = await self._outlive_erasures(parts)
+            if error is not None:
+                return error
             for _, _, submitted, _ in group:
                 metrics.tally.observe(metrics.READ_AFTER_WRITE_LAG_SECONDS, visible - submitted)
         metrics.WAL_GROUP_READINGS.observe(sum(len(item[1]) for item in group))
         self._after_add()
         return None
+
+    async def _outlive_erasures(self, parts: list[tuple[str, int, Rows]]) -> ServiceError | None:
+        """Rows of a user whose erase began while they were being written would be erased
+        (their sequence is below its cut-off) though they are acknowledged after it began:
+        they are written again with new sequences, above the cut-off, before the answer."""
+        try:
+            tombstones = self._store.manifest.read().tombstones  # a stat when unchanged
+        except (OSError, ValueError):  # an unreadable manifest is /ready's business
+            return None
+        again = [
+            (metric, self._reserve(len(rows)), rows)
+            for metric, rows in overtaken(parts, tombstones)
+        ]
+        if not again:
+            return None
+        error = await self._write_group(b"".join(encode_frame(*part) for part in again))
+        if error is None:
+            for metric, first_seq, rows in again:
+                self._buffer.add(metric, rows, first_seq)
+        return error
 
     async def _write_group(self, data: bytes) -> ServiceError | None:
         owned = self._log
@@ -217,6 +241,25 @@ def _answer(group: list[_Pending], error: ServiceError | None) -> None:
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+def overtaken(
+    parts: list[tuple[str, int, Rows]], tombstones: tuple[Tombstone, ...]
+) -> list[tuple[str, Rows]]:
+    """The rows of ``parts`` (metric, first sequence, rows) that a tombstone listed after
+    their sequences were taken would erase."""
+    cut = {t.user_id: t.before for t in tombstones}
+    if not cut or not any(first < max(cut.values()) for _, first, _ in parts):
+        return []  # the usual case: no erase, or none since these sequences were taken
+    found = []
+    for metric, first, rows in parts:
+        redo = Rows()
+        for i, user in enumerate(rows.user_id):
+            if first + i < cut.get(user, 0):
+                redo.add(user, rows.device_id[i], rows.ts[i], rows.value[i])
+        if redo:
+            found.append((metric, redo))
+    return found
 
 
 def _merge(group: list[_Pending]) -> dict[str, Rows]:

@@ -3,6 +3,7 @@ user (ranges of a compacted day still tiling), waits for WALs, and the tombstone
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import polars as pl
@@ -177,3 +178,38 @@ def test_live_keeps_rows_at_or_after_the_cut_off() -> None:
     frame = rows(("u", "v"), 0, 3)  # u: seq 0..2, v: 3..5
     kept = live(frame, [Tombstone("u", 2, 0.0), Tombstone("v", 4, 0.0)])
     assert kept["seq"].to_list() == [2, 4, 5]
+
+
+def test_readings_acknowledged_after_an_erase_began_are_kept(tmp_path: Path) -> None:
+    """An erase that begins while a group commit writes: the readings it then acknowledges
+    carry sequences below the cut-off, and are written again above it."""
+    from service.ingest.commit import GroupCommitter
+    from tests.unit.test_write_path import BASE, make, rows
+
+    async def scenario() -> None:
+        ingestor, store = make(tmp_path)
+        await ingestor.start()
+        await ingestor.submit("heart_rate", rows(3, "gone"))  # before the erase: erased
+        real_write = GroupCommitter._write_group
+        began = []
+
+        async def write_then_erase(self: GroupCommitter, data: bytes) -> object:
+            error = await real_write(self, data)
+            if not began:  # the erase begins after the group's sequences were taken
+                began.append(erasure.begin(store, "late"))
+            return error
+
+        GroupCommitter._write_group = write_then_erase  # type: ignore[method-assign]
+        try:
+            await ingestor.submit("heart_rate", rows(2, "late", start=10))
+        finally:
+            GroupCommitter._write_group = real_write  # type: ignore[method-assign]
+        erasure.begin(store, "gone")
+        reader = Reader(ingestor._settings, store, ingestor.buffer)
+        kept = reader.run(Query("heart_rate", "late", BASE, BASE + 3_600_000))
+        assert kept is not None
+        assert int(kept["count"].sum()) == 2
+        assert reader.run(Query("heart_rate", "gone", BASE, BASE + 3_600_000)) is None
+        await ingestor.stop()
+
+    asyncio.run(scenario())

@@ -6,23 +6,28 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
 
 1. single-reading POSTs with wrk (64 connections, every request a distinct reading,
    durability ``fsync``), against the service started as ``ops/serve`` does and against
-   ``ops/bench_noop.py`` (a FastAPI route that only reads the body) under the same gunicorn
-   config; meanwhile a thread measures read-after-write lag on fresh connections;
-2. batch POSTs of 1,000 readings with wrk (pre-generated distinct bodies), same two servers;
+   the two ceilings of ``ops/bench_noop.py`` (a FastAPI route that only reads the body,
+   and a bare ASGI app that does the same) under the same gunicorn config; meanwhile a
+   thread measures read-after-write lag on fresh connections;
+2. batch POSTs of 1,000 readings with wrk (pre-generated distinct bodies), same three
+   servers;
 3. queries over HTTP against a store loaded through ``service.storage.store``
    (100 users x 2 devices x 1 Hz x 1 day, plus 30 days for a few users, plus one user
    with a year of per-minute heart rate, steps and calories), before and after
    ``service.storage.compaction.compact_all`` when that exists: per-minute series of 1
    and 30 days (both times), and after compaction also the year user's /summary over 30
-   days and 1 day, 1-day series at 1h and year-long series at 1d in Europe/Berlin.
-
-4. event-stream lag with 200 open streams under the single-POST load, and the single-POST
+   days and 1 day, 1-day series at 1h and year-long series at 1d in Europe/Berlin;
+4. queries of fresh data: a 1-day query right after a 172,800-reading batch load and
+   again under single-POST load, a 30-day query whose last 15 days just arrived
+   (``ops/bench_fresh.py``);
+5. event-stream lag with 200 open streams under the single-POST load, and the single-POST
    rate with and without them (``ops/bench_stream.py``).
 
 Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped with SIGTERM.
 
-Modules: bench_plan (options), bench_servers (the two servers), bench_wrk (wrk runs and
-batch bodies), bench_writes (phases 1-2), bench_queries (phase 3), bench_machine and
+Modules: bench_plan (options), bench_servers (the servers), bench_wrk (wrk runs and
+batch bodies), bench_writes (phases 1-2), bench_queries (phase 3), bench_fresh (phase 4),
+bench_stream (phase 5), bench_machine and
 bench_report/bench_notes (the output); ops/server.py starts and stops gunicorn.
 """
 
@@ -40,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ops.bench_common import fragment_count, log
+from ops.bench_fresh import measure_fresh
 from ops.bench_machine import CpuWatch, machine_lines
 from ops.bench_plan import Plan, parse_args
 from ops.bench_queries import (
@@ -68,6 +74,7 @@ class Outcome:
     after: QueryResults | None = None
     noise: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    fresh: str = ""  # the fresh-data phase's own table
     streams: str = ""  # the stream phase's own table
 
 
@@ -89,6 +96,8 @@ def main(argv: Sequence[str]) -> int:
             write_phase(plan, tmp, logs, out)
         if "queries" in plan.phases:
             query_phase(plan, tmp, logs, out)
+        if "fresh" in plan.phases:
+            fresh_phase(plan, logs, out)
         if "streams" in plan.phases:
             stream_phase(plan, tmp, logs, out)
     finally:
@@ -106,7 +115,7 @@ def main(argv: Sequence[str]) -> int:
         out.noise,
         out.failures,
     )
-    body = table.render() + (f"\n\n{out.streams}" if out.streams else "")
+    body = table.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams) if t)
     body += f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
     print(body, flush=True)
     save("\n".join(header) + "\n" + body)
@@ -119,9 +128,10 @@ def write_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
     try:
         service = service_server("service-write", write_dir, plan, logs)
         noop = noop_server(plan, logs)
+        raw = noop_server(plan, logs, "raw")
         watch = CpuWatch(SERVERS)
-        with running(noop, service):
-            out.writes = measure_writes(service, noop, write_dir, plan)
+        with running(raw, noop, service):
+            out.writes = measure_writes(service, noop, raw, write_dir, plan)
         out.noise["write phase"] = watch.share()
         out.writes.fragments_end = fragment_count(write_dir)
         out.writes.wal_left = sum(1 for p in (write_dir / "wal").glob("*.log"))
@@ -155,6 +165,15 @@ def query_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
     except Exception as exc:
         out.failures.append(f"query phase: {exc}")
         log(f"query phase failed: {exc}")
+
+
+def fresh_phase(plan: Plan, logs: Path, out: Outcome) -> None:
+    """Phase 4: queries of readings that arrived a moment ago (``ops/bench_fresh.py``)."""
+    try:
+        out.fresh = measure_fresh(plan, logs)
+    except Exception as exc:
+        out.failures.append(f"fresh-data phase: {exc}")
+        log(f"fresh-data phase failed: {exc}")
 
 
 def stream_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:

@@ -90,8 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--phases",
         default=",".join(PHASES),
-        help="which phases to run, comma-separated: writes (single and batch POSTs, lag, "
-        "RSS) and/or queries (default: both)",
+        help="which phases to run, comma-separated: writes (single and batch POSTs beside "
+        "the no-op and bare-ASGI ceilings, lag, RSS), queries (a loaded store, before and "
+        "after compaction), fresh (queries of data that just arrived), streams (stream lag, "
+        "POSTs beside open streams); default: all",
     )
     return p
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ops.bench_common import DAY_HISTORY_MS, TARGETS, median
+from ops.bench_common import BATCH_TARGETS, DAY_HISTORY_MS, TARGETS, median
 from ops.bench_notes import notes
 from ops.bench_plan import Plan
 from ops.bench_queries import QueryResults, StoreInfo
@@ -46,13 +46,23 @@ class Table:
         fmt: Callable[[float], str],
         ceiling: Sequence[float] = (),
         target: tuple[str, float, bool] | None = None,
+        raw: Sequence[float] = (),
+        share: float | None = None,
     ) -> None:
+        """A row; ``raw`` is the bare-ASGI ceiling beside the no-op one (``ceiling``): a
+        throughput row prints the result as a share of each; with ``share`` the target is
+        that share of the raw ceiling, not ``target``'s figure."""
         value = median(values)
         ceil = fmt(median(ceiling)) if ceiling else ""
+        if raw:
+            ceil = f"no-op {ceil} ({value / median(ceiling):.0%}); " if ceiling else ""
+            ceil += f"raw ASGI {fmt(median(raw))} ({value / median(raw):.0%})"
         goal, met = "", ""
         if target is not None:
             goal = target[0]
             met = verdict(value, target[1], target[2])
+        if share is not None and raw:
+            met = verdict(value / median(raw), share, True)
         runs = ", ".join(fmt(v) for v in values) if len(values) > 1 else ""
         self.rows.append([what, fmt(value), ceil, goal, met, runs])
 
@@ -103,56 +113,69 @@ def report(
 
 
 def _single_rows(t: Table, plan: Plan, writes: WriteResults) -> None:
-    s, n = writes.single, writes.single_noop
+    s, n, r = writes.single, writes.single_noop, writes.single_raw
     if not s:
         return
     t.add(
         f"single POST, fsync, {plan.connections} conns: req/s",
-        [r.ok_per_s for r in s],
+        [x.ok_per_s for x in s],
         fmt_int,
-        [r.ok_per_s for r in n],
-        ("≥ 8,000", TARGETS["single_rps"], True),
+        [x.ok_per_s for x in n],
+        (f"≥ {TARGETS['single_raw_share']:.0%} of raw ASGI", 0.0, True),
+        raw=[x.ok_per_s for x in r],
+        share=TARGETS["single_raw_share"],
     )
-    t.add("single POST p50", [r.p50_ms for r in s], fmt_ms, [r.p50_ms for r in n])
+    t.add("single POST p50", [x.p50_ms for x in s], fmt_ms, [x.p50_ms for x in n])
     t.add(
         "single POST p99",
-        [r.p99_ms for r in s],
+        [x.p99_ms for x in s],
         fmt_ms,
-        [r.p99_ms for r in n],
-        ("≤ 50 ms", TARGETS["single_p99"], False),
+        [x.p99_ms for x in n],
+        ("≤ 20 ms", TARGETS["single_p99"], False),
     )
 
 
 def _batch_rows(t: Table, plan: Plan, writes: WriteResults) -> None:
     loads = [
-        (writes.batch, writes.batch_noop, plan.batch_connections),
+        (writes.batch, writes.batch_noop, writes.batch_raw, plan.batch_connections),
         *(
-            (writes.batch_wide.get(wide, []), writes.batch_wide_noop.get(wide, []), wide)
+            (
+                writes.batch_wide.get(wide, []),
+                writes.batch_wide_noop.get(wide, []),
+                writes.batch_wide_raw.get(wide, []),
+                wide,
+            )
             for wide in plan.batch_wide_connections
         ),
     ]
     size = plan.batch_size
-    for b, n, conns in loads:
+    for b, n, raw, conns in loads:
         if not b:
             continue
+        goal = BATCH_TARGETS.get(conns)
         t.add(
             f"batch POST ({size:,}/request, {conns} conns): readings/s",
             [r.ok_per_s * size for r in b],
             fmt_int,
             [r.ok_per_s * size for r in n],
-            ("≥ 1,000,000", TARGETS["batch_rps"], True),
+            None if goal is None else (f"≥ {fmt_int(goal)}", goal, True),
+            raw=[r.ok_per_s * size for r in raw],
         )
         for name, pick in (("p50", lambda r: r.p50_ms), ("p99", lambda r: r.p99_ms)):
             label = f"batch POST {name} (per request, {conns} conns)"
-            t.add(label, [pick(r) for r in b], fmt_ms, [pick(r) for r in n])
+            target = ("≤ 50 ms", TARGETS["batch_p99"], False) if name == "p99" else None
+            t.add(label, [pick(r) for r in b], fmt_ms, [pick(r) for r in n], target)
 
 
 def _error_row(t: Table, writes: WriteResults) -> None:
     ours = writes.single + writes.batch + [r for rs in writes.batch_wide.values() for r in rs]
     noops = [
         *writes.single_noop,
+        *writes.single_raw,
         *writes.batch_noop,
+        *writes.batch_raw,
         *(r for rs in writes.batch_wide_noop.values() for r in rs),
+        *(r for rs in writes.batch_wide_raw.values() for r in rs),
     ]
     bad = sum(r.non2xx for r in ours)
     sock = sum(r.socket_errors for r in ours)

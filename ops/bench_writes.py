@@ -1,5 +1,6 @@
 """The write phases: single-reading and batch POSTs with wrk, each right after the same load
-against the no-op ceiling, and the read-after-write lag measured meanwhile."""
+against the two ceilings (the no-op FastAPI route and the bare ASGI app), and the
+read-after-write lag measured meanwhile."""
 
 from __future__ import annotations
 
@@ -95,11 +96,14 @@ class LagProbe:
 class WriteResults:
     single: list[WrkResult] = field(default_factory=list)
     single_noop: list[WrkResult] = field(default_factory=list)
+    single_raw: list[WrkResult] = field(default_factory=list)
     batch: list[WrkResult] = field(default_factory=list)
     batch_noop: list[WrkResult] = field(default_factory=list)
+    batch_raw: list[WrkResult] = field(default_factory=list)
     # per connection count of the wider batch loads
     batch_wide: dict[int, list[WrkResult]] = field(default_factory=dict)
     batch_wide_noop: dict[int, list[WrkResult]] = field(default_factory=dict)
+    batch_wide_raw: dict[int, list[WrkResult]] = field(default_factory=dict)
     lag_ms: list[float] = field(default_factory=list)
     lag_polls: list[int] = field(default_factory=list)
     lag_cross: int = 0
@@ -111,26 +115,33 @@ class WriteResults:
     wal_left: int | None = None
 
 
-def measure_writes(service: Server, noop: Server, data_dir: Path, plan: Plan) -> WriteResults:
+def measure_writes(
+    service: Server, noop: Server, raw: Server, data_dir: Path, plan: Plan
+) -> WriteResults:
     res = WriteResults()
     stamp = datetime.now(UTC).strftime("%H%M%S")
     for run in range(plan.runs):
-        log(f"single POST run {run + 1}/{plan.runs}: no-op ceiling, then the service")
-        _single_run(service, noop, plan, f"{stamp}r{run}", res)
+        log(f"single POST run {run + 1}/{plan.runs}: the two ceilings, then the service")
+        _single_run(service, noop, raw, plan, f"{stamp}r{run}", res)
     res.rss_single_mb = service.peak_rss_mb()
     for run in range(plan.runs):
-        log(f"batch POST run {run + 1}/{plan.runs}: no-op ceiling, then the service")
-        _batch_run(service, noop, plan, data_dir.parent / "bodies", f"{stamp}r{run}", res)
+        log(f"batch POST run {run + 1}/{plan.runs}: the two ceilings, then the service")
+        bodies = data_dir.parent / "bodies"
+        _batch_run(service, noop, raw, plan, bodies, f"{stamp}r{run}", res)
     res.rss_batch_mb = service.peak_rss_mb()
     res.rss_noop_mb = noop.peak_rss_mb()
     return res
 
 
-def _single_run(service: Server, noop: Server, plan: Plan, tag: str, res: WriteResults) -> None:
+def _single_run(
+    service: Server, noop: Server, raw: Server, plan: Plan, tag: str, res: WriteResults
+) -> None:
     def wrk(server: Server, prefix: str) -> WrkResult:
         url = server.url + SINGLE_PATH
         return run_wrk(url, plan.connections, plan.wrk_threads, plan.duration_s, "single", prefix)
 
+    res.single_raw.append(wrk(raw, f"r{tag}"))
+    time.sleep(1)
     res.single_noop.append(wrk(noop, f"n{tag}"))
     time.sleep(1)
     probe = LagProbe(service.port, f"p{tag}")
@@ -147,7 +158,13 @@ def _single_run(service: Server, noop: Server, plan: Plan, tag: str, res: WriteR
 
 
 def _batch_run(
-    service: Server, noop: Server, plan: Plan, bodies_dir: Path, tag: str, res: WriteResults
+    service: Server,
+    noop: Server,
+    raw: Server,
+    plan: Plan,
+    bodies_dir: Path,
+    tag: str,
+    res: WriteResults,
 ) -> None:
     def wrk(server: Server, connections: int, bodies: list[Path]) -> WrkResult:
         args = ("batch", *map(str, bodies))
@@ -156,12 +173,15 @@ def _batch_run(
 
     bodies = write_batch_bodies(bodies_dir, f"b{tag}", plan)
     check_batch_body(service.port, bodies[0], plan.batch_size)
+    res.batch_raw.append(wrk(raw, plan.batch_connections, bodies))
+    time.sleep(1)
     res.batch_noop.append(wrk(noop, plan.batch_connections, bodies))
     time.sleep(1)
     res.batch.append(wrk(service, plan.batch_connections, bodies))
     time.sleep(1)
     for wide in plan.batch_wide_connections:
         bodies = write_batch_bodies(bodies_dir, f"w{wide}s{tag}", plan)
-        for server, results in ((noop, res.batch_wide_noop), (service, res.batch_wide)):
+        loads = ((raw, res.batch_wide_raw), (noop, res.batch_wide_noop), (service, res.batch_wide))
+        for server, results in loads:
             results.setdefault(wide, []).append(wrk(server, wide, bodies))
             time.sleep(1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -22,6 +22,7 @@ from service.config import PriorityScope, Settings
 from service.errors import field_error
 from service.ingest.buffer import Buffer
 from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
+from service.query.minutes import file_partials, gather, merge, spanned
 from service.query.rollups import RollupCache
 from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL
@@ -53,13 +54,31 @@ class Query:
     erased_before: int = 0  # the user's rows with a lower seq are erased (see ``tombstones``)
 
 
+@dataclass(slots=True)
+class Sources:
+    """What a query reads: compacted day files (one per day, unique per identity), every
+    other listed file (``loose``, with ``scanned`` rows), and the unflushed rows."""
+
+    unflushed: list[pl.DataFrame]
+    settled: list[FragmentInfo] = field(default_factory=list)
+    loose: list[FragmentInfo] = field(default_factory=list)
+    scanned: int = 0
+
+
 class Reader:
-    def __init__(self, settings: Settings, store: Store, buffer: Buffer) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, buffer: Buffer, *, merging: bool = True
+    ) -> None:
+        """``merging=False`` answers every query by the plain path (rows de-duplicated,
+        then partials): what the partial path is checked against."""
         self._settings = settings
         self._store = store
         self._buffer = buffer
         self._tails = {name: TailReader(name) for name in METRICS}
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
+        # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
+        self._loose = RollupCache(store.fragment_dir, settings.rollup_cache_bytes, file_partials)
+        self._merging = merging
 
     @property
     def priority(self) -> Mapping[str, int]:
@@ -133,9 +152,13 @@ class Reader:
     def _frame(
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False
     ) -> pl.DataFrame | None:
-        settled, fresh, scanned = self._sources(q, unflushed, observe)
+        sources = self._sources(q, unflushed, observe)
+        if not sources.settled and not sources.loose and not unflushed:
+            return None
+        if self._mergeable(q, sources):
+            return self._merged(q, sources)
         first_day, last_day = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
-        if scanned > SPLIT_SCAN_ROWS and first_day < last_day:
+        if sources.scanned > SPLIT_SCAN_ROWS and first_day < last_day:
             # every bucket lies within one UTC day, and so does every reading identity; the
             # unflushed rows read once, before any manifest read, serve every day
             days = [
@@ -151,7 +174,7 @@ class Reader:
             ]
             found = [df for df in days if df is not None and df.height]
             return pl.concat(found) if found else None
-        return None if not settled and fresh is None else self._answer(q, settled, fresh)
+        return self._answer(q, sources.settled, self._fresh(sources))
 
     def unflushed(self, metric: str) -> list[pl.DataFrame]:
         """Rows not in a listed fragment yet: this worker's buffer, other workers' WALs."""
@@ -171,17 +194,14 @@ class Reader:
         this call); ``query.aggregate.combine`` makes them one row per identity."""
         tombstones = self._store.manifest.read().tombstones
         q = replace(q, erased_before=before(tombstones, q.user_id))
-        settled, fresh, _ = self._sources(q, unflushed, observe=False)
+        sources = self._sources(q, unflushed, observe=False)
+        fresh = self._fresh(sources)
         return (
-            self._pick(q, self._scan(settled)) if settled else None,
+            self._pick(q, self._scan(sources.settled)) if sources.settled else None,
             None if fresh is None else self._pick(q, fresh),
         )
 
-    def _sources(
-        self, q: Query, unflushed: list[pl.DataFrame], observe: bool
-    ) -> tuple[list[FragmentInfo], pl.LazyFrame | None, int]:
-        """(settled, fresh, scanned): compacted day files, every other row (``unflushed``,
-        read before the manifest), and how many rows the not-yet-compacted files hold."""
+    def _sources(self, q: Query, unflushed: list[pl.DataFrame], observe: bool) -> Sources:
         fragments = self._store.fragments(q.metric, q.start_ms, q.end_ms, q.user_id)
         if observe:
             metrics.QUERY_FRAGMENTS.observe(len(fragments))
@@ -189,86 +209,93 @@ class Reader:
                 sum(df.height for df in unflushed) + sum(f.rows for f in fragments)
             )
         days: set[int] = set()
-        settled: list[FragmentInfo] = []
-        fresh_paths = []
-        scanned = 0
+        sources = Sources(unflushed=unflushed)
         for f in fragments:
             day = f.min_ts // DAY_MS
             if f.level == TOP_LEVEL and day not in days:  # the day's one file of this user
                 days.add(day)
-                settled.append(f)
+                sources.settled.append(f)
             else:
-                fresh_paths.append(self._store.fragment_dir / f.name)
-                scanned += f.rows
-        fresh = [df.lazy() for df in unflushed]
-        if fresh_paths:
-            fresh.append(pl.scan_parquet(fresh_paths, schema=ROW_SCHEMA))
-        return settled, (pl.concat(fresh) if fresh else None), scanned
+                sources.loose.append(f)
+                sources.scanned += f.rows
+        return sources
+
+    def _fresh(self, sources: Sources) -> pl.LazyFrame | None:
+        """The rows of ``sources`` not in a compacted day file, unflushed first."""
+        fresh = [df.lazy() for df in sources.unflushed]
+        if sources.loose:
+            fresh.append(self._scan(sources.loose))
+        return pl.concat(fresh) if fresh else None
 
     def _answer(
         self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
     ) -> pl.DataFrame:
+        """The plain path: every row of the range, de-duplicated, then partials."""
         priority = self._settings.device_priority if q.device_id is None else None
-        scope = self._settings.priority_scope
         if fresh is not None:
             fresh = self._pick(q, fresh)
-        # rollups carry no seq: not used while an erase of the user is under way
-        rolled = settled and all(f.rollup for f in settled) and q.slot == "1m"
-        rolled = rolled and not q.erased_before
-        if rolled and (priority is None or scope == "bucket"):
-            # rollup rows come from the in-memory cache: no scan left for the streaming engine
-            return pick(self._partials(q, settled, fresh), priority, "in-memory")
         rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
-        return priority_partials(rows, priority, scope, q.slot, q.extremes)
+        return priority_partials(rows, priority, self.scope, q.slot, q.extremes)
 
-    # longer than 40 lines: the rollup part and the raw edge and dirty minutes share their bounds
-    def _partials(
-        self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
-    ) -> pl.LazyFrame:
-        """Per (minute, device) sums and counts: from the rollups for every whole minute
-        of the range that no fresher row touches, from raw rows for the rest."""
-        fresh_rows = None if fresh is None else fresh.collect()
-        dirty = (
-            pl.Series("minute", [], pl.Int64)
-            if fresh_rows is None
-            else fresh_rows["ts"].dt.truncate("1m").dt.epoch("ms").unique()
+    def _mergeable(self, q: Query, sources: Sources) -> bool:
+        """Whether per-minute partials can answer ``q`` (see ``query.minutes``): minute
+        slots, priority decided per bucket, a rollup beside every compacted day file, and no
+        erase of the user under way (rollups and partials carry no ``seq``)."""
+        per_bucket = q.device_id is not None or self.scope == "bucket"
+        return (
+            self._merging
+            and per_bucket
+            and q.slot == "1m"
+            and not q.erased_before
+            and all(f.rollup for f in sources.settled)
         )
+
+    # longer than 40 lines: the partial sources, the dirty minutes and the raw rows share bounds
+    def _merged(self, q: Query, sources: Sources) -> pl.DataFrame:
+        """``q``'s partials per (minute, device): the sources' per-minute partials added up
+        where they are exact (see ``query.minutes``), raw rows de-duplicated for the dirty
+        minutes and for the partial minutes at the edges of the range."""
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
+        fresh = None
+        if sources.unflushed:
+            fresh = self._pick(q, pl.concat([df.lazy() for df in sources.unflushed])).collect()
+        rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
+        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
+        if fresh is not None and fresh.height:
+            spans.append(spanned(fresh.lazy()).collect())
         minute = pl.col("minute").dt.epoch("ms")
-        whole = (minute >= first) & (minute < stop)
-        if dirty.len():
-            whole = whole & ~minute.is_in(dirty)
-        roll = (
-            pl.concat([self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in settled])
-            .lazy()
-            .filter(whole)
-        )
+        near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
-            roll = roll.filter(pl.col("device_id") == q.device_id)
-        names = ["device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
-        parts = [roll.select(pl.col("minute").alias("slot"), *names)]
-        # raw rows: the partial minutes at the edges of the range and the dirty minutes
-        ts = pl.col("ts").dt.epoch("ms")
-        raw: list[pl.Expr] = []
-        if first >= stop:
-            raw.append(pl.lit(True))
-        else:
-            if q.start_ms < first:
-                raw.append(ts < first)
-            if stop < q.end_ms:
-                raw.append(ts >= stop)
-        if dirty.len():
-            low, high = int(dirty.min()), int(dirty.max()) + MINUTE_MS  # type: ignore[arg-type]
-            truncated = pl.col("ts").dt.truncate("1m").dt.epoch("ms")
-            raw.append((ts >= low) & (ts < high) & truncated.is_in(dirty))
-        settled_rows = (
-            self._pick(q, self._scan(settled)).filter(pl.any_horizontal(raw)) if raw else None
-        )
-        if settled_rows is not None or fresh_rows is not None:
-            fresh_lf = None if fresh_rows is None else fresh_rows.lazy()
-            parts.append(slot_partials(combine(settled_rows, fresh_lf), "1m", q.extremes))
-        return pl.concat(parts)
+            near = near & (pl.col("device_id") == q.device_id)
+        parts = gather(rollups, spans).filter(near).collect()
+        whole = (minute >= first) & (minute < stop)
+        out, dirty = merge(parts.filter(whole))
+        cut = parts.filter(~whole)["minute"].dt.epoch("ms")
+        found = [out.lazy()]
+        raw = pl.concat([dirty, cut]).unique()
+        if raw.len():  # the raw rows of these minutes, from the sources that hold them
+            ts = pl.col("ts").dt.epoch("ms")
+            low, high = int(raw.min()), int(raw.max()) + MINUTE_MS  # type: ignore[arg-type]
+            wanted = (ts >= low) & (ts < high)
+            wanted = wanted & pl.col("ts").dt.truncate("1m").dt.epoch("ms").is_in(raw.implode())
+
+            def holds(frame: pl.DataFrame) -> bool:
+                return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
+
+            settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+            loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
+            rest = [] if fresh is None else [fresh.lazy()]
+            if loose:
+                rest.append(self._pick(q, self._scan(loose)))
+            settled_rows = self._pick(q, self._scan(settled)).filter(wanted) if settled else None
+            fresh_rows = pl.concat(rest).filter(wanted) if rest else None
+            if settled_rows is not None or fresh_rows is not None:
+                rows = combine(settled_rows, fresh_rows)
+                found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
+        names = ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
+        priority = self._settings.device_priority if q.device_id is None else None
+        return pick(pl.concat(found).select(names), priority, "in-memory")
 
     def _scan(self, files: list[FragmentInfo]) -> pl.LazyFrame:
         return pl.scan_parquet(

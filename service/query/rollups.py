@@ -1,6 +1,7 @@
-"""A per-worker cache of rollup files, which are small and never change once written.
+"""A per-worker cache of small frames derived from files that never change once written:
+rollup files, and the per-minute partials of not-yet-compacted fragments.
 
-A rollup file is immutable under its name (fragments are written without overwrite and
+A file is immutable under its name (fragments are written without overwrite and
 names are never reused), so a cached copy can never be stale; files that compaction
 retires are simply no longer asked for and age out. The least recently used files are
 dropped once the cache holds more than its byte budget.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -36,16 +38,28 @@ class _Loaded:
         }
 
 
+def read_rollup(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path, schema=ROLLUP_SCHEMA)
+
+
 class RollupCache:
-    def __init__(self, directory: Path, budget_bytes: int) -> None:
+    """``read(path)`` makes a file's frame, sorted by ``user_id``; by default the rollup itself."""
+
+    def __init__(
+        self,
+        directory: Path,
+        budget_bytes: int,
+        read: Callable[[Path], pl.DataFrame] = read_rollup,
+    ) -> None:
         self._directory = directory
         self._budget = budget_bytes
+        self._read = read
         self._files: OrderedDict[str, _Loaded] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def user_rows(self, name: str, user_id: str) -> pl.DataFrame:
-        """The rows of ``user_id`` in rollup file ``name`` (sorted by user: a slice)."""
+        """The rows of ``user_id`` in the frame of file ``name`` (sorted by user: a slice)."""
         loaded = self._load(name)
         start, count = loaded.spans.get(user_id, (0, 0))
         return loaded.frame.slice(start, count)
@@ -56,7 +70,7 @@ class RollupCache:
             if loaded is not None:
                 self._files.move_to_end(name)
                 return loaded
-        loaded = _Loaded(pl.read_parquet(self._directory / name, schema=ROLLUP_SCHEMA))
+        loaded = _Loaded(self._read(self._directory / name))
         if loaded.size > self._budget:
             return loaded
         with self._lock:

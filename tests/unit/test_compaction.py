@@ -253,8 +253,8 @@ def test_a_day_merge_works_one_user_range_at_a_time(tmp_path: Path) -> None:
     reader = Reader(Settings(data_dir=compacted.root), compacted, Buffer())
     for user in users:  # a query reads one day file per day and nothing else
         q = Query("heart_rate", user, BASE, BASE + 3 * DAY)
-        settled, fresh, _ = reader._sources(q, reader.unflushed(q.metric), False)
-        assert (len(settled), fresh) == (days, None)
+        sources = reader._sources(q, reader.unflushed(q.metric), False)
+        assert (len(sources.settled), sources.loose, sources.unflushed) == (days, [], [])
     assert {f.level for f in files} == {2}
     for day in {f.min_ts // DAY for f in files}:
         ranges = sorted(
@@ -304,7 +304,8 @@ def test_a_long_query_over_many_raw_rows_runs_a_day_at_a_time_with_the_same_answ
         ),
         10**9,
     )
-    reader = Reader(Settings(data_dir=tmp_path), store, buffer)
+    # the plain path (rows de-duplicated, then partials) is the one that splits by day
+    reader = Reader(Settings(data_dir=tmp_path), store, buffer, merging=False)
     days: list[tuple[int, int]] = []
     answer = Reader._answer
 

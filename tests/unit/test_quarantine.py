@@ -91,8 +91,10 @@ def test_a_truncated_day_file_goes_with_its_rollup(tmp_path: Path) -> None:
     reference.ensure_layout()
     reference.publish({"heart_rate": pl.concat(chunks).filter(~lost)})
     truncate(store.fragment_dir / day.name)
-    # whole minutes come from the rollup; a range that ends mid-minute reads the day file
-    q = Query("heart_rate", "u1", BASE, BASE + DAY + 12_345)
+    # whole minutes come from the rollup; a range that ends mid-minute, in a minute the day
+    # holds readings of, reads the day file
+    held = pl.concat(chunks).filter(lost & (pl.col("user_id") == "u1"))["ts"].dt.epoch("ms")
+    q = Query("heart_rate", "u1", BASE, int(held.min()) + 1)  # type: ignore[arg-type]
     settings = Settings(data_dir=tmp_path)
     got = json_body(Reader(settings, store, Buffer()), q)
     assert got == json_body(Reader(settings, reference, Buffer()), q)

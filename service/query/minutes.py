@@ -1,0 +1,98 @@
+"""Per-minute partials with the timestamps they span: what lets a 1-minute-slot query add
+up its sources' minutes instead of de-duplicating their raw rows.
+
+Each source of a query (a compacted day's rollup, a not-yet-compacted fragment, the
+unflushed rows) gives per (minute, device) its partials (see ``partials``), ``lo`` and
+``hi``, the first and last timestamp (epoch ms) they cover, and ``clean``: no reading
+identity occurs twice among them. Two sources' partials of one (minute, device) add up
+exactly when their spans do not meet, since one identity is one timestamp; a rollup keeps
+no timestamps, so its span is its whole minute and it meets every other source there.
+Every minute where a source is not clean or two spans meet is ``dirty``: the query reads
+its raw rows and de-duplicates them, as the plain path does for every minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from service.schema import MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
+
+# the columns of a source's partials: ROLLUP_SCHEMA (without the user) plus the spans
+SPANNED: dict[str, pl.DataType] = {
+    **{k: v for k, v in ROLLUP_SCHEMA.items() if k != "user_id"},
+    "lo": pl.Int64(),
+    "hi": pl.Int64(),
+    "clean": pl.Boolean(),
+}
+ROLLUP_COLUMNS = ["device_id", "minute", "sum", "count", "min", "max"]
+_VALUES = ("sum", "count", "min", "max")
+
+
+def spanned(rows: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFrame:
+    """``ROW_SCHEMA`` rows (not de-duplicated) -> per (``*by``, device, minute) partials with
+    spans, sorted by ``by`` then minute."""
+    ts, value = pl.col("ts"), pl.col("value")
+    keys = [*by, "device_id", ts.dt.truncate("1m").alias("minute")]
+    return (
+        rows.group_by(keys)
+        .agg(
+            value.sum().alias("sum"),
+            pl.len().cast(pl.Int64).alias("count"),
+            value.min().alias("min"),
+            value.max().alias("max"),
+            ts.min().dt.epoch("ms").alias("lo"),
+            ts.max().dt.epoch("ms").alias("hi"),
+            (ts.n_unique() == pl.len()).alias("clean"),
+        )
+        .sort(*by, "minute")
+    )
+
+
+def file_partials(path: Path) -> pl.DataFrame:
+    """Every user's spanned partials of one fragment file, sorted by user (cacheable: a
+    fragment never changes under its name)."""
+    return spanned(pl.scan_parquet(path, schema=ROW_SCHEMA), ("user_id",)).collect()
+
+
+def gather(rollups: list[pl.DataFrame], spans: list[pl.DataFrame]) -> pl.LazyFrame:
+    """Rollup rows and spanned partials (user column or not) as ``SPANNED`` rows: a rollup
+    row spans its whole minute."""
+    frames = [df.select(ROLLUP_COLUMNS) for df in rollups]
+    frames += [df.select([*ROLLUP_COLUMNS, "lo", "hi", "clean"]) for df in spans]
+    start = pl.col("minute").dt.epoch("ms")
+    # the empty frame brings every column, whichever kinds of source there are
+    both = pl.concat([pl.DataFrame(schema=SPANNED), *frames], how="diagonal")
+    return both.lazy().with_columns(
+        pl.col("lo").fill_null(start),
+        pl.col("hi").fill_null(start + MINUTE_MS - 1),
+        pl.col("clean").fill_null(True),
+    )
+
+
+def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """(the partials added up per (minute, device) outside dirty minutes, those minutes
+    as epoch ms), from every source's ``parts``; a minute is dirty where a source is not
+    clean or two sources' spans meet. Columns: ``slot``, ``device_id``, ``sum``,
+    ``count``, ``min``, ``max``."""
+    minute, device = pl.col("minute"), pl.col("device_id")
+    ordered = parts.sort("minute", "device_id", "lo")
+    same = ((minute == minute.shift(1)) & (device == device.shift(1))).fill_null(False)
+    flagged = ordered.with_columns(
+        same.alias("same"),
+        (~pl.col("clean") | (same & (pl.col("lo") <= pl.col("hi").shift(1)))).alias("bad"),
+    )
+    dirty = flagged.filter(pl.col("bad"))["minute"].dt.epoch("ms").unique()
+    kept = flagged.lazy()
+    if dirty.len():
+        kept = kept.filter(~minute.dt.epoch("ms").is_in(dirty.implode()))
+    if flagged["same"].any():  # some (minute, device) has partials from several sources
+        kept = kept.group_by(minute, device, maintain_order=True).agg(
+            pl.col("sum").sum(),
+            pl.col("count").sum(),
+            pl.col("min").min(),
+            pl.col("max").max(),
+        )
+    return kept.select(minute.alias("slot"), device, *_VALUES).collect(), dirty

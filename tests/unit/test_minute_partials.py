@@ -1,0 +1,147 @@
+"""Per-minute partials answer every minute-slot query exactly like the plain path.
+
+The plain path (``Reader(merging=False)``) de-duplicates every raw row of the range, then
+aggregates; the partial path adds up each source's per-minute partials and reads raw rows
+only for dirty minutes (a source holding an identity twice, two sources whose timestamps
+meet) and for minutes the range cuts. Both read the same store here: compacted days with
+rollups, level-0 fragments and unflushed rows, with identities re-sent across and within
+sources, several devices, with and without a priority list.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from service.config import Settings
+from service.ingest.buffer import Buffer
+from service.query.buckets import Shape
+from service.query.minutes import gather, merge, spanned
+from service.query.reader import Query, Reader
+from service.query.series import json_body
+from service.schema import ROW_SCHEMA, Rows
+from service.storage.compaction import compact
+from service.storage.store import Store
+
+BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z
+DAY = 86_400_000
+USERS = ("u1", "u2")
+DEVICES = ("watch", "phone", "ring")
+
+
+def rows(rng: random.Random, seq0: int, n: int, start: int, span: int, step: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [rng.choice(USERS) for _ in range(n)],
+            "device_id": [rng.choice(DEVICES) for _ in range(n)],
+            "ts": [start + rng.randrange(0, span, step) for _ in range(n)],
+            "value": [float(rng.randint(40, 180)) for _ in range(n)],
+            "seq": list(range(seq0, seq0 + n)),
+        },
+        schema=ROW_SCHEMA,
+    )
+
+
+def store_with_every_source(tmp_path: Path, seed: int) -> tuple[Store, Buffer]:
+    """Day 0 compacted (with rollups), then level-0 fragments over days 0-1 and unflushed
+    rows over both; coarse timestamps so identities repeat between and within sources."""
+    rng = random.Random(seed)
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    seq = 1
+    for _ in range(6):
+        store.publish({"heart_rate": rows(rng, seq, 300, BASE, DAY // 4, 1_000)})
+        seq += 300
+    assert compact(store, force=True, grace_s=0) is not None
+    for _ in range(4):  # fragments: some minutes of day 0 again, most of day 1 new
+        start = BASE + rng.choice((DAY // 8, DAY))
+        store.publish(
+            {"heart_rate": rows(rng, seq, 200, start, DAY // 8, rng.choice((500, 7_000)))}
+        )
+        seq += 200
+    buffer = Buffer()
+    extra = rows(rng, seq, 150, BASE + DAY // 8, DAY, 20_000)
+    extra = pl.concat([extra, extra.head(10).with_columns(pl.col("seq") + 1_000)])  # twice
+    buffer.add(
+        "heart_rate",
+        Rows(
+            extra["user_id"].to_list(),
+            extra["device_id"].to_list(),
+            extra["ts"].dt.epoch("ms").to_list(),
+            extra["value"].to_list(),
+        ),
+        seq,
+    )
+    return store, buffer
+
+
+def close(a: object, b: object) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) < 1e-9
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("priority", ["", "ring:1,phone:2"])
+def test_the_partial_path_answers_like_the_plain_path(
+    tmp_path: Path, seed: int, priority: str
+) -> None:
+    store, buffer = store_with_every_source(tmp_path, seed)
+    settings = Settings.from_env({"HR_DATA_DIR": str(tmp_path), "HR_DEVICE_PRIORITY": priority})
+    merged = Reader(settings, store, buffer)
+    plain = Reader(settings, store, buffer, merging=False)
+    assert {f.level for f in store.manifest.read().fragments} >= {0, 2}  # every source
+    rng = random.Random(seed)
+    ranges = [(BASE, BASE + 2 * DAY)] + [
+        (BASE + rng.randrange(0, DAY, 1_000), BASE + DAY + rng.randrange(0, DAY, 1_000))
+        for _ in range(3)
+    ]
+    shapes = [Shape(), Shape("1h", stats=("min", "max", "count")), Shape("5m", "Asia/Kolkata")]
+    for user in USERS:
+        for start, end in ranges:
+            for device in (None, "phone"):
+                for shape in shapes:
+                    q = Query("heart_rate", user, start, end, device, extremes=shape.extremes)
+                    want, got = json_body(plain, q, shape), json_body(merged, q, shape)
+                    assert (want is None) == (got is None)
+                    if want is not None and got is not None:
+                        assert close(json.loads(got), json.loads(want)), (user, start, end, shape)
+
+
+def test_a_minute_is_dirty_when_spans_meet_or_a_source_repeats_an_identity() -> None:
+    # a rollup row spans its whole minute: it meets every other source there
+    def part(device: str, ts: list[int]) -> pl.LazyFrame:
+        frame = pl.DataFrame(
+            {
+                "user_id": ["u"] * len(ts),
+                "device_id": [device] * len(ts),
+                "ts": ts,
+                "value": [60.0] * len(ts),
+                "seq": list(range(len(ts))),
+            },
+            schema=ROW_SCHEMA,
+        )
+        return spanned(frame.lazy())
+
+    minute = 60_000
+    sources = [
+        part("a", [0, 10_000]),  # minute 0: [0, 10 s] ...
+        part("a", [20_000, 59_000]),  # ... and [20, 59 s]: apart, clean
+        part("a", [minute + 5_000]),  # minute 1: 5 s ...
+        part("a", [minute + 1_000, minute + 5_000]),  # ... within [1, 5 s]: they meet
+        part("b", [minute + 5_000]),  # another device: its own identities
+        part("a", [2 * minute, 2 * minute]),  # minute 2: one source, one identity twice
+    ]
+    parts = gather([], [lf.collect() for lf in sources]).collect()
+    added, dirty = merge(parts)
+    assert sorted(dirty.to_list()) == [minute, 2 * minute]
+    # minute 0's two sources add up; the dirty minutes are left to the raw rows
+    assert added.select("device_id", "count").rows() == [("a", 4)]

@@ -1,4 +1,5 @@
-"""The query path: unflushed rows first, the manifest second, one Polars lazy plan.
+"""The query path: unflushed rows first, the manifest (and a shared table) second, one
+Polars lazy plan.
 
 Order matters: a flush moves rows from a buffer or WAL into a fragment
 and only then forgets them, so reading the unflushed rows before the manifest never
@@ -203,6 +204,9 @@ class Reader:
         fresh = [df.lazy() for df in unflushed]
         if fresh_paths:
             fresh.append(pl.scan_parquet(fresh_paths, schema=ROW_SCHEMA))
+        shared = self._store.table_rows(q.metric, q.start_ms, q.end_ms, q.user_id)
+        if shared is not None:
+            fresh.append(shared)
         return settled, (pl.concat(fresh) if fresh else None), scanned
 
     def _answer(

@@ -43,6 +43,7 @@ PARTITIONS = ["metric", "day"]
 FILE_SCHEMA: dict[str, pl.DataType] = {**ROW_SCHEMA, "ts": pl.Datetime("us", "UTC")}
 TABLE_SCHEMA: dict[str, pl.DataType] = {**FILE_SCHEMA, "metric": pl.String(), "day": pl.Date()}
 CHECK_TABLE = "_put_if_absent_check"
+LAST_DAY_MS = 253_402_214_400_000  # 9999-12-31T00:00:00Z, the last day a date can hold
 MACHINE_FILE = "machine-id"
 
 
@@ -225,4 +226,5 @@ def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _day(ms: int) -> str:
+    ms = min(max(ms, 0), LAST_DAY_MS)  # "from the start" and "forever" are 0 and 2**62
     return datetime.fromtimestamp(ms // DAY_MS * DAY_MS / 1000, UTC).date().isoformat()

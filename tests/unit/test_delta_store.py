@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
+from service import export
 from service.config import ConfigError, Settings
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
@@ -189,3 +190,12 @@ def test_the_store_settings_and_credentials_are_read_but_not_shown() -> None:
     assert settings.table_options == {"AWS_SECRET_ACCESS_KEY": "hush"}
     assert "hush" not in repr(settings)
     assert Settings.from_env({}).store == "local"
+
+
+def test_an_export_includes_the_tables_rows(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "m1", tmp_path / "table")
+    store.publish(frames(4))
+    store.publish(frames(3, first_seq=10, start=2 * 86_400))  # two days later
+    got = export.readings(store, "u", ["heart_rate", "steps"])
+    assert got.height == 7
+    assert store.table_rows("heart_rate", 0, 2**62) is not None  # "forever" is a range too

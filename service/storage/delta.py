@@ -79,9 +79,12 @@ class DeltaStore(Store):
         proof that the store refuses a second write of one key."""
         super().ensure_layout()
         self._machine = machine_id(self.root)
-        create_table(self.uri, pl.DataFrame(schema=TABLE_SCHEMA), self._options, PARTITIONS)
-        if self.uri.startswith("s3://"):
-            check_put_if_absent(self.uri, self._options)
+        try:
+            create_table(self.uri, pl.DataFrame(schema=TABLE_SCHEMA), self._options, PARTITIONS)
+            if self.uri.startswith("s3://"):
+                check_put_if_absent(self.uri, self._options)
+        except (DeltaError, OSError) as exc:
+            raise TableRefused(f"the table at {self.uri} cannot be used: {exc}") from exc
 
     def app_id(self, owner: str) -> str:
         """The app transaction id of ``owner``'s WAL (a worker id of this machine)."""

@@ -162,3 +162,24 @@ def test_kill_9_of_a_whole_server_keeps_every_acknowledged_reading_once(
         assert set(minutes) <= sent[user], f"{user}: readings nobody sent"
         got = series(again, user, minutes=max(sent[user]) + 1)
         assert {stamp(m) for m in acked[user]} <= set(got)
+
+
+def test_a_delta_store_without_a_table_uri_does_not_start(server_factory, tmp_path):
+    with pytest.raises(RuntimeError, match="exited at start-up") as failed:
+        server_factory(workers=1, data_dir=tmp_path / "a", HR_STORE="delta")
+    assert "Not starting: HR_STORE=delta needs HR_TABLE_URI" in str(failed.value)
+
+
+def test_a_table_on_an_unreachable_store_stops_the_workers_at_start(server_factory, tmp_path):
+    env = {
+        "HR_STORE": "delta",
+        "HR_TABLE_URI": f"s3://{BUCKET}/readings",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
+    with pytest.raises(RuntimeError, match="exited at start-up") as failed:
+        server_factory(workers=1, data_dir=tmp_path / "a", **env)
+    assert "TableRefused: the table at s3://health/readings cannot be used" in str(failed.value)

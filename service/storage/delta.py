@@ -43,6 +43,9 @@ PARTITIONS = ["metric", "day"]
 FILE_SCHEMA: dict[str, pl.DataType] = {**ROW_SCHEMA, "ts": pl.Datetime("us", "UTC")}
 TABLE_SCHEMA: dict[str, pl.DataType] = {**FILE_SCHEMA, "metric": pl.String(), "day": pl.Date()}
 CHECK_TABLE = "_put_if_absent_check"
+# each worker start adds an app transaction; readers may forget one unused this long (a WAL
+# left unreplayed longer would be committed again: queries de-duplicate it, as they do rows)
+TRANSACTION_RETENTION = "interval 30 days"
 LAST_DAY_MS = 253_402_214_400_000  # 9999-12-31T00:00:00Z, the last day a date can hold
 MACHINE_FILE = "machine-id"
 
@@ -80,7 +83,13 @@ class DeltaStore(Store):
         super().ensure_layout()
         self._machine = machine_id(self.root)
         try:
-            create_table(self.uri, pl.DataFrame(schema=TABLE_SCHEMA), self._options, PARTITIONS)
+            create_table(
+                self.uri,
+                pl.DataFrame(schema=TABLE_SCHEMA),
+                self._options,
+                PARTITIONS,
+                {"delta.setTransactionRetentionDuration": TRANSACTION_RETENTION},
+            )
             if self.uri.startswith("s3://"):
                 check_put_if_absent(self.uri, self._options)
         except (DeltaError, OSError) as exc:
@@ -120,7 +129,9 @@ class DeltaStore(Store):
                 mode="append",
                 partition_by=PARTITIONS,
                 commit_properties=CommitProperties(
-                    app_transactions=[Transaction(app_id=app_id, version=last)]
+                    app_transactions=[
+                        Transaction(app_id=app_id, version=last, last_updated=_now_ms())
+                    ]
                 ),
             )
         return []
@@ -163,6 +174,7 @@ def create_table(
     frame: pl.DataFrame,
     options: dict[str, str] | None,
     partition_by: list[str] | None = None,
+    configuration: Mapping[str, str | None] | None = None,
 ) -> None:
     """Create the empty table ``uri`` with ``frame``'s columns unless it exists (the
     workers of every machine race to do so at start)."""
@@ -175,6 +187,7 @@ def create_table(
             frame.clear(),
             mode="ignore",
             partition_by=partition_by,
+            configuration=configuration,
             storage_options=options,
         )
 
@@ -226,6 +239,10 @@ def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:
         pl.col("metric"),
         pl.col("ts").dt.date().alias("day"),
     )
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def _day(ms: int) -> str:

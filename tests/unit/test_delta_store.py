@@ -49,6 +49,8 @@ def test_published_rows_come_back_with_the_row_schema(tmp_path: Path) -> None:
     assert got.schema == pl.Schema(ROW_SCHEMA)
     assert got.sort("seq").equals(frames(5)["heart_rate"])
     assert not store.manifest.read().fragments  # the local manifest lists nothing
+    config = DeltaTable(str(tmp_path / "table")).metadata().configuration
+    assert config["delta.setTransactionRetentionDuration"] == "interval 30 days"
 
 
 def test_a_query_lists_only_the_files_of_its_metric_and_days(tmp_path: Path) -> None:

@@ -61,6 +61,21 @@ def _collect_less() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+def open_store(settings: Settings, worker: str) -> Store:
+    """The worker's store; deltalake is imported only where the Delta store is chosen."""
+    if settings.store == "delta":
+        from service.storage.delta import DeltaStore
+
+        return DeltaStore(
+            settings.data_dir,
+            worker,
+            settings.lock_timeout_s,
+            settings.table_uri,
+            settings.table_options,
+        )
+    return Store(settings.data_dir, worker, settings.lock_timeout_s)
+
+
 class ServiceApp:
     """The served ASGI app: the service's layers in front of the FastAPI app ``api``."""
 
@@ -82,7 +97,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.configure(settings)
         worker = f"{os.getpid()}x{secrets.token_hex(4)}"
-        store = Store(settings.data_dir, worker, settings.lock_timeout_s)
+        store = open_store(settings, worker)
         buffer = Buffer()
         ingestor = Ingestor(settings, store, buffer)
         await ingestor.start()

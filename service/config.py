@@ -12,6 +12,7 @@ Durability = Literal["fsync", "write", "none"]
 PriorityScope = Literal["bucket", "timestamp"]
 AuthMode = Literal["auto", "on", "off"]
 Listen = Literal["loopback", "network"]
+StoreKind = Literal["local", "delta"]
 
 DEFAULT_PRIORITY = "device_a:1,device_b:2"
 
@@ -59,6 +60,10 @@ class Settings:
     # set by gunicorn.conf.py from its binds; outside gunicorn nothing listens (tests)
     listen: Listen = "loopback"
     cors_origins: tuple[str, ...] = ()
+    store: StoreKind = "local"  # where flushed rows go: this data dir, or a shared Delta table
+    table_uri: str = ""  # HR_STORE=delta: a local path or s3://bucket/prefix
+    # the AWS_* variables, passed to the table's object store as they are (secrets: no repr)
+    table_options: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -76,6 +81,8 @@ class Settings:
                 f"HR_ROLLUP_RETENTION_DAYS={rollups} needs HR_RETENTION_DAYS between 1 and "
                 f"{rollups} (it is {raw}): rollups outlive raw readings, never the reverse"
             )
+        if settings.store == "delta":
+            check_table_uri(settings.table_uri)
         return settings
 
     @classmethod
@@ -115,6 +122,9 @@ class Settings:
             auth=_choice(env, "HR_AUTH", "auto", ("auto", "on", "off")),
             listen=_choice(env, "HR_LISTEN", "loopback", ("loopback", "network")),
             cors_origins=parse_origins(env.get("HR_CORS_ORIGINS", "")),
+            store=_choice(env, "HR_STORE", "local", ("local", "delta")),
+            table_uri=env.get("HR_TABLE_URI", "").strip(),
+            table_options={k: v for k, v in env.items() if k.startswith("AWS_")},
         )
 
     @property
@@ -144,6 +154,18 @@ def parse_origins(text: str) -> tuple[str, ...]:
         if origin != "*" and not good:
             raise ConfigError(f"HR_CORS_ORIGINS item {origin!r} is not '*' or scheme://host[:port]")
     return origins
+
+
+def check_table_uri(uri: str) -> None:
+    """``HR_TABLE_URI`` for ``HR_STORE=delta``: ``s3://bucket[/prefix]`` or a local path."""
+    if not uri:
+        raise ConfigError(
+            "HR_STORE=delta needs HR_TABLE_URI: s3://bucket/prefix or a local directory"
+        )
+    scheme, sep, rest = uri.partition("://")
+    if sep and (scheme != "s3" or not rest.split("/", 1)[0]):
+        # other object stores lack the put-if-absent check this service relies on
+        raise ConfigError(f"HR_TABLE_URI={uri!r} is not s3://bucket[/prefix] or a local path")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

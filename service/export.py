@@ -63,6 +63,9 @@ def _metric_readings(store: Store, user_id: str, metric: str) -> pl.DataFrame:
         store.fragment_dir / f.name for f in store.manifest.read().fragments if f.metric == metric
     ]
     frames = [pl.scan_parquet(paths, schema=ROW_SCHEMA)] if paths else []
+    shared = store.table_rows(metric, 0, 2**62, user_id)  # HR_STORE=delta: the shared table
+    if shared is not None:
+        frames.append(shared)
     for segments in list_segments(store.wal_dir).values():
         frames += [to_frame(read_segment(path), metric).lazy() for path in segments]
     rows = pl.concat(frames) if frames else pl.LazyFrame(schema=ROW_SCHEMA)

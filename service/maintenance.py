@@ -1,4 +1,5 @@
-"""Maintenance commands for operators: ``ops/maint verify|recover|compact|backup|export|keys``.
+"""Maintenance commands for operators: ``ops/maint verify|recover|compact|backup|export|keys``,
+and ``compact-table`` for the shared table of ``HR_STORE=delta`` (cron on one machine).
 
 They work on a live data directory: every change goes through the same manifest lock,
 compaction election and WAL owner locks as the workers use.
@@ -177,8 +178,31 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=export.FORMATS, help="the output format (default: by suffix)"
     )
     e.add_argument("--metric", choices=sorted(METRICS), help="one metric (default: all)")
+    t = sub.add_parser("compact-table", help="HR_STORE=delta: compact (and vacuum) the table")
+    t.add_argument("--min-files", type=int, help="files that trigger a day's rewrite")
+    t.add_argument(
+        "--vacuum-hours", type=int, help="then delete files unreferenced this long (>= 24)"
+    )
     keys_cli.add_parser(sub)
     return parser
+
+
+def _compact_table(settings: Settings, args: argparse.Namespace) -> int:
+    """The shared table's compaction (and vacuum): needs no data directory."""
+    from service.storage import delta_compaction  # deltalake only where the table is used
+
+    if settings.store != "delta":
+        raise MaintenanceError("compact-table needs HR_STORE=delta and HR_TABLE_URI")
+    options = dict(settings.table_options) or None
+    min_files = args.min_files or settings.compact_min_files
+    print(delta_compaction.compact(settings.table_uri, options, min_files))
+    if args.vacuum_hours is not None:
+        try:
+            removed = delta_compaction.vacuum(settings.table_uri, options, args.vacuum_hours)
+        except ValueError as exc:
+            raise MaintenanceError(str(exc)) from exc
+        print(f"vacuum removed {len(removed)} files")
+    return 0
 
 
 def _verify(store: Store, settings: Settings, args: argparse.Namespace) -> int:
@@ -236,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "keys":  # may come before the first start: no store needed
             return keys_cli.run(args.data_dir or settings.data_dir, settings.lock_timeout_s, args)
+        if args.command == "compact-table":
+            return _compact_table(settings, args)
         store = open_store(args.data_dir or settings.data_dir, settings.lock_timeout_s)
         return _COMMANDS[args.command](store, settings, args)
     except (MaintenanceError, BackupError, export.ExportError, ConfigError, KeysError) as exc:

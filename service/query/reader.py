@@ -1,4 +1,5 @@
-"""The query path: unflushed rows first, the manifest second, one Polars lazy plan.
+"""The query path: unflushed rows first, the manifest (and a shared table) second, one
+Polars lazy plan.
 
 Order matters: a flush moves rows from a buffer or WAL into a fragment
 and only then forgets them, so reading the unflushed rows before the manifest never
@@ -57,12 +58,14 @@ class Query:
 @dataclass(slots=True)
 class Sources:
     """What a query reads: compacted day files (one per day, unique per identity), every
-    other listed file (``loose``, with ``scanned`` rows), and the unflushed rows."""
+    other listed file (``loose``, with ``scanned`` rows), the unflushed rows, and the rows of
+    a shared table if the store has one (raw rows, as unflushed ones)."""
 
     unflushed: list[pl.DataFrame]
     settled: list[FragmentInfo] = field(default_factory=list)
     loose: list[FragmentInfo] = field(default_factory=list)
     scanned: int = 0
+    shared: pl.LazyFrame | None = None  # a shared table's rows (``Store.table_rows``)
 
 
 class Reader:
@@ -153,7 +156,7 @@ class Reader:
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False
     ) -> pl.DataFrame | None:
         sources = self._sources(q, unflushed, observe)
-        if not sources.settled and not sources.loose and not unflushed:
+        if not (sources.settled or sources.loose or unflushed or sources.shared is not None):
             return None
         if self._mergeable(q, sources):
             return self._merged(q, sources)
@@ -218,6 +221,7 @@ class Reader:
             else:
                 sources.loose.append(f)
                 sources.scanned += f.rows
+        sources.shared = self._store.table_rows(q.metric, q.start_ms, q.end_ms, q.user_id)
         return sources
 
     def _fresh(self, sources: Sources) -> pl.LazyFrame | None:
@@ -225,6 +229,8 @@ class Reader:
         fresh = [df.lazy() for df in sources.unflushed]
         if sources.loose:
             fresh.append(self._scan(sources.loose))
+        if sources.shared is not None:
+            fresh.append(sources.shared)
         return pl.concat(fresh) if fresh else None
 
     def _answer(
@@ -258,8 +264,11 @@ class Reader:
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         fresh = None
-        if sources.unflushed:
-            fresh = self._pick(q, pl.concat([df.lazy() for df in sources.unflushed])).collect()
+        raw_rows = [df.lazy() for df in sources.unflushed]
+        if sources.shared is not None:
+            raw_rows.append(sources.shared)
+        if raw_rows:
+            fresh = self._pick(q, pl.concat(raw_rows)).collect()
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
         spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
         if fresh is not None and fresh.height:

@@ -3,7 +3,8 @@
 A worker holds ``wal/<worker>.lock`` for its whole life; a lock that can be taken
 without waiting therefore belongs to a dead worker, whose segments are replayed into
 fragments, committed to the manifest, and only then deleted. Replaying the same rows
-twice is harmless: queries and compaction de-duplicate by reading identity.
+twice is harmless: queries and compaction de-duplicate by reading identity (and a shared
+table skips the rows its transaction for that WAL already holds, see ``delta``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _replay(store: Store, worker: str) -> int:
         tables: dict[str, pl.DataFrame] = {
             metric: to_frame(frames, metric) for metric in {f.metric for f in frames}
         }
-        store.publish(tables)
+        store.publish(tables, owner=worker)
         unlink_quietly(segments)
         rows = sum(t.height for t in tables.values())
         if segments:

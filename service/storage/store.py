@@ -2,8 +2,8 @@
 
 Layout under the data root: ``manifest.json`` (+ ``.lock``), ``fragments/``, ``wal/``,
 and ``quarantine/`` once a file could not be read (see ``quarantine``).
-Everything that knows where files live is here or below; swapping the lock-file
-manifest for a table format's catalogue touches this package only.
+Everything that knows where files live is here or below; ``delta.DeltaStore`` publishes
+to a shared Delta table instead of the manifest and reads it back through ``table_rows``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ class Store:
             private_dir(directory)
         tighten(self.root)
 
-    def publish(self, frames: dict[str, pl.DataFrame]) -> list[FragmentInfo]:
+    def publish(
+        self, frames: dict[str, pl.DataFrame], owner: str | None = None
+    ) -> list[FragmentInfo]:
         """Write one fragment per non-empty metric frame and list them all in one commit;
-        erased users' rows (see ``tombstones``) are left out."""
+        erased users' rows (see ``tombstones``) are left out. ``owner``, the worker whose
+        WAL the rows come from, matters only to a shared table (see ``delta``)."""
         infos: list[FragmentInfo] = []
         erased = self.manifest.read().tombstones
         try:
@@ -79,6 +82,12 @@ class Store:
             and f.max_ts >= start_ms
             and (user_id is None or f.holds(user_id))
         ]
+
+    def table_rows(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None
+    ) -> pl.LazyFrame | None:
+        """Rows published to a table outside the manifest (``delta``); none here."""
+        return None
 
     def rollups(
         self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None

@@ -1,0 +1,250 @@
+"""The Delta store: flushed rows go to one Delta Lake table that every machine shares.
+
+Table (``HR_TABLE_URI``, a local path or ``s3://bucket/prefix``): columns ``user_id`` str,
+``device_id`` str, ``ts`` timestamp[us, UTC], ``value`` f64, ``seq`` i64, partitioned by
+``metric`` (str) and ``day`` (the reading's UTC date), so a query lists one metric's days.
+Files are appended in arrival order; Delta's log (``_delta_log/<version>.json``, created
+put-if-absent) is the catalogue, readable by any Delta reader.
+
+Exactly once: each commit carries the app transaction ``<machine>-<worker>`` -> the
+highest ``seq`` of that worker's WAL it holds; ``seq`` only grows within a WAL, so a row
+of that WAL is in the table iff its ``seq`` is at most that version. A flush retried after
+an unclear failure, or a dead worker's WAL replayed after a crash between the commit and
+the segments' deletion, commits only the rows above it. ``<machine>`` is a random id kept
+in ``<data dir>/machine-id``. Probe: ``<table>/_put_if_absent_check``, a one-column table
+each worker commits to twice at start (the second commit must be refused).
+
+The WAL, buffer, tombstones and the local manifest stay in the machine's data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from service.errors import Unavailable
+from service.schema import DAY_MS, ROW_SCHEMA
+from service.storage.files import create_private, link_new
+from service.storage.fragments import FragmentInfo
+from service.storage.store import Store
+from service.storage.tombstones import live
+
+PARTITIONS = ["metric", "day"]
+# the files' columns: Delta timestamps are microseconds
+FILE_SCHEMA: dict[str, pl.DataType] = {**ROW_SCHEMA, "ts": pl.Datetime("us", "UTC")}
+TABLE_SCHEMA: dict[str, pl.DataType] = {**FILE_SCHEMA, "metric": pl.String(), "day": pl.Date()}
+CHECK_TABLE = "_put_if_absent_check"
+# each worker start adds an app transaction; readers may forget one unused this long (a WAL
+# left unreplayed longer would be committed again: queries de-duplicate it, as they do rows)
+TRANSACTION_RETENTION = "interval 30 days"
+LAST_DAY_MS = 253_402_214_400_000  # 9999-12-31T00:00:00Z, the last day a date can hold
+MACHINE_FILE = "machine-id"
+
+
+class TableRefused(RuntimeError):
+    """The table's object store cannot be written safely: the service does not start."""
+
+
+class DeltaStore(Store):
+    """``Store`` whose ``publish`` appends to the shared table and whose ``table_rows``
+    reads it; everything else (WAL, tombstones, local manifest) as the local store."""
+
+    def __init__(
+        self,
+        root: Path,
+        worker: str,
+        lock_timeout_s: float,
+        uri: str,
+        options: Mapping[str, str],
+    ) -> None:
+        super().__init__(root, worker, lock_timeout_s)
+        self.uri = uri.rstrip("/")
+        self._options = dict(options) or None
+        self._machine = ""
+        # one handle to commit through, one to read through: a slow commit (a second or more
+        # on a contended object store) never holds up a query's listing
+        self._writer: DeltaTable | None = None
+        self._write_lock = threading.Lock()
+        self._reader: DeltaTable | None = None
+        self._read_lock = threading.Lock()
+
+    def ensure_layout(self) -> None:
+        """The local layout, this machine's id, the table (created if missing) and, on S3,
+        proof that the store refuses a second write of one key."""
+        super().ensure_layout()
+        self._machine = machine_id(self.root)
+        try:
+            create_table(
+                self.uri,
+                pl.DataFrame(schema=TABLE_SCHEMA),
+                self._options,
+                PARTITIONS,
+                {"delta.setTransactionRetentionDuration": TRANSACTION_RETENTION},
+            )
+            if self.uri.startswith("s3://"):
+                check_put_if_absent(self.uri, self._options)
+        except (DeltaError, OSError) as exc:
+            raise TableRefused(f"the table at {self.uri} cannot be used: {exc}") from exc
+
+    def app_id(self, owner: str) -> str:
+        """The app transaction id of ``owner``'s WAL (a worker id of this machine)."""
+        if not self._machine:
+            self._machine = machine_id(self.root)
+        return f"{self._machine}-{owner}"
+
+    def publish(
+        self, frames: dict[str, pl.DataFrame], owner: str | None = None
+    ) -> list[FragmentInfo]:
+        """Append the rows of ``frames`` (all from ``owner``'s WAL, this worker's by
+        default) that the table lacks, in one commit; erased users' rows are left out."""
+        last = max((int(f["seq"].max()) for f in frames.values() if f.height), default=0)  # type: ignore[arg-type]
+        if not last:
+            return []
+        erased = self.manifest.read().tombstones
+        rows = pl.concat(
+            [
+                live(frame, erased).with_columns(metric=pl.lit(metric))
+                for metric, frame in frames.items()
+            ]
+        )
+        app_id = self.app_id(owner or self.worker)
+        with self._write_lock:
+            table = self._refreshed("_writer")
+            done = table.transaction_version(app_id) or 0
+            if last <= done:
+                return []  # committed already: the commit's answer was lost, not the commit
+            rows = _table_frame(rows.filter(pl.col("seq") > done))
+            write_deltalake(
+                table,
+                rows,
+                mode="append",
+                partition_by=PARTITIONS,
+                commit_properties=CommitProperties(
+                    app_transactions=[
+                        Transaction(app_id=app_id, version=last, last_updated=_now_ms())
+                    ]
+                ),
+            )
+        return []
+
+    def table_rows(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None
+    ) -> pl.LazyFrame | None:
+        """Rows of ``metric`` in the table's files for the UTC days of ``[start_ms, end_ms)``
+        (``ROW_SCHEMA``, not yet filtered to the range or to ``user_id``)."""
+        first, last = _day(start_ms), _day(max(start_ms, end_ms - 1))
+        predicate = [("metric", "=", metric), ("day", ">=", first), ("day", "<=", last)]
+        try:
+            with self._read_lock:
+                uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
+        if not uris:
+            return None
+        scan = pl.scan_parquet(
+            uris,
+            schema=FILE_SCHEMA,
+            hive_partitioning=False,
+            storage_options=self._options,
+        )
+        return scan.with_columns(pl.col("ts").cast(ROW_SCHEMA["ts"]))
+
+    def _refreshed(self, name: str) -> DeltaTable:
+        """The handle ``name`` at the table's latest version (caller holds its lock)."""
+        table: DeltaTable | None = getattr(self, name)
+        if table is None:
+            table = DeltaTable(self.uri, storage_options=self._options)
+            setattr(self, name, table)
+        else:
+            table.update_incremental()
+        return table
+
+
+def create_table(
+    uri: str,
+    frame: pl.DataFrame,
+    options: dict[str, str] | None,
+    partition_by: list[str] | None = None,
+    configuration: Mapping[str, str | None] | None = None,
+) -> None:
+    """Create the empty table ``uri`` with ``frame``'s columns unless it exists (the
+    workers of every machine race to do so at start)."""
+    if DeltaTable.is_deltatable(uri, storage_options=options):
+        return
+    # CommitFailedError: another worker created it meanwhile (its version 0 won)
+    with contextlib.suppress(CommitFailedError):
+        write_deltalake(
+            uri,
+            frame.clear(),
+            mode="ignore",
+            partition_by=partition_by,
+            configuration=configuration,
+            storage_options=options,
+        )
+
+
+def check_put_if_absent(uri: str, options: dict[str, str] | None) -> None:
+    """Raise ``TableRefused`` unless a second commit of one table version is refused:
+    without put-if-absent, concurrent commits overwrite each other and rows are lost."""
+    probe = f"{uri}/{CHECK_TABLE}"
+    frame = pl.DataFrame({"started": [datetime.now(UTC)]})
+    once = CommitProperties(max_commit_retries=0)
+    create_table(probe, frame, options)
+    for _ in range(5):
+        first = DeltaTable(probe, storage_options=options)
+        second = DeltaTable(probe, storage_options=options)  # the same version as first
+        try:
+            write_deltalake(first, frame, mode="append", commit_properties=once)
+        except CommitFailedError:
+            continue  # another worker's probe got there first: try again
+        try:
+            write_deltalake(second, frame, mode="append", commit_properties=once)
+        except CommitFailedError:
+            return
+        raise TableRefused(
+            f"the object store of {uri} accepted a second write of one Delta log entry: it "
+            "ignores If-None-Match (put-if-absent), so machines would overwrite each "
+            "other's commits; use a store that supports conditional writes"
+        )
+    raise TableRefused(f"the put-if-absent check at {probe} kept conflicting; not started")
+
+
+def machine_id(root: Path) -> str:
+    """This data directory's random id, created once (``MACHINE_FILE``)."""
+    path = root / MACHINE_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    tmp = root / f"{MACHINE_FILE}.{os.getpid()}.tmp"
+    with create_private(tmp) as f:
+        f.write(secrets.token_hex(8).encode())
+    with contextlib.suppress(FileExistsError):  # another worker's id won
+        link_new(tmp, path)
+    return path.read_text().strip()
+
+
+def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(
+        *(pl.col(name).cast(dtype) for name, dtype in FILE_SCHEMA.items()),
+        pl.col("metric"),
+        pl.col("ts").dt.date().alias("day"),
+    )
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _day(ms: int) -> str:
+    ms = min(max(ms, 0), LAST_DAY_MS)  # "from the start" and "forever" are 0 and 2**62
+    return datetime.fromtimestamp(ms // DAY_MS * DAY_MS / 1000, UTC).date().isoformat()

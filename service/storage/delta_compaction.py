@@ -1,0 +1,116 @@
+"""Compaction and vacuum of the shared Delta table (see ``delta``), run from one machine.
+
+A (metric, day) partition with at least ``min_files`` files is rewritten as one sorted
+file: one row per reading identity (the highest ``seq``), ordered by (user_id, ts), so a
+one-user query reads few row groups. The rewrite is a predicate overwrite of that
+partition from the snapshot it read: a machine appending to the partition meanwhile makes
+the commit fail ("concurrent transactions added new data") and nothing is lost; the
+partition is tried again on the next run. Two machines compacting at once are equally
+safe, only wasteful: hence one machine (``ops/maint compact-table`` from its cron).
+
+Vacuum deletes files no version newer than ``retention_hours`` references; at least a
+day, so that a query that listed its files before a compaction can still read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from service.schema import IDENTITY
+from service.storage.delta import FILE_SCHEMA, PARTITIONS
+
+MIN_RETENTION_HOURS = 24
+ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one or two
+
+
+@dataclass(slots=True)
+class Report:
+    rewritten: list[str] = field(default_factory=list)  # "metric/day: N files -> M rows"
+    conflicted: list[str] = field(default_factory=list)  # appended to meanwhile: next run
+
+    def __str__(self) -> str:
+        lines = [f"compacted {p}" for p in self.rewritten]
+        lines += [f"skipped {p}: appended to meanwhile, next run" for p in self.conflicted]
+        return "\n".join(lines) or "nothing to compact"
+
+
+def compact(uri: str, options: dict[str, str] | None, min_files: int) -> Report:
+    """Rewrite every partition of the table at ``uri`` holding ``min_files`` files or more."""
+    table = DeltaTable(uri, storage_options=options)
+    report = Report()
+    for metric, day, files in crowded(table, min_files):
+        name = f"{metric}/{day.isoformat()}"
+        try:
+            rows = compact_partition(table, options, metric, day)
+        except CommitFailedError:
+            report.conflicted.append(name)
+            table.update_incremental()
+            continue
+        report.rewritten.append(f"{name}: {files} files -> {rows} rows")
+    return report
+
+
+def crowded(table: DeltaTable, min_files: int) -> list[tuple[str, date, int]]:
+    """(metric, day, files) of each partition with at least ``min_files`` files."""
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if actions.is_empty():
+        return []
+    counts = (
+        actions.group_by("partition.metric", "partition.day")
+        .len()
+        .filter(pl.col("len") >= min_files)
+        .sort("partition.metric", "partition.day")
+    )
+    return [(str(m), _as_date(d), int(n)) for m, d, n in counts.iter_rows()]
+
+
+def compact_partition(
+    table: DeltaTable, options: dict[str, str] | None, metric: str, day: date
+) -> int:
+    """Rewrite one partition from ``table``'s snapshot; the rows written."""
+    where = [("metric", "=", metric), ("day", "=", day.isoformat())]
+    files = table.file_uris(file_pruning_predicate=where)
+    rows = (
+        pl.scan_parquet(files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options)
+        .sort("seq")
+        .unique(subset=list(IDENTITY), keep="last")
+        .sort("user_id", "ts")
+        .with_columns(metric=pl.lit(metric), day=pl.lit(day))
+        .collect()
+    )
+    write_deltalake(
+        table,
+        rows,
+        mode="overwrite",
+        predicate=f"metric = '{_quoted(metric)}' AND day = '{day.isoformat()}'",
+        partition_by=PARTITIONS,
+        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP, compression="ZSTD"),
+    )
+    return rows.height
+
+
+def vacuum(uri: str, options: dict[str, str] | None, retention_hours: int) -> list[str]:
+    """Delete the files unreferenced for ``retention_hours`` (at least a day); their names."""
+    if retention_hours < MIN_RETENTION_HOURS:
+        raise ValueError(
+            f"a vacuum retention of {retention_hours} h is below {MIN_RETENTION_HOURS} h: "
+            "queries still reading an older version would fail"
+        )
+    table = DeltaTable(uri, storage_options=options)
+    # the table's own minimum (7 days unless configured) gives way to ours
+    return table.vacuum(
+        retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+    )
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

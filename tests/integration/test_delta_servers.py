@@ -1,0 +1,185 @@
+"""Against real gunicorn: two servers sharing one Delta table on an S3 endpoint (moto).
+
+Each server has its own data dir (WAL, buffer) and two workers; the table is the only
+thing they share. moto is slow (up to a second a contended commit): these tests check
+correctness, not speed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ops.server import Server, free_port
+from tests.integration.conftest import request, wait_until
+from tests.integration.test_server import BASE, PATH, reading, series, stamp, wal_segments
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "health"
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A moto S3 endpoint on a free port with one bucket; the servers' environment."""
+    port = free_port()
+    log = (tmp_path / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(endpoint), 30, "moto to listen")
+        put = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
+        with urllib.request.urlopen(put, timeout=10) as answer:
+            assert answer.status == 200
+        yield {
+            "HR_STORE": "delta",
+            "HR_TABLE_URI": f"s3://{BUCKET}/readings",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+        }
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def table(env: dict[str, str]) -> pl.DataFrame:
+    """Every row of the shared table, read from outside the service."""
+    options = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    return pl.scan_delta(env["HR_TABLE_URI"], storage_options=options).collect()
+
+
+def one(server: Server, user: str, minute: int) -> float | None:
+    return series(server, user).get(stamp(minute))
+
+
+def test_readings_posted_to_either_server_are_answered_by_both(server_factory, s3, tmp_path):
+    flow = {**s3, "HR_FLUSH_INTERVAL_S": "0.5"}
+    a = server_factory(workers=2, data_dir=tmp_path / "a", **flow)
+    b = server_factory(workers=2, data_dir=tmp_path / "b", **flow)
+    assert request(a, "POST", PATH, reading("both", 0, 61))[0] == 202
+    assert one(a, "both", 0) == 61  # its own reading at once, from its WAL or buffer
+    assert request(b, "POST", PATH, reading("both", 1, 62))[0] == 202
+    assert one(b, "both", 1) == 62
+    many = {"readings": [reading("many", m, 70 + m % 50) for m in range(300)]}
+    assert request(b, "POST", PATH + "/batch", many)[0] == 202
+    expected = {stamp(0): 61.0, stamp(1): 62.0}
+    for server in (a, b):
+        wait_until(lambda s=server: series(s, "both") == expected, 60, "the other's flush")
+        wait_until(lambda s=server: len(series(s, "many")) == 300, 60, "the batch's flush")
+    rows = table(s3)
+    assert rows.height == 302
+    assert set(rows["metric"]) == {"heart_rate"}
+
+
+def send(server: Server, user: str, acked: set[int], sent: set[int], stop: threading.Event):
+    """Batches of 20 new readings until ``stop``; a failed batch is never sent again, so
+    every row of ``user`` in the table comes from exactly one acknowledged-or-lost POST."""
+    minute = 0
+    while not stop.is_set():
+        minutes = range(minute, minute + 20)
+        minute += 20
+        sent.update(minutes)
+        body = {"readings": [reading(user, m, 40 + m % 150) for m in minutes]}
+        try:
+            status, _, _ = request(server, "POST", PATH + "/batch", body)
+        except (OSError, http.client.HTTPException):
+            stop.wait(0.05)
+            continue
+        if status == 202:
+            acked.update(minutes)
+
+
+def test_kill_9_of_a_whole_server_keeps_every_acknowledged_reading_once(
+    server_factory, s3, tmp_path
+):
+    flow = {**s3, "HR_FLUSH_INTERVAL_S": "0.3", "HR_FLUSH_ROWS": "200"}
+    server = server_factory(workers=2, data_dir=tmp_path / "a", **flow)
+    users = ["k0", "k1"]
+    acked: dict[str, set[int]] = {u: set() for u in users}
+    sent: dict[str, set[int]] = {u: set() for u in users}
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=send, args=(server, u, acked[u], sent[u], stop)) for u in users
+    ]
+    for t in threads:
+        t.start()
+    try:
+        # by then several flushes have committed (200 rows or 0.3 s each)
+        wait_until(lambda: sum(map(len, acked.values())) >= 1200, 120, "ingestion to run")
+        pids = server.worker_pids()
+        os.kill(server.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        server.proc.wait(30)  # type: ignore[union-attr]
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    killed = set(wal_segments(server.data_dir))
+    assert killed, "the killed workers left WAL behind"
+    again = server_factory(workers=2, data_dir=server.data_dir, **flow)
+    wait_until(lambda: not killed & set(wal_segments(again.data_dir)), 60, "WAL replay")
+    rows = table(s3)
+    for user in users:
+        minutes = (
+            rows.filter(pl.col("user_id") == user)
+            .select((pl.col("ts").dt.epoch("s") - BASE) // 60)
+            .to_series()
+            .to_list()
+        )
+        assert len(minutes) == len(set(minutes)), f"{user}: a reading is in the table twice"
+        assert acked[user] <= set(minutes), f"{user}: acknowledged readings are missing"
+        assert set(minutes) <= sent[user], f"{user}: readings nobody sent"
+        got = series(again, user, minutes=max(sent[user]) + 1)
+        assert {stamp(m) for m in acked[user]} <= set(got)
+
+
+def test_a_delta_store_without_a_table_uri_does_not_start(server_factory, tmp_path):
+    with pytest.raises(RuntimeError, match="exited at start-up") as failed:
+        server_factory(workers=1, data_dir=tmp_path / "a", HR_STORE="delta")
+    assert "Not starting: HR_STORE=delta needs HR_TABLE_URI" in str(failed.value)
+
+
+def test_a_table_on_an_unreachable_store_stops_the_workers_at_start(server_factory, tmp_path):
+    env = {
+        "HR_STORE": "delta",
+        "HR_TABLE_URI": f"s3://{BUCKET}/readings",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
+    with pytest.raises(RuntimeError, match="exited at start-up") as failed:
+        server_factory(workers=1, data_dir=tmp_path / "a", **env)
+    assert "TableRefused: the table at s3://health/readings cannot be used" in str(failed.value)

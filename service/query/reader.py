@@ -60,6 +60,7 @@ class Reader:
         self._buffer = buffer
         self._tails = {name: TailReader(name) for name in METRICS}
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
+        self._rollups_checked = -1  # the manifest generation the rollup cache was kept to
 
     @property
     def priority(self) -> Mapping[str, int]:
@@ -73,6 +74,7 @@ class Reader:
         """The surviving partials per priority slot for ``q`` (see ``query.aggregate``),
         or None when no reading matches. Blocking."""
         started = time.perf_counter()
+        self._forget_retired()
         retained = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
         if retained and before(self._store.manifest.read().tombstones, q.user_id):
             retained = []  # an erased user's rolled-up days hold nothing they may show
@@ -81,6 +83,13 @@ class Reader:
         if frame is None or frame.height == 0:
             return None
         return frame
+
+    def _forget_retired(self) -> None:
+        """Keep the rollup cache to the files the manifest lists, once per generation."""
+        snapshot = self._store.manifest.read()
+        if snapshot.generation != self._rollups_checked:
+            self._rollups_checked = snapshot.generation
+            self._rollups.keep(snapshot.listed())
 
     def _retained(self, q: Query, retained: list[FragmentInfo]) -> pl.DataFrame | None:
         """``q`` over days past raw retention: their minutes from the rollups, bucket scope

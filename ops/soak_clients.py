@@ -181,11 +181,11 @@ class Streams:
             now = time.monotonic()
             for topic in [t for t, when in due.items() if when <= now]:
                 del due[topic]
-                sock = self._connect(topic, last.get(topic))
-                if sock is None:
+                opened = self._connect(topic, last.get(topic))
+                if opened is None:
                     due[topic] = now + 1
                 else:
-                    sel.register(sock, selectors.EVENT_READ)
+                    sel.register(opened, selectors.EVENT_READ)
             for key, _ in sel.select(0.2):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)

@@ -31,9 +31,12 @@ class WrkResult:
         return (self.requests - self.non2xx) / self.duration_s
 
 
-def run_wrk(url: str, connections: int, threads: int, duration_s: int, *args: str) -> WrkResult:
+def run_wrk(
+    url: str, connections: int, threads: int, duration_s: int, *args: str, script: Path = LUA
+) -> WrkResult:
+    """One wrk run of ``script`` (a Lua script printing a BENCH_RESULT line)."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s"]
-    cmd += ["--latency", "-s", str(LUA), url, "--", *args]
+    cmd += ["--latency", "-s", str(script), url, "--", *args]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False, cwd=ROOT
     )

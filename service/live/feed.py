@@ -8,6 +8,10 @@ once seen, so the frames written just before its flush deleted it are still read
 the open file; only a segment created and deleted between two looks (a flush within
 ``tick``) would go unseen.
 
+Only the readings of watched users are kept between ticks, and a segment's frames only
+while it is read: a tick slowed by many streams must not hold every reading acknowledged
+meanwhile (under ``ops/soak`` a worker held up to 134,000 rows between two ticks).
+
 While nobody watches, neither source is read; ``resume`` then skips what was written in
 the meantime (the new stream's snapshot, taken after it, holds those rows).
 """
@@ -15,7 +19,7 @@ the meantime (the new stream's snapshot, taken after it, holds those rows).
 from __future__ import annotations
 
 import threading
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +28,7 @@ from service.storage.wal import decode_frames, list_segments
 
 # (metric, user_id) -> [(device_id, ts_ms, seq)]: the changed readings of a watched user
 Changes = dict[tuple[str, str], list[tuple[str, int, int]]]
-# (metric, rows, first seq) as the buffer was given them
+# (metric, rows, first seq) as a WAL frame holds them
 Batch = tuple[str, Rows, int]
 
 
@@ -33,34 +37,34 @@ class ChangeFeed:
         self._wal_dir = wal_dir
         self._worker = worker
         self._open: dict[Path, BinaryIO] = {}  # read up to the last whole frame
-        self._own: list[Batch] = []
+        self._own: Changes = {}
         self.active = False  # whether anybody watches: rows are recorded only then
+        # the (metric, user) pairs watched now: the hub's own registry, read on the loop
+        self.watched: Container[tuple[str, str]] = frozenset()
         self._lock = threading.Lock()  # the WAL offsets: one reader at a time
 
     def record(self, metric: str, rows: Rows, first_seq: int) -> None:
-        """``Buffer.on_add``: this worker's rows, kept until the next ``take``."""
+        """``Buffer.on_add``: this worker's readings of watched users, kept until the next
+        ``take_own`` (a user watched from later on gets these rows from its snapshot)."""
         if self.active:
-            self._own.append((metric, rows, first_seq))
+            _note(self._own, self.watched, metric, rows, first_seq)
 
-    def take_own(self) -> list[Batch]:
-        """This worker's rows recorded since the last call (call it on the event loop)."""
-        own, self._own = self._own, []
+    def take_own(self) -> Changes:
+        """This worker's readings recorded since the last call (call it on the event loop)."""
+        own, self._own = self._own, {}
         return own
 
     def resume(self) -> None:
         """Skip every frame written so far (blocking: it reads the new bytes)."""
-        self.collect([], ())
+        self.collect({}, ())
 
-    def collect(self, own: list[Batch], watched: Container[tuple[str, str]]) -> Changes:
-        """The readings of watched (metric, user) pairs in ``own`` and in the other
-        workers' new WAL frames. Blocking."""
-        changes: Changes = {}
-        for metric, rows, first_seq in own:
-            _note(changes, watched, metric, rows, first_seq)
+    def collect(self, own: Changes, watched: Container[tuple[str, str]]) -> Changes:
+        """``own`` (from ``take_own``) with the readings of watched (metric, user) pairs in
+        the other workers' new WAL frames added. Blocking."""
         with self._lock:
             for metric, rows, first_seq in self._read_others():
-                _note(changes, watched, metric, rows, first_seq)
-        return changes
+                _note(own, watched, metric, rows, first_seq)
+        return own
 
     def close(self) -> None:
         with self._lock:
@@ -68,7 +72,8 @@ class ChangeFeed:
                 f.close()
             self._open = {}
 
-    def _read_others(self) -> list[Batch]:
+    def _read_others(self) -> Iterator[Batch]:
+        """The new frames, one segment's at a time."""
         listed = {
             path
             for worker, paths in list_segments(self._wal_dir).items()
@@ -80,16 +85,15 @@ class ChangeFeed:
                 self._open[path] = path.open("rb")
             except FileNotFoundError:
                 continue  # flushed and deleted since the listing
-        found: list[Batch] = []
         for path, f in list(self._open.items()):
             offset = f.tell()
             frames, used = decode_frames(f.read())
             f.seek(offset + used)  # a torn last frame is read again, whole, next time
-            found += [(frame.metric, frame.rows, frame.first_seq) for frame in frames]
             if path not in listed:  # deleted: nothing more will be written to it
                 f.close()
                 del self._open[path]
-        return found
+            for frame in frames:
+                yield frame.metric, frame.rows, frame.first_seq
 
 
 def _note(

@@ -106,6 +106,7 @@ class Hub:
         self._tick_s = tick_s
         self._streams: dict[Topic, set[Stream]] = {}
         self._users: dict[tuple[str, str], set[Topic]] = {}  # (metric, user) -> topics
+        feed.watched = self._users  # the feed keeps only these users' readings
         self._task: asyncio.Task[None] | None = None
 
     @property

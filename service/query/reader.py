@@ -82,6 +82,7 @@ class Reader:
         # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
         self._loose = RollupCache(store.fragment_dir, settings.rollup_cache_bytes, file_partials)
         self._merging = merging
+        self._caches_checked = -1  # the manifest generation the caches were kept to
 
     @property
     def priority(self) -> Mapping[str, int]:
@@ -95,6 +96,7 @@ class Reader:
         """The surviving partials per priority slot for ``q`` (see ``query.aggregate``),
         or None when no reading matches. Blocking."""
         started = time.perf_counter()
+        self._forget_retired()
         retained = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
         if retained and before(self._store.manifest.read().tombstones, q.user_id):
             retained = []  # an erased user's rolled-up days hold nothing they may show
@@ -103,6 +105,15 @@ class Reader:
         if frame is None or frame.height == 0:
             return None
         return frame
+
+    def _forget_retired(self) -> None:
+        """Keep the caches to the files the manifest lists, once per generation."""
+        snapshot = self._store.manifest.read()
+        if snapshot.generation != self._caches_checked:
+            self._caches_checked = snapshot.generation
+            listed = snapshot.listed()
+            self._rollups.keep(listed)
+            self._loose.keep(listed)
 
     def _retained(self, q: Query, retained: list[FragmentInfo]) -> pl.DataFrame | None:
         """``q`` over days past raw retention: their minutes from the rollups, bucket scope

@@ -2,16 +2,17 @@
 rollup files, and the per-minute partials of not-yet-compacted fragments.
 
 A file is immutable under its name (fragments are written without overwrite and
-names are never reused), so a cached copy can never be stale; files that compaction
-retires are simply no longer asked for and age out. The least recently used files are
-dropped once the cache holds more than its byte budget.
+names are never reused), so a cached copy can never be stale. Files that compaction
+retires are dropped once the manifest no longer lists them (a busy day's rollup is
+rewritten several times), and the least recently used files once the cache holds more
+than its byte budget.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 
 import polars as pl
@@ -81,3 +82,9 @@ class RollupCache:
                 _, old = self._files.popitem(last=False)
                 self._bytes -= old.size
         return loaded
+
+    def keep(self, listed: Container[str]) -> None:
+        """Drop every cached file not in ``listed`` (the manifest's files)."""
+        with self._lock:
+            for name in [n for n in self._files if n not in listed]:
+                self._bytes -= self._files.pop(name).size

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,6 +92,13 @@ class FileUsers:
                 _, old = self._files.popitem(last=False)
                 self._bytes -= int(old.estimated_size())
         return ids
+
+    def keep(self, listed: Container[str]) -> None:
+        """Drop every cached file not in ``listed`` (compaction retires files by the
+        hundred: kept, they would fill the budget with ids nobody asks for again)."""
+        with self._lock:
+            for name in [n for n in self._files if n not in listed]:
+                self._bytes -= int(self._files.pop(name).estimated_size())
 
 
 class UserIndex:
@@ -177,6 +184,7 @@ class UserIndex:
             if names != self._names:
                 self._union = self._updated(by_name, names)
                 self._names = names
+                self._files.keep(names)
             return self._union
 
     def _updated(self, by_name: dict[str, FragmentInfo], names: frozenset[str]) -> pl.Series:

@@ -53,3 +53,19 @@ def test_the_least_recently_used_files_leave_past_the_budget(tmp_path: Path) -> 
     assert cache.user_rows(names[3], "u2").height == 600
     with pytest.raises(FileNotFoundError):
         cache.user_rows(names[0], "u1")  # evicted: read from disk again
+
+
+def test_files_the_manifest_no_longer_lists_leave_the_cache(tmp_path: Path) -> None:
+    names = [f"{i}.rollup.parquet" for i in range(3)]
+    for name in names:
+        write(tmp_path, name, ["u1"], 60)
+    cache = RollupCache(tmp_path, 64 * 1024 * 1024)
+    for name in names:
+        cache.user_rows(name, "u1")
+    cache.keep({names[1], "other.parquet"})  # the others were retired by a compaction
+    for name in names:
+        (tmp_path / name).unlink()
+    assert cache.user_rows(names[1], "u1").height == 60  # still from memory
+    for name in (names[0], names[2]):
+        with pytest.raises(FileNotFoundError):
+            cache.user_rows(name, "u1")

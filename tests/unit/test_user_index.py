@@ -97,3 +97,19 @@ def test_a_compaction_merges_its_output_and_a_lost_user_rebuilds(tmp_path: Path)
     store.manifest.commit(remove=[late.name], retire=True)
     (store.fragment_dir / late.name).unlink()  # retired and deleted before the next page
     assert index.page(Page(10)).users == ["a", "c"]
+
+
+def test_ids_of_files_that_left_the_manifest_leave_the_cache(tmp_path: Path) -> None:
+    store = store_with(tmp_path, ("a", "c"), ("b",))
+    first, second = store.manifest.read().fragments
+    index = UserIndex(store, lambda metric: [])
+    assert index.page(Page(10)).users == ["a", "b", "c"]
+    output = store.write(frame("a", "b", "c"), "heart_rate", 1)
+    store.manifest.commit(add=[output], remove=[first.name, second.name], retire=True)
+    assert index.page(Page(10)).users == ["a", "b", "c"]
+    for name in (first.name, second.name, output.name):
+        (store.fragment_dir / name).unlink()
+    assert index._files.ids(output.name).to_list() == ["a", "b", "c"]  # kept: listed
+    for name in (first.name, second.name):
+        with pytest.raises(FileNotFoundError):
+            index._files.ids(name)  # not kept: read from disk again

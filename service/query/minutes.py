@@ -13,11 +13,13 @@ its raw rows and de-duplicates them, as the plain path does for every minute.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from service.query.rollups import ByUser
 from service.schema import MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
 
 # the columns of a source's partials: ROLLUP_SCHEMA (without the user) plus the spans
@@ -96,3 +98,34 @@ def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             pl.col("max").max(),
         )
     return kept.select(minute.alias("slot"), device, *_VALUES).collect(), dirty
+
+
+class SteadyFrames:
+    """Per-user spanned partials of in-memory frames of unflushed rows (a buffer generation,
+    a WAL tail), kept for each frame a query finds unchanged since the query before it.
+
+    A frame that stays (no more readings arriving, or a worker's flushing generation) then
+    costs a slice per query, not a group-by; one that changes under every query (steady
+    ingestion) is never summarised whole, only its rows of the query's user are. Frames
+    are immutable, so a frame seen again is the same object.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, pl.DataFrame] = {}
+        self._kept: dict[int, tuple[pl.DataFrame, ByUser]] = {}
+        self._lock = threading.Lock()
+
+    def split(
+        self, frames: list[pl.DataFrame], user_id: str
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+        """(the user's spanned partials of the steady ``frames``, the other frames)."""
+        with self._lock:
+            kept = {id(f): self._kept[id(f)] for f in frames if id(f) in self._kept}
+            steady = [f for f in frames if id(f) in self._seen and id(f) not in kept]
+            self._seen = {id(f): f for f in frames}  # holding them keeps their ids unique
+        for frame in steady:
+            kept[id(frame)] = (frame, ByUser(spanned(frame.lazy(), ("user_id",)).collect()))
+        with self._lock:
+            self._kept = {key: kept[key] for key in self._seen if key in kept}
+        parts = [kept[id(f)][1].user_rows(user_id) for f in frames if id(f) in kept]
+        return parts, [f for f in frames if id(f) not in kept]

@@ -23,7 +23,7 @@ from service.config import PriorityScope, Settings
 from service.errors import field_error
 from service.ingest.buffer import Buffer
 from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
-from service.query.minutes import file_partials, gather, merge, spanned
+from service.query.minutes import SteadyFrames, file_partials, gather, merge, spanned
 from service.query.rollups import RollupCache
 from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL
@@ -81,6 +81,7 @@ class Reader:
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
         # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
         self._loose = RollupCache(store.fragment_dir, settings.rollup_cache_bytes, file_partials)
+        self._steady = {name: SteadyFrames() for name in METRICS}
         self._merging = merging
         self._caches_checked = -1  # the manifest generation the caches were kept to
 
@@ -274,16 +275,17 @@ class Reader:
         minutes and for the partial minutes at the edges of the range."""
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
-        fresh = None
-        raw_rows = [df.lazy() for df in sources.unflushed]
+        rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
+        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
+        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
+        spans += steady
+        raw_rows = [df.lazy() for df in changing]
         if sources.shared is not None:
             raw_rows.append(sources.shared)
         if raw_rows:
-            fresh = self._pick(q, pl.concat(raw_rows)).collect()
-        rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
-        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
-        if fresh is not None and fresh.height:
-            spans.append(spanned(fresh.lazy()).collect())
+            changed = self._pick(q, pl.concat(raw_rows)).collect()
+            if changed.height:
+                spans.append(spanned(changed.lazy()).collect())
         minute = pl.col("minute").dt.epoch("ms")
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
@@ -305,7 +307,10 @@ class Reader:
 
             settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
             loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
-            rest = [] if fresh is None else [fresh.lazy()]
+            unflushed = [df.lazy() for df in sources.unflushed]
+            if sources.shared is not None:
+                unflushed.append(sources.shared)
+            rest = [self._pick(q, pl.concat(unflushed))] if unflushed else []
             if loose:
                 rest.append(self._pick(q, self._scan(loose)))
             settled_rows = self._pick(q, self._scan(settled)).filter(wanted) if settled else None

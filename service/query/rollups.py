@@ -20,8 +20,8 @@ import polars as pl
 from service.schema import ROLLUP_SCHEMA
 
 
-class _Loaded:
-    """One rollup file in memory, with where each user's rows start and how many there are."""
+class ByUser:
+    """A frame sorted by ``user_id``, with where each user's rows start and how many there are."""
 
     __slots__ = ("frame", "size", "spans")
 
@@ -37,6 +37,10 @@ class _Loaded:
         self.spans: dict[str, tuple[int, int]] = {
             user: (start, count) for user, start, count in spans.iter_rows()
         }
+
+    def user_rows(self, user_id: str) -> pl.DataFrame:
+        start, count = self.spans.get(user_id, (0, 0))
+        return self.frame.slice(start, count)
 
 
 def read_rollup(path: Path) -> pl.DataFrame:
@@ -55,23 +59,21 @@ class RollupCache:
         self._directory = directory
         self._budget = budget_bytes
         self._read = read
-        self._files: OrderedDict[str, _Loaded] = OrderedDict()
+        self._files: OrderedDict[str, ByUser] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def user_rows(self, name: str, user_id: str) -> pl.DataFrame:
         """The rows of ``user_id`` in the frame of file ``name`` (sorted by user: a slice)."""
-        loaded = self._load(name)
-        start, count = loaded.spans.get(user_id, (0, 0))
-        return loaded.frame.slice(start, count)
+        return self._load(name).user_rows(user_id)
 
-    def _load(self, name: str) -> _Loaded:
+    def _load(self, name: str) -> ByUser:
         with self._lock:
             loaded = self._files.get(name)
             if loaded is not None:
                 self._files.move_to_end(name)
                 return loaded
-        loaded = _Loaded(self._read(self._directory / name))
+        loaded = ByUser(self._read(self._directory / name))
         if loaded.size > self._budget:
             return loaded
         with self._lock:

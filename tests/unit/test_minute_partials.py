@@ -20,7 +20,7 @@ import pytest
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.buckets import Shape
-from service.query.minutes import gather, merge, spanned
+from service.query.minutes import SteadyFrames, gather, merge, spanned
 from service.query.reader import Query, Reader
 from service.query.series import json_body
 from service.schema import ROW_SCHEMA, Rows
@@ -145,3 +145,19 @@ def test_a_minute_is_dirty_when_spans_meet_or_a_source_repeats_an_identity() -> 
     assert sorted(dirty.to_list()) == [minute, 2 * minute]
     # minute 0's two sources add up; the dirty minutes are left to the raw rows
     assert added.select("device_id", "count").rows() == [("a", 4)]
+
+
+def test_a_frame_is_summarised_whole_once_a_query_finds_it_unchanged() -> None:
+    rng = random.Random(1)
+    steady_frames = SteadyFrames()
+    first, second = rows(rng, 1, 50, BASE, DAY, 1_000), rows(rng, 100, 50, BASE, DAY, 1_000)
+    assert steady_frames.split([first], "u1") == ([], [first])  # new: only its user's rows
+    kept, changing = steady_frames.split([first, second], "u1")
+    assert changing == [second]
+    want = spanned(first.filter(pl.col("user_id") == "u1").lazy()).collect()
+    assert (
+        kept[0].drop("user_id").sort("device_id", "minute").equals(want.sort("device_id", "minute"))
+    )
+    kept, changing = steady_frames.split([second], "u2")  # ``first`` flushed: forgotten
+    assert (len(kept), changing) == (1, [])
+    assert set(kept[0]["user_id"]) == {"u2"}

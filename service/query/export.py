@@ -29,7 +29,8 @@ from polars.io.plugins import register_io_source
 
 from service.export import Format, escape_formulas
 from service.query.aggregate import combine
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
+from service.query.sources import Query
 from service.schema import DAY_MS
 from service.timestamps import MAX_MS, MIN_MS
 

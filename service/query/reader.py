@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -22,12 +22,13 @@ from service import metrics
 from service.config import PriorityScope, Settings
 from service.errors import field_error
 from service.ingest.buffer import Buffer
-from service.query.aggregate import combine, pick, priority_partials, select, slot_partials
-from service.query.minutes import SteadyFrames, file_partials, gather, merge, spanned
+from service.query.aggregate import combine, pick, priority_partials
+from service.query.minute_path import MinutePath
 from service.query.rollups import RollupCache
-from service.schema import DAY_MS, METRICS, MINUTE_MS, ROW_SCHEMA
+from service.query.sources import Query, Sources, query_rows, scan
+from service.schema import DAY_MS, METRICS
 from service.storage.compaction_policy import TOP_LEVEL
-from service.storage.fragments import FragmentInfo, rollup_name
+from service.storage.fragments import FragmentInfo
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.retention import retained_until
 from service.storage.store import Store
@@ -43,31 +44,6 @@ SPLIT_SCAN_ROWS = 1_000_000
 ATTEMPTS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
-    metric: str
-    user_id: str
-    start_ms: int
-    end_ms: int
-    device_id: str | None = None
-    slot: str = "1m"  # the priority slot: "1s" or "1m"
-    extremes: bool = False  # partials carry min and max too
-    erased_before: int = 0  # the user's rows with a lower seq are erased (see ``tombstones``)
-
-
-@dataclass(slots=True)
-class Sources:
-    """What a query reads: compacted day files (one per day, unique per identity), every
-    other listed file (``loose``, with ``scanned`` rows), the unflushed rows, and the rows of
-    a shared table if the store has one (raw rows, as unflushed ones)."""
-
-    unflushed: list[pl.DataFrame]
-    settled: list[FragmentInfo] = field(default_factory=list)
-    loose: list[FragmentInfo] = field(default_factory=list)
-    scanned: int = 0
-    shared: pl.LazyFrame | None = None  # a shared table's rows (``Store.table_rows``)
-
-
 class Reader:
     def __init__(
         self, settings: Settings, store: Store, buffer: Buffer, *, merging: bool = True
@@ -80,8 +56,7 @@ class Reader:
         self._tails = {name: TailReader(name) for name in METRICS}
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
         # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
-        self._loose = RollupCache(store.fragment_dir, settings.rollup_cache_bytes, file_partials)
-        self._steady = {name: SteadyFrames() for name in METRICS}
+        self._minutes = MinutePath(store.fragment_dir, self._rollups, settings.rollup_cache_bytes)
         self._merging = merging
         self._caches_checked = -1  # the manifest generation the caches were kept to
 
@@ -114,7 +89,7 @@ class Reader:
             self._caches_checked = snapshot.generation
             listed = snapshot.listed()
             self._rollups.keep(listed)
-            self._loose.keep(listed)
+            self._minutes.keep(listed)
 
     def _retained(self, q: Query, retained: list[FragmentInfo]) -> pl.DataFrame | None:
         """``q`` over days past raw retention: their minutes from the rollups, bucket scope
@@ -171,7 +146,8 @@ class Reader:
         if not (sources.settled or sources.loose or unflushed or sources.shared is not None):
             return None
         if self._mergeable(q, sources):
-            return self._merged(q, sources)
+            priority = self._settings.device_priority if q.device_id is None else None
+            return self._minutes.partials(q, sources, priority)
         first_day, last_day = q.start_ms // DAY_MS, (q.end_ms - 1) // DAY_MS
         if sources.scanned > SPLIT_SCAN_ROWS and first_day < last_day:
             # every bucket lies within one UTC day, and so does every reading identity; the
@@ -212,8 +188,8 @@ class Reader:
         sources = self._sources(q, unflushed, observe=False)
         fresh = self._fresh(sources)
         return (
-            self._pick(q, self._scan(sources.settled)) if sources.settled else None,
-            None if fresh is None else self._pick(q, fresh),
+            self._file_rows(q, sources.settled) if sources.settled else None,
+            None if fresh is None else query_rows(q, fresh),
         )
 
     def _sources(self, q: Query, unflushed: list[pl.DataFrame], observe: bool) -> Sources:
@@ -240,7 +216,7 @@ class Reader:
         """The rows of ``sources`` not in a compacted day file, unflushed first."""
         fresh = [df.lazy() for df in sources.unflushed]
         if sources.loose:
-            fresh.append(self._scan(sources.loose))
+            fresh.append(scan(self._store.fragment_dir, sources.loose))
         if sources.shared is not None:
             fresh.append(sources.shared)
         return pl.concat(fresh) if fresh else None
@@ -251,8 +227,8 @@ class Reader:
         """The plain path: every row of the range, de-duplicated, then partials."""
         priority = self._settings.device_priority if q.device_id is None else None
         if fresh is not None:
-            fresh = self._pick(q, fresh)
-        rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
+            fresh = query_rows(q, fresh)
+        rows = combine(self._file_rows(q, settled) if settled else None, fresh)
         return priority_partials(rows, priority, self.scope, q.slot, q.extremes)
 
     def _mergeable(self, q: Query, sources: Sources) -> bool:
@@ -268,66 +244,5 @@ class Reader:
             and all(f.rollup for f in sources.settled)
         )
 
-    # longer than 40 lines: the partial sources, the dirty minutes and the raw rows share bounds
-    def _merged(self, q: Query, sources: Sources) -> pl.DataFrame:
-        """``q``'s partials per (minute, device): the sources' per-minute partials added up
-        where they are exact (see ``query.minutes``), raw rows de-duplicated for the dirty
-        minutes and for the partial minutes at the edges of the range."""
-        first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
-        stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
-        rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
-        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
-        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
-        spans += steady
-        raw_rows = [df.lazy() for df in changing]
-        if sources.shared is not None:
-            raw_rows.append(sources.shared)
-        if raw_rows:
-            changed = self._pick(q, pl.concat(raw_rows)).collect()
-            if changed.height:
-                spans.append(spanned(changed.lazy()).collect())
-        minute = pl.col("minute").dt.epoch("ms")
-        near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
-        if q.device_id is not None:
-            near = near & (pl.col("device_id") == q.device_id)
-        parts = gather(rollups, spans).filter(near).collect()
-        whole = (minute >= first) & (minute < stop)
-        out, dirty = merge(parts.filter(whole))
-        cut = parts.filter(~whole)["minute"].dt.epoch("ms")
-        found = [out.lazy()]
-        raw = pl.concat([dirty, cut]).unique()
-        if raw.len():  # the raw rows of these minutes, from the sources that hold them
-            ts = pl.col("ts").dt.epoch("ms")
-            low, high = int(raw.min()), int(raw.max()) + MINUTE_MS  # type: ignore[arg-type]
-            wanted = (ts >= low) & (ts < high)
-            wanted = wanted & pl.col("ts").dt.truncate("1m").dt.epoch("ms").is_in(raw.implode())
-
-            def holds(frame: pl.DataFrame) -> bool:
-                return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
-
-            settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
-            loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
-            unflushed = [df.lazy() for df in sources.unflushed]
-            if sources.shared is not None:
-                unflushed.append(sources.shared)
-            rest = [self._pick(q, pl.concat(unflushed))] if unflushed else []
-            if loose:
-                rest.append(self._pick(q, self._scan(loose)))
-            settled_rows = self._pick(q, self._scan(settled)).filter(wanted) if settled else None
-            fresh_rows = pl.concat(rest).filter(wanted) if rest else None
-            if settled_rows is not None or fresh_rows is not None:
-                rows = combine(settled_rows, fresh_rows)
-                found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
-        names = ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
-        priority = self._settings.device_priority if q.device_id is None else None
-        return pick(pl.concat(found).select(names), priority, "in-memory")
-
-    def _scan(self, files: list[FragmentInfo]) -> pl.LazyFrame:
-        return pl.scan_parquet(
-            [self._store.fragment_dir / f.name for f in files], schema=ROW_SCHEMA
-        )
-
-    @staticmethod
-    def _pick(q: Query, lf: pl.LazyFrame) -> pl.LazyFrame:
-        picked = select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
-        return picked.filter(pl.col("seq") >= q.erased_before) if q.erased_before else picked
+    def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
+        return query_rows(q, scan(self._store.fragment_dir, files))

@@ -9,7 +9,8 @@ import json
 import polars as pl
 
 from service.query.buckets import Shape, columns, widen
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
+from service.query.sources import Query
 from service.schema import METRICS
 
 

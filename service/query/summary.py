@@ -15,7 +15,8 @@ import polars as pl
 
 from service.config import PriorityScope
 from service.query.aggregate import distinct
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
+from service.query.sources import Query
 from service.schema import METRICS, MINUTE_MS
 
 RESTING_MINUTES = 5

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from service.errors import InvalidInput, PayloadTooLarge
 from service.schema import HEART_RATE, STEPS
-from service.validation import parse_batch, plain_text, printable, validate_batch
+from service.text import plain_text, printable
+from service.validation import parse_batch, validate_batch
 
 MAX_BATCH = 5
 MAX_DAYS = 2

@@ -14,8 +14,9 @@ from filelock import FileLock
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.schema import ROW_SCHEMA
 from service.storage.compaction import compact, user_ranges
 from service.storage.compaction_policy import TIER_FILES, has_work

@@ -15,8 +15,9 @@ from deltalake.exceptions import CommitFailedError
 from service import maintenance
 from service.config import Settings
 from service.ingest.buffer import Buffer
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.schema import rows_frame
 from service.storage.delta_compaction import compact, compact_partition, vacuum
 from tests.unit.test_delta_store import frames, store_at, table_frame

@@ -16,8 +16,9 @@ from service import export
 from service.config import ConfigError, Settings
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.schema import DAY_MS, ROW_SCHEMA, rows_frame
 from service.storage import delta
 from service.storage.delta import DeltaStore, TableRefused, check_put_if_absent

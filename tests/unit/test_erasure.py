@@ -12,7 +12,8 @@ from filelock import FileLock
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
+from service.query.sources import Query
 from service.query.users import Page, UserIndex
 from service.schema import ROW_SCHEMA, Rows, rows_frame
 from service.storage import erasure

@@ -21,8 +21,9 @@ from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.buckets import Shape
 from service.query.minutes import SteadyFrames, gather, merge, spanned
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.schema import ROW_SCHEMA, Rows
 from service.storage.compaction import compact
 from service.storage.store import Store

@@ -13,8 +13,9 @@ from prometheus_client import REGISTRY
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.storage.compaction import compact
 from service.storage.compaction_policy import has_work
 from service.storage.recovery import replay_orphans

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service import records
-from service.validation import plain_text
+from service.text import plain_text
 
 MAX_BATCH = 5
 metric_values = {

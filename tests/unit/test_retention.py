@@ -15,8 +15,9 @@ from service.errors import InvalidInput
 from service.ingest.buffer import Buffer
 from service.maintenance import verify
 from service.query.buckets import Shape
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import series
+from service.query.sources import Query
 from service.query.summary import summary
 from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage.compaction import compact

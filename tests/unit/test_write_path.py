@@ -13,8 +13,9 @@ from service.config import Settings
 from service.ingest import buffer as buffer_module
 from service.ingest.buffer import Buffer
 from service.ingest.ingestor import Ingestor
-from service.query.reader import Query, Reader
+from service.query.reader import Reader
 from service.query.series import json_body
+from service.query.sources import Query
 from service.schema import Rows, rows_frame
 from service.storage.recovery import replay_orphans
 from service.storage.store import Store

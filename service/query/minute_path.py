@@ -1,0 +1,92 @@
+"""The partial path of minute-slot queries: each source's per-minute partials added up,
+raw rows read only where they must be (see ``query.minutes`` for when partials add up).
+
+Sources and what each gives: a compacted day file its rollup (cached by ``RollupCache``),
+a not-yet-compacted fragment its spanned partials (computed once per worker, cached under
+the file's name), an unflushed frame its user's spanned partials (kept per frame once a
+query finds it unchanged, see ``SteadyFrames``), a shared table's rows theirs per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from pathlib import Path
+
+import polars as pl
+
+from service.query.aggregate import combine, pick, slot_partials
+from service.query.minutes import SteadyFrames, file_partials, gather, merge, spanned
+from service.query.rollups import RollupCache
+from service.query.sources import Query, Sources, query_rows, scan
+from service.schema import METRICS, MINUTE_MS
+from service.storage.fragments import FragmentInfo, rollup_name
+
+
+class MinutePath:
+    def __init__(self, directory: Path, rollups: RollupCache, budget_bytes: int) -> None:
+        self._directory = directory
+        self._rollups = rollups
+        self._loose = RollupCache(directory, budget_bytes, file_partials)
+        self._steady = {name: SteadyFrames() for name in METRICS}
+
+    def keep(self, listed: Container[str]) -> None:
+        """Forget the partials of files the manifest no longer lists."""
+        self._loose.keep(listed)
+
+    # longer than 40 lines: the partial sources, the dirty minutes and the raw rows share bounds
+    def partials(
+        self, q: Query, sources: Sources, priority: Mapping[str, int] | None
+    ) -> pl.DataFrame:
+        """``q``'s partials per (minute, device): the sources' per-minute partials added up
+        where they are exact (see ``query.minutes``), raw rows de-duplicated for the dirty
+        minutes and for the partial minutes at the edges of the range."""
+        first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
+        stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
+        rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
+        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
+        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
+        spans += steady
+        raw_rows = [df.lazy() for df in changing]
+        if sources.shared is not None:
+            raw_rows.append(sources.shared)
+        if raw_rows:
+            changed = query_rows(q, pl.concat(raw_rows)).collect()
+            if changed.height:
+                spans.append(spanned(changed.lazy()).collect())
+        minute = pl.col("minute").dt.epoch("ms")
+        near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
+        if q.device_id is not None:
+            near = near & (pl.col("device_id") == q.device_id)
+        parts = gather(rollups, spans).filter(near).collect()
+        whole = (minute >= first) & (minute < stop)
+        out, dirty = merge(parts.filter(whole))
+        cut = parts.filter(~whole)["minute"].dt.epoch("ms")
+        found = [out.lazy()]
+        raw = pl.concat([dirty, cut]).unique()
+        if raw.len():  # the raw rows of these minutes, from the sources that hold them
+            ts = pl.col("ts").dt.epoch("ms")
+            low, high = int(raw.min()), int(raw.max()) + MINUTE_MS  # type: ignore[arg-type]
+            wanted = (ts >= low) & (ts < high)
+            wanted = wanted & pl.col("ts").dt.truncate("1m").dt.epoch("ms").is_in(raw.implode())
+
+            def holds(frame: pl.DataFrame) -> bool:
+                return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
+
+            settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+            loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
+            unflushed = [df.lazy() for df in sources.unflushed]
+            if sources.shared is not None:
+                unflushed.append(sources.shared)
+            rest = [query_rows(q, pl.concat(unflushed))] if unflushed else []
+            if loose:
+                rest.append(self._file_rows(q, loose))
+            settled_rows = self._file_rows(q, settled).filter(wanted) if settled else None
+            fresh_rows = pl.concat(rest).filter(wanted) if rest else None
+            if settled_rows is not None or fresh_rows is not None:
+                rows = combine(settled_rows, fresh_rows)
+                found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
+        names = ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
+        return pick(pl.concat(found).select(names), priority, "in-memory")
+
+    def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
+        return query_rows(q, scan(self._directory, files))

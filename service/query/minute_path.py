@@ -15,7 +15,15 @@ from pathlib import Path
 import polars as pl
 
 from service.query.aggregate import combine, pick, slot_partials
-from service.query.minutes import SteadyFrames, file_partials, gather, merge, spanned
+from service.query.minutes import (
+    SPANNED,
+    SteadyFrames,
+    file_partials,
+    gather,
+    merge,
+    minute_partials,
+    spanned,
+)
 from service.query.rollups import RollupCache
 from service.query.sources import Query, Sources, query_rows, scan
 from service.schema import METRICS, MINUTE_MS
@@ -57,8 +65,14 @@ class MinutePath:
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
-        parts = gather(rollups, spans).filter(near).collect()
         whole = (minute >= first) & (minute < stop)
+        if not spans and first == q.start_ms and stop == q.end_ms:
+            # compacted days only, cut nowhere: one rollup per day, so no minute has two
+            # sources and none is dirty; the rollup rows go straight to the pick
+            rolled = pl.concat(rollups) if rollups else pl.DataFrame(schema=SPANNED)
+            lf = rolled.lazy().filter(near).select(minute_partials())
+            return pick(lf.select(_names(q)), priority, "in-memory")
+        parts = gather(rollups, spans).filter(near).collect()
         out, dirty = merge(parts.filter(whole))
         cut = parts.filter(~whole)["minute"].dt.epoch("ms")
         found = [out.lazy()]
@@ -85,8 +99,12 @@ class MinutePath:
             if settled_rows is not None or fresh_rows is not None:
                 rows = combine(settled_rows, fresh_rows)
                 found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
-        names = ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
-        return pick(pl.concat(found).select(names), priority, "in-memory")
+        return pick(pl.concat(found).select(_names(q)), priority, "in-memory")
 
     def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
         return query_rows(q, scan(self._directory, files))
+
+
+def _names(q: Query) -> list[str]:
+    """The columns of ``q``'s partials."""
+    return ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]

@@ -97,7 +97,12 @@ def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             pl.col("min").min(),
             pl.col("max").max(),
         )
-    return kept.select(minute.alias("slot"), device, *_VALUES).collect(), dirty
+    return kept.select(minute_partials()).collect(), dirty
+
+
+def minute_partials() -> list[pl.Expr]:
+    """A source's partials as the columns of a query's: ``slot`` for ``minute``."""
+    return [pl.col("minute").alias("slot"), pl.col("device_id"), *map(pl.col, _VALUES)]
 
 
 class SteadyFrames:

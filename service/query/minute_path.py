@@ -16,7 +16,6 @@ import polars as pl
 
 from service.query.aggregate import combine, pick, slot_partials
 from service.query.minutes import (
-    SPANNED,
     SteadyFrames,
     file_partials,
     gather,
@@ -26,7 +25,7 @@ from service.query.minutes import (
 )
 from service.query.rollups import RollupCache
 from service.query.sources import Query, Sources, query_rows, scan
-from service.schema import METRICS, MINUTE_MS
+from service.schema import METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
 
 
@@ -61,21 +60,29 @@ class MinutePath:
             changed = query_rows(q, pl.concat(raw_rows)).collect()
             if changed.height:
                 spans.append(spanned(changed.lazy()).collect())
+        spans = [df for df in spans if df.height]
         minute = pl.col("minute").dt.epoch("ms")
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
         whole = (minute >= first) & (minute < stop)
+        rolled = (pl.concat(rollups) if rollups else pl.DataFrame(schema=ROLLUP_SCHEMA)).lazy()
         if not spans and first == q.start_ms and stop == q.end_ms:
             # compacted days only, cut nowhere: one rollup per day, so no minute has two
             # sources and none is dirty; the rollup rows go straight to the pick
-            rolled = pl.concat(rollups) if rollups else pl.DataFrame(schema=SPANNED)
-            lf = rolled.lazy().filter(near).select(minute_partials())
+            lf = rolled.filter(near).select(minute_partials())
             return pick(lf.select(_names(q)), priority, "in-memory")
-        parts = gather(rollups, spans).filter(near).collect()
+        fresh = gather([], spans).filter(near).collect()
+        # a whole minute only a rollup holds goes straight to the pick; the others (touched by
+        # a fresher source, or cut by the range) are merged: the cost follows the fresh rows
+        touched = fresh["minute"].unique().implode()
+        alone = whole & ~pl.col("minute").is_in(touched)
+        rolled_near = rolled.filter(near).collect()
+        shared = gather([rolled_near.filter(~alone)], []).collect()
+        parts = pl.concat([shared, fresh])
         out, dirty = merge(parts.filter(whole))
+        found = [out.lazy(), rolled_near.lazy().filter(alone).select(minute_partials())]
         cut = parts.filter(~whole)["minute"].dt.epoch("ms")
-        found = [out.lazy()]
         raw = pl.concat([dirty, cut]).unique()
         if raw.len():  # the raw rows of these minutes, from the sources that hold them
             ts = pl.col("ts").dt.epoch("ms")

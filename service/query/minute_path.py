@@ -50,9 +50,10 @@ class MinutePath:
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
-        spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
+        # each loose file's partials, in the order of ``sources.loose``
+        per_file = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
         steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
-        spans += steady
+        spans = per_file + steady
         raw_rows = [df.lazy() for df in changing]
         if sources.shared is not None:
             raw_rows.append(sources.shared)
@@ -60,7 +61,7 @@ class MinutePath:
             changed = query_rows(q, pl.concat(raw_rows)).collect()
             if changed.height:
                 spans.append(spanned(changed.lazy()).collect())
-        spans = [df for df in spans if df.height]
+        spans = [df for df in spans if df.height]  # (``per_file`` keeps its order)
         minute = pl.col("minute").dt.epoch("ms")
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
@@ -94,7 +95,7 @@ class MinutePath:
                 return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
 
             settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
-            loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
+            loose = [f for f, r in zip(sources.loose, per_file, strict=True) if holds(r)]
             unflushed = [df.lazy() for df in sources.unflushed]
             if sources.shared is not None:
                 unflushed.append(sources.shared)

@@ -162,3 +162,20 @@ def test_a_frame_is_summarised_whole_once_a_query_finds_it_unchanged() -> None:
     kept, changing = steady_frames.split([second], "u2")  # ``first`` flushed: forgotten
     assert (len(kept), changing) == (1, [])
     assert set(kept[0]["user_id"]) == {"u2"}
+
+
+def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> None:
+    # the first fragment holds none of u1's rows: the file read for u1's dirty minute must
+    # still be the second one, where u1's reading is sent twice
+    store = Store(tmp_path, "w1", 5)
+    store.ensure_layout()
+    other = [("u2", "watch", BASE + 1_000, 70.0, 1)]
+    twice = [("u1", "watch", BASE + 5_000, 60.0, 2), ("u1", "watch", BASE + 5_000, 90.0, 3)]
+    for rows_ in (other, twice):
+        store.publish({"heart_rate": pl.DataFrame(rows_, schema=ROW_SCHEMA, orient="row")})
+    settings = Settings(data_dir=tmp_path)
+    q = Query("heart_rate", "u1", BASE, BASE + DAY)
+    got = json_body(Reader(settings, store, Buffer()), q)
+    assert got is not None
+    assert json.loads(got)["data"][0]["heart_rate"] == 90.0  # the later write
+    assert got == json_body(Reader(settings, store, Buffer(), merging=False), q)

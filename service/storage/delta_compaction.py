@@ -8,12 +8,18 @@ the commit fail ("concurrent transactions added new data") and nothing is lost; 
 partition is tried again on the next run. Two machines compacting at once are equally
 safe, only wasteful: hence one machine (``ops/maint compact-table`` from its cron).
 
+Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``)
+and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
+that read the tombstones just before an erase and committed just after its ``DELETE``);
+a rewritten partition leaves out the rows under any shared tombstone.
+
 Vacuum deletes files no version newer than ``retention_hours`` references; at least a
 day, so that a query that listed its files before a compaction can still read them.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -22,7 +28,9 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from service.schema import IDENTITY
+from service.storage import delta_erasure
 from service.storage.delta import FILE_SCHEMA, PARTITIONS
+from service.storage.tombstones import Tombstone, live
 
 MIN_RETENTION_HOURS = 24
 ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one or two
@@ -32,21 +40,33 @@ ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one 
 class Report:
     rewritten: list[str] = field(default_factory=list)  # "metric/day: N files -> M rows"
     conflicted: list[str] = field(default_factory=list)  # appended to meanwhile: next run
+    expired_files: int = 0  # files of days past retention
+    erased_rows: int = 0  # rows of erased users deleted again
 
     def __str__(self) -> str:
-        lines = [f"compacted {p}" for p in self.rewritten]
+        lines = [f"retention dropped {self.expired_files} files"] if self.expired_files else []
+        lines += [f"erasure deleted {self.erased_rows} rows"] if self.erased_rows else []
+        lines += [f"compacted {p}" for p in self.rewritten]
         lines += [f"skipped {p}: appended to meanwhile, next run" for p in self.conflicted]
         return "\n".join(lines) or "nothing to compact"
 
 
-def compact(uri: str, options: dict[str, str] | None, min_files: int) -> Report:
-    """Rewrite every partition of the table at ``uri`` holding ``min_files`` files or more."""
+def compact(
+    uri: str, options: dict[str, str] | None, min_files: int, retention_days: int = 0
+) -> Report:
+    """Apply retention and recent erasures, then rewrite every partition of the table at
+    ``uri`` holding ``min_files`` files or more."""
     table = DeltaTable(uri, storage_options=options)
     report = Report()
+    handle = delta_erasure.open_shared(uri, options)
+    stones = delta_erasure.shared(handle, options) if handle is not None else ()
+    report.expired_files = delta_erasure.expire(table, retention_days)
+    fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
+    report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
     for metric, day, files in crowded(table, min_files):
         name = f"{metric}/{day.isoformat()}"
         try:
-            rows = compact_partition(table, options, metric, day)
+            rows = compact_partition(table, options, metric, day, stones)
         except CommitFailedError:
             report.conflicted.append(name)
             table.update_incremental()
@@ -70,13 +90,21 @@ def crowded(table: DeltaTable, min_files: int) -> list[tuple[str, date, int]]:
 
 
 def compact_partition(
-    table: DeltaTable, options: dict[str, str] | None, metric: str, day: date
+    table: DeltaTable,
+    options: dict[str, str] | None,
+    metric: str,
+    day: date,
+    stones: tuple[Tombstone, ...] = (),
 ) -> int:
-    """Rewrite one partition from ``table``'s snapshot; the rows written."""
+    """Rewrite one partition from ``table``'s snapshot without the rows under ``stones``;
+    the rows written."""
     where = [("metric", "=", metric), ("day", "=", day.isoformat())]
     files = table.file_uris(file_pruning_predicate=where)
+    scan = pl.scan_parquet(
+        files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
+    )
     rows = (
-        pl.scan_parquet(files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options)
+        live(scan, stones)
         .sort("seq")
         .unique(subset=list(IDENTITY), keep="last")
         .sort("user_id", "ts")

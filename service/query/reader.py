@@ -30,7 +30,7 @@ from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.retention import retained_until
-from service.storage.store import Store
+from service.storage.store import Store, TableDay
 from service.storage.tombstones import before
 from service.storage.wal import TailReader, list_segments
 
@@ -65,7 +65,8 @@ class Sources:
     settled: list[FragmentInfo] = field(default_factory=list)
     loose: list[FragmentInfo] = field(default_factory=list)
     scanned: int = 0
-    shared: pl.LazyFrame | None = None  # a shared table's rows (``Store.table_rows``)
+    shared: pl.LazyFrame | None = None  # a shared table's rows outside its rolled-up days
+    shared_days: list[TableDay] = field(default_factory=list)  # its days with a rollup
 
 
 class Reader:
@@ -167,7 +168,8 @@ class Reader:
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False
     ) -> pl.DataFrame | None:
         sources = self._sources(q, unflushed, observe)
-        if not (sources.settled or sources.loose or unflushed or sources.shared is not None):
+        shared = sources.shared is not None or sources.shared_days
+        if not (sources.settled or sources.loose or unflushed or shared):
             return None
         if self._mergeable(q, sources):
             return self._merged(q, sources)
@@ -188,7 +190,7 @@ class Reader:
             ]
             found = [df for df in days if df is not None and df.height]
             return pl.concat(found) if found else None
-        return self._answer(q, sources.settled, self._fresh(sources))
+        return self._answer(q, sources)
 
     def unflushed(self, metric: str) -> list[pl.DataFrame]:
         """Rows not in a listed fragment yet: this worker's buffer, other workers' WALs."""
@@ -211,7 +213,7 @@ class Reader:
         sources = self._sources(q, unflushed, observe=False)
         fresh = self._fresh(sources)
         return (
-            self._pick(q, self._scan(sources.settled)) if sources.settled else None,
+            self._settled(q, sources.settled, sources.shared_days),
             None if fresh is None else self._pick(q, fresh),
         )
 
@@ -232,7 +234,9 @@ class Reader:
             else:
                 sources.loose.append(f)
                 sources.scanned += f.rows
-        sources.shared = self._store.table_rows(q.metric, q.start_ms, q.end_ms, q.user_id)
+        sources.shared, sources.shared_days = self._store.table_sources(
+            q.metric, q.start_ms, q.end_ms, q.user_id
+        )
         return sources
 
     def _fresh(self, sources: Sources) -> pl.LazyFrame | None:
@@ -244,14 +248,13 @@ class Reader:
             fresh.append(sources.shared)
         return pl.concat(fresh) if fresh else None
 
-    def _answer(
-        self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
-    ) -> pl.DataFrame:
+    def _answer(self, q: Query, sources: Sources) -> pl.DataFrame:
         """The plain path: every row of the range, de-duplicated, then partials."""
         priority = self._settings.device_priority if q.device_id is None else None
+        fresh = self._fresh(sources)
         if fresh is not None:
             fresh = self._pick(q, fresh)
-        rows = combine(self._pick(q, self._scan(settled)) if settled else None, fresh)
+        rows = combine(self._settled(q, sources.settled, sources.shared_days), fresh)
         return priority_partials(rows, priority, self.scope, q.slot, q.extremes)
 
     def _mergeable(self, q: Query, sources: Sources) -> bool:
@@ -281,6 +284,7 @@ class Reader:
         if raw_rows:
             fresh = self._pick(q, pl.concat(raw_rows)).collect()
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
+        shared_rollups = [day.rollup for day in sources.shared_days]
         spans = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
         if fresh is not None and fresh.height:
             spans.append(spanned(fresh.lazy()).collect())
@@ -288,7 +292,7 @@ class Reader:
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
-        parts = gather(rollups, spans).filter(near).collect()
+        parts = gather(rollups + shared_rollups, spans).filter(near).collect()
         whole = (minute >= first) & (minute < stop)
         out, dirty = merge(parts.filter(whole))
         cut = parts.filter(~whole)["minute"].dt.epoch("ms")
@@ -304,11 +308,13 @@ class Reader:
                 return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
 
             settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+            days = [day for day in sources.shared_days if holds(day.rollup)]
             loose = [f for f, r in zip(sources.loose, spans, strict=False) if holds(r)]
             rest = [] if fresh is None else [fresh.lazy()]
             if loose:
                 rest.append(self._pick(q, self._scan(loose)))
-            settled_rows = self._pick(q, self._scan(settled)).filter(wanted) if settled else None
+            settled_rows = self._settled(q, settled, days)
+            settled_rows = None if settled_rows is None else settled_rows.filter(wanted)
             fresh_rows = pl.concat(rest).filter(wanted) if rest else None
             if settled_rows is not None or fresh_rows is not None:
                 rows = combine(settled_rows, fresh_rows)
@@ -316,6 +322,17 @@ class Reader:
         names = ["slot", "device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
         priority = self._settings.device_priority if q.device_id is None else None
         return pick(pl.concat(found).select(names), priority, "in-memory")
+
+    def _settled(
+        self, q: Query, files: list[FragmentInfo], days: list[TableDay]
+    ) -> pl.LazyFrame | None:
+        """``q``'s rows of compacted day files: listed ``files`` and a shared table's
+        rolled-up ``days`` (a store has one kind or the other)."""
+        scans = [self._scan(files)] if files else []
+        uris = [uri for day in days for uri in day.files]
+        if uris:
+            scans.append(self._store.scan_table(uris))
+        return self._pick(q, pl.concat(scans)) if scans else None
 
     def _scan(self, files: list[FragmentInfo]) -> pl.LazyFrame:
         return pl.scan_parquet(

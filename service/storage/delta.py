@@ -38,11 +38,11 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
-from service.storage import delta_erasure
+from service.storage import delta_erasure, delta_rollups
 from service.storage.files import create_private, link_new
 from service.storage.fragments import FragmentInfo
 from service.storage.manifest import Snapshot
-from service.storage.store import Store
+from service.storage.store import Store, TableDay
 from service.storage.tombstones import Tombstone, live
 
 PARTITIONS = ["metric", "day"]
@@ -88,6 +88,8 @@ class DeltaStore(Store):
         self._write_lock = threading.Lock()
         self._reader: DeltaTable | None = None
         self._read_lock = threading.Lock()
+        self._rollups: DeltaTable | None = None  # the rollup table, once there is one
+        self._rollups_lock = threading.Lock()
         self._erasures: DeltaTable | None = None  # the shared tombstones, once there are any
         self._erasures_read = 0.0  # monotonic s
         self._shared: tuple[Tombstone, ...] = ()
@@ -159,15 +161,39 @@ class DeltaStore(Store):
     ) -> pl.LazyFrame | None:
         """Rows of ``metric`` in the table's files for the UTC days of ``[start_ms, end_ms)``
         (``ROW_SCHEMA``, not yet filtered to the range or to ``user_id``)."""
-        first, last = _day(start_ms), _day(max(start_ms, end_ms - 1))
-        predicate = [("metric", "=", metric), ("day", ">=", first), ("day", "<=", last)]
+        predicate = _days(metric, start_ms, end_ms)
         try:
             with self._read_lock:
                 uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
-        if not uris:
-            return None
+        return self.scan_table(uris) if uris else None
+
+    def table_sources(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[pl.LazyFrame | None, list[TableDay]]:
+        """The rows of files no rollup covers, and the days a rollup covers (``delta_rollups``)
+        with ``user_id``'s rollup rows."""
+        predicate = _days(metric, start_ms, end_ms)
+        try:
+            with self._read_lock:
+                uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
+            if not uris:
+                return None, []
+            with self._rollups_lock:
+                handle = self._rollups_table()
+                days = (
+                    []
+                    if handle is None
+                    else delta_rollups.rolled_days(handle, self._options, predicate, user_id, uris)
+                )
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
+        settled = {uri for day in days for uri in day.files}
+        loose = [uri for uri in uris if uri not in settled]
+        return (self.scan_table(loose) if loose else None), days
+
+    def scan_table(self, uris: list[str]) -> pl.LazyFrame:
         scan = pl.scan_parquet(
             uris,
             schema=FILE_SCHEMA,
@@ -175,6 +201,15 @@ class DeltaStore(Store):
             storage_options=self._options,
         )
         return scan.with_columns(pl.col("ts").cast(ROW_SCHEMA["ts"]))
+
+    def _rollups_table(self) -> DeltaTable | None:
+        """The rollup table at its latest version, None until a compaction wrote one
+        (caller holds ``_rollups_lock``)."""
+        if self._rollups is None:
+            self._rollups = delta_rollups.open_rollups(self.uri, self._options)
+        else:
+            self._rollups.update_incremental()
+        return self._rollups
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """List ``tomb`` in the table's shared tombstones."""
@@ -311,6 +346,12 @@ def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:
         pl.col("metric"),
         pl.col("ts").dt.date().alias("day"),
     )
+
+
+def _days(metric: str, start_ms: int, end_ms: int) -> list[tuple[str, str, str]]:
+    """The partitions of ``metric`` for the UTC days of ``[start_ms, end_ms)``."""
+    first, last = _day(start_ms), _day(max(start_ms, end_ms - 1))
+    return [("metric", "=", metric), ("day", ">=", first), ("day", "<=", last)]
 
 
 def _now_ms() -> int:

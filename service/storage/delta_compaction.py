@@ -11,7 +11,8 @@ safe, only wasteful: hence one machine (``ops/maint compact-table`` from its cro
 Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``)
 and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
 that read the tombstones just before an erase and committed just after its ``DELETE``);
-a rewritten partition leaves out the rows under any shared tombstone.
+a rewritten partition leaves out the rows under any shared tombstone. Each rewritten
+partition then gets its per-minute rollup (``delta_rollups``).
 
 Vacuum deletes files no version newer than ``retention_hours`` references; at least a
 day, so that a query that listed its files before a compaction can still read them.
@@ -28,7 +29,7 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from service.schema import IDENTITY
-from service.storage import delta_erasure
+from service.storage import delta_erasure, delta_rollups
 from service.storage.delta import FILE_SCHEMA, PARTITIONS
 from service.storage.tombstones import Tombstone, live
 
@@ -42,12 +43,14 @@ class Report:
     conflicted: list[str] = field(default_factory=list)  # appended to meanwhile: next run
     expired_files: int = 0  # files of days past retention
     erased_rows: int = 0  # rows of erased users deleted again
+    unrolled: list[str] = field(default_factory=list)  # rewritten, rollup not written
 
     def __str__(self) -> str:
         lines = [f"retention dropped {self.expired_files} files"] if self.expired_files else []
         lines += [f"erasure deleted {self.erased_rows} rows"] if self.erased_rows else []
         lines += [f"compacted {p}" for p in self.rewritten]
         lines += [f"skipped {p}: appended to meanwhile, next run" for p in self.conflicted]
+        lines += [f"no rollup for {p}: its commit conflicted" for p in self.unrolled]
         return "\n".join(lines) or "nothing to compact"
 
 
@@ -72,6 +75,10 @@ def compact(
             table.update_incremental()
             continue
         report.rewritten.append(f"{name}: {files} files -> {rows} rows")
+        try:
+            roll(table, options, metric, day)
+        except CommitFailedError:
+            report.unrolled.append(name)  # the day is read raw until its next rewrite
     return report
 
 
@@ -120,6 +127,17 @@ def compact_partition(
         writer_properties=WriterProperties(max_row_group_size=ROW_GROUP, compression="ZSTD"),
     )
     return rows.height
+
+
+def roll(table: DeltaTable, options: dict[str, str] | None, metric: str, day: date) -> None:
+    """Write the rollup of the partition ``compact_partition`` just rewrote through
+    ``table`` (the handle is at that commit: the partition's files are the new ones)."""
+    where = [("metric", "=", metric), ("day", "=", day.isoformat())]
+    files = table.file_uris(file_pruning_predicate=where)
+    rows = pl.scan_parquet(
+        files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
+    ).collect()
+    delta_rollups.write(table.table_uri, options, metric, day, rows, files)
 
 
 def vacuum(uri: str, options: dict[str, str] | None, retention_hours: int) -> list[str]:

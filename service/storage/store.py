@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +20,14 @@ from service.storage.files import private_dir, tighten, unlink_quietly
 from service.storage.fragments import FragmentInfo, fragment_name, write_fragment
 from service.storage.manifest import Manifest, Snapshot
 from service.storage.tombstones import Tombstone, live
+
+
+@dataclass(frozen=True, slots=True)
+class TableDay:
+    """A compacted day of a shared table: its files and one user's per-minute rollup."""
+
+    files: list[str]  # the day's files (URIs), each reading identity once
+    rollup: pl.DataFrame  # ROLLUP_SCHEMA rows of the user
 
 
 class Store:
@@ -89,6 +98,17 @@ class Store:
     ) -> pl.LazyFrame | None:
         """Rows published to a table outside the manifest (``delta``); none here."""
         return None
+
+    def table_sources(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[pl.LazyFrame | None, list[TableDay]]:
+        """``table_rows`` split: the rows of files without a rollup, and the compacted days
+        with one (``delta_rollups``); none here."""
+        return None, []
+
+    def scan_table(self, uris: list[str]) -> pl.LazyFrame:
+        """The ``ROW_SCHEMA`` rows of a shared table's files ``uris``; none here."""
+        raise NotImplementedError("the local store has no shared table")
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """Make ``tomb`` known to every machine sharing the table (``delta``); nothing here."""

@@ -1,0 +1,109 @@
+"""The per-minute rollup table beside the shared Delta table (see ``delta``).
+
+``<table>/_rollups``, a Delta table of its own: ``ROLLUP_SCHEMA`` columns plus ``files`` (the
+names, newline-separated, of the compacted files the row summarises), partitioned by
+``metric`` and ``day`` like the main table, each day sorted by (user_id, minute). The table
+compaction writes one rollup per day it rewrites, right after the day's commit, with a
+predicate overwrite of that day. A query trusts a day's rollup only while the day's files
+in the main table still include every file it names (the names are unique): a rollup
+left stale by a later erase, or by a compaction that stopped between its two commits, is
+ignored and the day is read raw.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import date
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from service.partials import partials
+from service.schema import ROLLUP_SCHEMA
+from service.storage.store import TableDay
+
+ROLLUPS = "_rollups"
+# Delta timestamps are microseconds
+FILE_SCHEMA: dict[str, pl.DataType] = {
+    **ROLLUP_SCHEMA,
+    "minute": pl.Datetime("us", "UTC"),
+    "files": pl.String(),
+}
+PARTITIONS = ["metric", "day"]
+
+
+def rollups_uri(uri: str) -> str:
+    return f"{uri.rstrip('/')}/{ROLLUPS}"
+
+
+def write(
+    uri: str,
+    options: dict[str, str] | None,
+    metric: str,
+    day: date,
+    rows: pl.DataFrame,
+    files: list[str],
+) -> None:
+    """Replace the rollup of ``metric``'s ``day`` by that of ``rows`` (the day's compacted
+    rows, unique per identity), naming ``files``, the day's files that hold them."""
+    names = "\n".join(sorted(posixpath.basename(f) for f in files))
+    frame = (
+        partials(rows.lazy(), ("user_id", "device_id"), extremes=True)
+        .select(pl.col(name).cast(FILE_SCHEMA[name]) for name in ROLLUP_SCHEMA)
+        .sort("user_id", "minute", "device_id")
+        .with_columns(files=pl.lit(names), metric=pl.lit(metric), day=pl.lit(day))
+        .collect()
+    )
+    target = rollups_uri(uri)
+    if DeltaTable.is_deltatable(target, storage_options=options):
+        write_deltalake(
+            target,
+            frame,
+            mode="overwrite",
+            predicate=f"metric = '{_quoted(metric)}' AND day = '{day.isoformat()}'",
+            partition_by=PARTITIONS,
+            storage_options=options,
+        )
+    else:  # the first rollup; a second compactor racing it fails its commit (next run)
+        write_deltalake(
+            target, frame, mode="append", partition_by=PARTITIONS, storage_options=options
+        )
+
+
+def open_rollups(uri: str, options: dict[str, str] | None) -> DeltaTable | None:
+    try:
+        return DeltaTable(rollups_uri(uri), storage_options=options)
+    except TableNotFoundError:
+        return None
+
+
+def rolled_days(
+    handle: DeltaTable,
+    options: dict[str, str] | None,
+    predicate: list[tuple[str, str, str]],
+    user_id: str,
+    files: list[str],
+) -> list[TableDay]:
+    """The days of ``predicate`` whose rollup still holds (every file it names is among
+    ``files``, the main table's files of those days), with ``user_id``'s rollup rows."""
+    uris = handle.file_uris(file_pruning_predicate=predicate)
+    if not uris:
+        return []
+    rows = (
+        pl.scan_parquet(uris, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options)
+        .filter(pl.col("user_id") == user_id)
+        .with_columns(pl.col("minute").cast(ROLLUP_SCHEMA["minute"]))
+        .collect()
+    )
+    by_name = {posixpath.basename(f): f for f in files}
+    days = []
+    for (names,), part in rows.partition_by("files", as_dict=True).items():
+        wanted = str(names).split("\n")
+        if all(name in by_name for name in wanted):
+            days.append(TableDay([by_name[n] for n in wanted], part.drop("files")))
+    return days
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")

@@ -1,12 +1,13 @@
 """Compaction and vacuum of the shared Delta table (see ``delta``), run from one machine.
 
-A (metric, day) partition with at least ``min_files`` files is rewritten as one sorted
-file: one row per reading identity (the highest ``seq``), ordered by (user_id, ts), so a
-one-user query reads few row groups. The rewrite is a predicate overwrite of that
-partition from the snapshot it read: a machine appending to the partition meanwhile makes
-the commit fail ("concurrent transactions added new data") and nothing is lost; the
-partition is tried again on the next run. Two machines compacting at once are equally
-safe, only wasteful: hence one machine (``ops/maint compact-table`` from its cron).
+A (metric, day) partition with at least ``min_files`` files, or without a rollup of its
+current files, is rewritten as one sorted file: one row per reading identity (the highest
+``seq``), ordered by (user_id, ts), so a one-user query reads few row groups. The rewrite
+is a predicate overwrite of that partition from the snapshot it read: a machine appending
+to the partition meanwhile makes the commit fail ("concurrent transactions added new
+data") and nothing is lost; the partition is tried again on the next run. Two machines
+compacting at once are equally safe, only wasteful: hence one machine (``ops/maint
+compact-table`` from its cron).
 
 Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``)
 and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
@@ -66,7 +67,7 @@ def compact(
     report.expired_files = delta_erasure.expire(table, retention_days)
     fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
     report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
-    for metric, day, files in crowded(table, min_files):
+    for metric, day, files in crowded(table, min_files, delta_rollups.rolled(uri, options)):
         name = f"{metric}/{day.isoformat()}"
         try:
             rows = compact_partition(table, options, metric, day, stones)
@@ -82,18 +83,27 @@ def compact(
     return report
 
 
-def crowded(table: DeltaTable, min_files: int) -> list[tuple[str, date, int]]:
-    """(metric, day, files) of each partition with at least ``min_files`` files."""
+def crowded(
+    table: DeltaTable, min_files: int, rolled: set[str] | None = None
+) -> list[tuple[str, date, int]]:
+    """(metric, day, files) of each partition with at least ``min_files`` files, or, when
+    ``rolled`` (the file lists the rollups name) is given, with files no rollup names."""
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
     if actions.is_empty():
         return []
+    name = pl.col("path").str.split("/").list.last()
     counts = (
         actions.group_by("partition.metric", "partition.day")
-        .len()
-        .filter(pl.col("len") >= min_files)
+        .agg(pl.len(), name.sort().str.join("\n").alias("files"))
+        .filter(
+            (pl.col("len") >= min_files)
+            | (False if rolled is None else ~pl.col("files").is_in(sorted(rolled)))
+        )
         .sort("partition.metric", "partition.day")
     )
-    return [(str(m), _as_date(d), int(n)) for m, d, n in counts.iter_rows()]
+    return [
+        (str(m), _as_date(d), int(n)) for m, d, n in counts.select(pl.exclude("files")).iter_rows()
+    ]
 
 
 def compact_partition(

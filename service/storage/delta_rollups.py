@@ -78,6 +78,18 @@ def open_rollups(uri: str, options: dict[str, str] | None) -> DeltaTable | None:
         return None
 
 
+def rolled(uri: str, options: dict[str, str] | None) -> set[str]:
+    """Every file list (``files``) the rollups of the table at ``uri`` name."""
+    handle = open_rollups(uri, options)
+    uris = [] if handle is None else handle.file_uris()
+    if not uris:
+        return set()
+    scan = pl.scan_parquet(
+        uris, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
+    )
+    return set(scan.select(pl.col("files").unique()).collect()["files"].to_list())
+
+
 def rolled_days(
     handle: DeltaTable,
     options: dict[str, str] | None,

@@ -44,9 +44,9 @@ DELTA_NOTE = (
     "HR_TABLE_URI=<a table of each phase's own> (and, on moto_server, AWS_ENDPOINT_URL, "
     "AWS_ALLOW_HTTP=true, dummy keys and region); each flush is one Delta commit. The query "
     "table is loaded through DeltaStore.publish (one commit per user-day, one per year-user "
-    "day) and compacted with delta_compaction.compact (min 2 files a partition); there is "
-    "no rollup table yet, so the year user's queries read raw rows. moto_server is a "
-    "correctness stand-in: its latency is not S3's."
+    "day) and compacted with delta_compaction.compact (min 2 files a partition, and every "
+    "day without a rollup), which writes each day's per-minute rollup to <table>/_rollups. "
+    "moto_server is a correctness stand-in: its latency is not S3's."
 )
 SINGLE_NOTE = (
     "Single POST: wrk with ops/bench_post.lua; every request a distinct reading (user, "

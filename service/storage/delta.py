@@ -90,6 +90,7 @@ class DeltaStore(Store):
         self._read_lock = threading.Lock()
         self._rollups: DeltaTable | None = None  # the rollup table, once there is one
         self._rollups_lock = threading.Lock()
+        self._rollup_rows = delta_rollups.UserRollups()
         self._erasures: DeltaTable | None = None  # the shared tombstones, once there are any
         self._erasures_read = 0.0  # monotonic s
         self._shared: tuple[Tombstone, ...] = ()
@@ -185,7 +186,9 @@ class DeltaStore(Store):
                 days = (
                     []
                     if handle is None
-                    else delta_rollups.rolled_days(handle, self._options, predicate, user_id, uris)
+                    else delta_rollups.rolled_days(
+                        handle, self._rollup_rows, self._options, predicate, user_id, uris
+                    )
                 )
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc

@@ -151,17 +151,24 @@ def roll(table: DeltaTable, options: dict[str, str] | None, metric: str, day: da
 
 
 def vacuum(uri: str, options: dict[str, str] | None, retention_hours: int) -> list[str]:
-    """Delete the files unreferenced for ``retention_hours`` (at least a day); their names."""
+    """Delete the files of the table and of its rollup table unreferenced for
+    ``retention_hours`` (at least a day); their names."""
     if retention_hours < MIN_RETENTION_HOURS:
         raise ValueError(
             f"a vacuum retention of {retention_hours} h is below {MIN_RETENTION_HOURS} h: "
             "queries still reading an older version would fail"
         )
-    table = DeltaTable(uri, storage_options=options)
+    tables = [DeltaTable(uri, storage_options=options)]
+    rollups = delta_rollups.open_rollups(uri, options)
+    tables += [rollups] if rollups is not None else []
     # the table's own minimum (7 days unless configured) gives way to ours
-    return table.vacuum(
-        retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
-    )
+    return [
+        name
+        for table in tables
+        for name in table.vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+        )
+    ]
 
 
 def _quoted(text: str) -> str:

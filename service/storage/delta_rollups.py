@@ -13,6 +13,8 @@ ignored and the day is read raw.
 from __future__ import annotations
 
 import posixpath
+import threading
+from collections import OrderedDict
 from datetime import date
 
 import polars as pl
@@ -31,6 +33,7 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "files": pl.String(),
 }
 PARTITIONS = ["metric", "day"]
+CACHED_ENTRIES = 4096  # (rollup file, user) pairs a worker keeps: a user-day is ~100 KB
 
 
 def rollups_uri(uri: str) -> str:
@@ -90,8 +93,50 @@ def rolled(uri: str, options: dict[str, str] | None) -> set[str]:
     return set(scan.select(pl.col("files").unique()).collect()["files"].to_list())
 
 
+class UserRollups:
+    """One user's rows of rollup files, kept by (file, user): rollup files never change
+    (a new rollup is a new file), so a repeated query reads none again (on S3, a GET each)."""
+
+    def __init__(self, entries: int = CACHED_ENTRIES) -> None:
+        self._entries = entries
+        self._frames: OrderedDict[tuple[str, str], pl.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rows(self, uris: list[str], user_id: str, options: dict[str, str] | None) -> pl.DataFrame:
+        """``user_id``'s rows of the rollup files ``uris`` (``FILE_SCHEMA``, minute in ms)."""
+        with self._lock:
+            found = {u: self._frames.get((u, user_id)) for u in uris}
+            for u in uris:
+                if found[u] is not None:
+                    self._frames.move_to_end((u, user_id))
+        missing = [u for u, frame in found.items() if frame is None]
+        if missing:
+            read = (
+                pl.scan_parquet(
+                    missing,
+                    schema=FILE_SCHEMA,
+                    hive_partitioning=False,
+                    storage_options=options,
+                    include_file_paths="source",
+                )
+                .filter(pl.col("user_id") == user_id)
+                .with_columns(pl.col("minute").cast(ROLLUP_SCHEMA["minute"]))
+                .collect()
+            )
+            parts = read.partition_by("source", as_dict=True, include_key=False)
+            empty = read.clear().drop("source")
+            with self._lock:
+                for u in missing:
+                    frame = parts.get((u,), empty)
+                    found[u] = self._frames[(u, user_id)] = frame
+                while len(self._frames) > self._entries:
+                    self._frames.popitem(last=False)
+        return pl.concat([f for f in found.values() if f is not None])
+
+
 def rolled_days(
     handle: DeltaTable,
+    cache: UserRollups,
     options: dict[str, str] | None,
     predicate: list[tuple[str, str, str]],
     user_id: str,
@@ -102,12 +147,7 @@ def rolled_days(
     uris = handle.file_uris(file_pruning_predicate=predicate)
     if not uris:
         return []
-    rows = (
-        pl.scan_parquet(uris, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options)
-        .filter(pl.col("user_id") == user_id)
-        .with_columns(pl.col("minute").cast(ROLLUP_SCHEMA["minute"]))
-        .collect()
-    )
+    rows = cache.rows(uris, user_id, options)
     by_name = {posixpath.basename(f): f for f in files}
     days = []
     for (names,), part in rows.partition_by("files", as_dict=True).items():

@@ -9,8 +9,9 @@ data") and nothing is lost; the partition is tried again on the next run. Two ma
 compacting at once are equally safe, only wasteful: hence one machine (``ops/maint
 compact-table`` from its cron).
 
-Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``)
-and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
+Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``),
+their rollups with them (a range past raw retention is not answered from rollups on this
+store: ``HR_ROLLUP_RETENTION_DAYS`` does not apply), and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
 that read the tombstones just before an erase and committed just after its ``DELETE``);
 a rewritten partition leaves out the rows under any shared tombstone. Each rewritten
 partition then gets its per-minute rollup (``delta_rollups``).
@@ -65,6 +66,9 @@ def compact(
     handle = delta_erasure.open_shared(uri, options)
     stones = delta_erasure.shared(handle, options) if handle is not None else ()
     report.expired_files = delta_erasure.expire(table, retention_days)
+    rollups = delta_rollups.open_rollups(uri, options)
+    if rollups is not None:  # a day's rollup goes with its raw rows (none answers alone yet)
+        report.expired_files += delta_erasure.expire(rollups, retention_days)
     fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
     report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
     for metric, day, files in crowded(table, min_files, delta_rollups.rolled(uri, options)):

@@ -16,6 +16,7 @@ from service import maintenance
 from service.schema import rows_frame
 from service.storage import delta_erasure, erasure
 from service.storage.delta_compaction import compact
+from service.storage.delta_rollups import rollups_uri
 from service.storage.tombstones import Tombstone
 from tests.unit.test_delta_store import frames, store_at, table_frame
 from tests.unit.test_write_path import rows
@@ -134,11 +135,14 @@ def test_the_table_compaction_drops_days_past_retention(tmp_path: Path) -> None:
         frame = frame.with_columns(pl.col("ts") + pl.duration(seconds=pl.col("seq")))
         store.publish({"heart_rate": frame})
         seq += 2
+    assert len(compact(str(table), None, min_files=99).rewritten) == 4  # each day rolled up
     report = compact(str(table), None, min_files=99, retention_days=2)
-    assert report.expired_files == 2
+    assert report.expired_files == 4  # two days' files and their rollups
     kept = pl.scan_delta(str(table)).select("day").unique().collect()["day"].to_list()
     assert sorted(kept) == [today.date() - timedelta(days=2), today.date()]
-    assert "retention dropped 2 files" in str(report)
+    rolled = pl.scan_delta(rollups_uri(str(table))).select("day").unique().collect()["day"]
+    assert sorted(rolled.to_list()) == sorted(kept)
+    assert "retention dropped 4 files" in str(report)
 
 
 def test_verify_names_erased_rows_left_in_the_table(

@@ -11,10 +11,11 @@ compact-table`` from its cron).
 
 Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``),
 their rollups with them (a range past raw retention is not answered from rollups on this
-store: ``HR_ROLLUP_RETENTION_DAYS`` does not apply), and deletes again the rows under the shared tombstones of the last ``RECENT_S`` (a flush
-that read the tombstones just before an erase and committed just after its ``DELETE``);
-a rewritten partition leaves out the rows under any shared tombstone. Each rewritten
-partition then gets its per-minute rollup (``delta_rollups``).
+store: ``HR_ROLLUP_RETENTION_DAYS`` does not apply), and deletes again the rows under
+the shared tombstones of the last ``RECENT_S`` (a flush that read the tombstones just
+before an erase and committed just after its ``DELETE``); a rewritten partition leaves
+out the rows under any shared tombstone. Each rewritten partition then gets its
+per-minute rollup (``delta_rollups``).
 
 Vacuum deletes files no version newer than ``retention_hours`` references; at least a
 day, so that a query that listed its files before a compaction can still read them.

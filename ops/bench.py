@@ -23,11 +23,15 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
 5. event-stream lag with 200 open streams under the single-POST load, and the single-POST
    rate with and without them (``ops/bench_stream.py``).
 
+``--store delta`` (a table on a local path) or ``delta-s3`` (on a moto_server S3 endpoint)
+runs phases 1-3 against ``HR_STORE=delta``, each phase with a table of its own, compacted
+with ``service.storage.delta_compaction`` (``ops/bench_table.py``).
+
 Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped with SIGTERM.
 
 Modules: bench_plan (options), bench_servers (the servers), bench_wrk (wrk runs and
 batch bodies), bench_writes (phases 1-2), bench_queries (phase 3), bench_fresh (phase 4),
-bench_stream (phase 5), bench_machine and
+bench_stream (phase 5), bench_table (--store), bench_machine and
 bench_report/bench_notes (the output); ops/server.py starts and stops gunicorn.
 """
 
@@ -49,10 +53,12 @@ from ops.bench_fresh import measure_fresh
 from ops.bench_machine import CpuWatch, machine_lines
 from ops.bench_plan import Plan, parse_args
 from ops.bench_queries import (
+    QUERY_TABLE,
     QueryResults,
     StoreInfo,
     build_query_store,
     compact_store,
+    compact_table,
     has_compact_all,
     measure_queries,
     query_kinds,
@@ -60,6 +66,7 @@ from ops.bench_queries import (
 from ops.bench_report import report
 from ops.bench_servers import SERVERS, noop_server, running, service_server, worker_count
 from ops.bench_stream import STREAMS, measure_streams
+from ops.bench_table import Table, table
 from ops.bench_writes import WriteResults, measure_writes
 from ops.server import ROOT
 
@@ -88,14 +95,16 @@ def main(argv: Sequence[str]) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hr-bench-"))
     logs = tmp / "logs"
     logs.mkdir()
-    header = ["## Benchmark", "", *machine_lines(tmp), f"- command: `{command}`", ""]
-    print("\n".join(header), flush=True)
+    header = ["## Benchmark", "", *machine_lines(tmp), f"- command: `{command}`"]
     out = Outcome()
     try:
-        if "writes" in plan.phases:
-            write_phase(plan, tmp, logs, out)
-        if "queries" in plan.phases:
-            query_phase(plan, tmp, logs, out)
+        with table(plan.store, tmp, logs) as store:
+            header += [f"- store: {store.describe()}", ""]
+            print("\n".join(header), flush=True)
+            if "writes" in plan.phases:
+                write_phase(plan, tmp, logs, out, store)
+            if "queries" in plan.phases:
+                query_phase(plan, tmp, logs, out, store)
         if "fresh" in plan.phases:
             fresh_phase(plan, logs, out)
         if "streams" in plan.phases:
@@ -105,7 +114,7 @@ def main(argv: Sequence[str]) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"kept {tmp}")
-    table = report(
+    result = report(
         plan,
         worker_count(plan),
         out.writes,
@@ -115,49 +124,55 @@ def main(argv: Sequence[str]) -> int:
         out.noise,
         out.failures,
     )
-    body = table.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams) if t)
+    body = result.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams) if t)
     body += f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
     print(body, flush=True)
     save("\n".join(header) + "\n" + body)
     return 1 if out.failures else 0
 
 
-def write_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
-    """Phases 1 and 2: writes against a fresh data dir, next to the no-op ceiling."""
+def write_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome, store: Table) -> None:
+    """Phases 1 and 2: writes against a fresh data dir (and table), next to the no-op
+    ceiling."""
     write_dir = tmp / "write-data"
     try:
-        service = service_server("service-write", write_dir, plan, logs)
+        env = store.server_env("writes")
+        service = service_server("service-write", write_dir, plan, logs, env)
         noop = noop_server(plan, logs)
         raw = noop_server(plan, logs, "raw")
         watch = CpuWatch(SERVERS)
         with running(raw, noop, service):
             out.writes = measure_writes(service, noop, raw, write_dir, plan)
         out.noise["write phase"] = watch.share()
-        out.writes.fragments_end = fragment_count(write_dir)
+        # a Delta table's files are not in the manifest
+        out.writes.fragments_end = None if store.delta else fragment_count(write_dir)
         out.writes.wal_left = sum(1 for p in (write_dir / "wal").glob("*.log"))
     except Exception as exc:
         out.failures.append(f"write phase: {exc}")
         log(f"write phase failed: {exc}")
 
 
-def query_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
+def query_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome, store: Table) -> None:
     """Phase 3: queries against a store loaded through the storage layer, before and after
-    compaction when the service has ``compact_all``."""
+    compaction when the service has ``compact_all`` (a Delta table: ``delta_compaction``)."""
     query_dir = tmp / "query-data"
+    env = store.server_env(QUERY_TABLE)
     try:
         watch = CpuWatch(SERVERS)
         log(f"loading the query store into {query_dir}")
-        out.store, loaded = build_query_store(query_dir, plan)
-        has_compaction = has_compact_all()
+        out.store, loaded = build_query_store(query_dir, plan, store)
+        has_compaction = store.delta or has_compact_all()
         if has_compaction:
-            quiet = {"HR_COMPACT_INTERVAL_S": "86400"}
+            quiet = {**env, "HR_COMPACT_INTERVAL_S": "86400"}
             server = service_server("service-query-before", query_dir, plan, logs, quiet)
             with running(server):
                 log("queries before compaction")
                 # the year user's 1,000-odd raw fragments: its queries only after compaction
                 out.before = measure_queries(server, plan, query_kinds(plan, year=False))
-        if compact_store(query_dir, loaded, out.store) or not has_compaction:
-            server = service_server("service-query", query_dir, plan, logs)
+        if store.delta:
+            compact_table(store, out.store)
+        if store.delta or compact_store(query_dir, loaded, out.store) or not has_compaction:
+            server = service_server("service-query", query_dir, plan, logs, env)
             with running(server):
                 log("queries" + (" after compaction" if has_compaction else ""))
                 out.after = measure_queries(server, plan, query_kinds(plan))

@@ -18,6 +18,8 @@ def notes(
     compacted: bool,
 ) -> list[str]:
     found = [_runs(plan, workers), SERVERS_NOTE, SINGLE_NOTE, _batch(plan)]
+    if plan.store != "local":
+        found.insert(2, DELTA_NOTE)
     if store is not None:
         found.append(_store(plan, store))
         if compacted:
@@ -36,6 +38,15 @@ SERVERS_NOTE = (
     "`.venv/bin/gunicorn -c gunicorn.conf.py --bind 127.0.0.1:<port> ops.bench_noop:app`. "
     "Both run at once; each wrk run against the no-op comes right before the one against "
     "the service."
+)
+DELTA_NOTE = (
+    "Delta store (--store delta|delta-s3): the service also has HR_STORE=delta and "
+    "HR_TABLE_URI=<a table of each phase's own> (and, on moto_server, AWS_ENDPOINT_URL, "
+    "AWS_ALLOW_HTTP=true, dummy keys and region); each flush is one Delta commit. The query "
+    "table is loaded through DeltaStore.publish (one commit per user-day, one per year-user "
+    "day) and compacted with delta_compaction.compact (min 2 files a partition, and every "
+    "day without a rollup), which writes each day's per-minute rollup to <table>/_rollups. "
+    "moto_server is a correctness stand-in: its latency is not S3's."
 )
 SINGLE_NOTE = (
     "Single POST: wrk with ops/bench_post.lua; every request a distinct reading (user, "

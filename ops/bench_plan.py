@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ops.bench_common import PHASES
+from ops.bench_table import STORES
+
+TABLE_PHASES = ("writes", "queries")  # the phases that run against a Delta table too
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Plan:
     keep: bool
     quick: bool
     phases: frozenset[str] = frozenset(PHASES)
+    store: str = "local"  # --store: where the service's table lives (see bench_table)
 
 
 def parse_args(argv: Sequence[str]) -> Plan:
@@ -88,12 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="gunicorn workers (default: as ops/serve)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
     p.add_argument(
+        "--store",
+        choices=STORES,
+        default="local",
+        help="the service's store: local (default), delta (a Delta table on a local path) or "
+        "delta-s3 (a Delta table on a moto_server S3 endpoint on 127.0.0.1: checks the path "
+        "works, not S3's speed); delta stores run the writes and queries phases",
+    )
+    p.add_argument(
         "--phases",
-        default=",".join(PHASES),
         help="which phases to run, comma-separated: writes (single and batch POSTs beside "
         "the no-op and bare-ASGI ceilings, lag, RSS), queries (a loaded store, before and "
         "after compaction), fresh (queries of data that just arrived), streams (stream lag, "
-        "POSTs beside open streams); default: all",
+        "POSTs beside open streams); default: all (writes,queries with a delta --store)",
     )
     return p
 
@@ -123,13 +134,22 @@ def _plan(a: argparse.Namespace, wide: tuple[int, ...]) -> Plan:
         workers=a.workers,
         keep=bool(a.keep),
         quick=quick,
-        phases=frozenset(x.strip() for x in a.phases.split(",") if x.strip()),
+        phases=frozenset(x.strip() for x in _phases(a).split(",") if x.strip()),
+        store=a.store,
     )
+
+
+def _phases(a: argparse.Namespace) -> str:
+    if a.phases is not None:
+        return str(a.phases)
+    return ",".join(PHASES if a.store == "local" else TABLE_PHASES)
 
 
 def _problem(plan: Plan) -> str | None:
     if not plan.phases or not plan.phases <= set(PHASES):
         return f"--phases takes a comma-separated subset of {', '.join(PHASES)}"
+    if plan.store != "local" and not plan.phases <= set(TABLE_PHASES):
+        return f"--store {plan.store} runs only the phases {', '.join(TABLE_PHASES)}"
     if plan.runs < 1 or plan.duration_s < 1 or plan.queries < 1 or plan.users < 1:
         return "--runs, --duration, --queries and --users must be at least 1"
     if not 0 <= plan.long_users <= plan.users or plan.long_days < 1:

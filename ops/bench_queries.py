@@ -37,9 +37,11 @@ from ops.bench_common import (
     percentile,
 )
 from ops.bench_plan import Plan
+from ops.bench_table import Table
 from ops.server import Server
 
 COMPACTION = "service.storage.compaction"
+QUERY_TABLE = "query"  # the query phase's Delta table, under the --store's table root
 YEAR_USER = "user_year"  # sorts after user_000..user_999
 YEAR_DEVICE = "watch"
 YEAR_METRICS = ("heart_rate", "steps", "calories")
@@ -97,7 +99,9 @@ def year_frames(
             pl.lit(YEAR_DEVICE).alias("device_id"),
             "ts",
             pl.col(metric).alias("value"),
-            (pl.int_range(0, n, dtype=pl.Int64) + seq0 + k * n).alias("seq"),
+            # interleaved, so each day's rows of every metric come after the day before's (a
+            # Delta table's exactly-once check takes seq as a WAL's order)
+            (pl.int_range(0, n, dtype=pl.Int64) * len(YEAR_METRICS) + seq0 + k).alias("seq"),
         ).cast(schema)
         for k, metric in enumerate(YEAR_METRICS)
     }
@@ -118,13 +122,20 @@ class StoreInfo:
     compaction: str = "not run"
     fragments_after: int | None = None
     compact_s: float | None = None
+    files: str = "query store fragments"  # what fragments_loaded counts
 
 
-def build_query_store(data_dir: Path, plan: Plan) -> tuple[StoreInfo, Any]:
+def build_query_store(data_dir: Path, plan: Plan, table: Table) -> tuple[StoreInfo, Any]:
+    """Load the query store through the storage layer: ``Store`` on ``data_dir``, or with a
+    Delta ``table`` a ``DeltaStore`` appending to its table ``QUERY_TABLE``."""
     from service.schema import ROW_SCHEMA
     from service.storage.store import Store
 
     store = Store(data_dir, "bench", 10.0)
+    if table.delta:
+        from service.storage.delta import DeltaStore
+
+        store = DeltaStore(data_dir, "bench", 10.0, table.uri(QUERY_TABLE), table.options() or {})
     store.ensure_layout()
     info = StoreInfo()
     started = time.perf_counter()
@@ -151,8 +162,34 @@ def build_query_store(data_dir: Path, plan: Plan) -> tuple[StoreInfo, Any]:
         info.year_load_s = time.perf_counter() - year_started
         log(f"  loaded {YEAR_USER}: {plan.year_days} days, {info.year_rows:,} rows")
     info.load_s = time.perf_counter() - started
-    info.fragments_loaded = fragment_count(data_dir)
+    info.fragments_loaded = _file_count(data_dir, table)
+    if table.delta:
+        info.files = "query table's Delta files"
     return info, store
+
+
+def _file_count(data_dir: Path, table: Table) -> int:
+    """Fragments in the manifest, or files in the Delta table."""
+    if not table.delta:
+        return fragment_count(data_dir)
+    from deltalake import DeltaTable
+
+    return len(DeltaTable(table.uri(QUERY_TABLE), storage_options=table.options()).file_uris())
+
+
+def compact_table(table: Table, info: StoreInfo) -> None:
+    """The Delta table's compaction (``delta_compaction.compact``), every day partition with
+    two files or more rewritten as one sorted file, as ``ops/maint compact-table`` does."""
+    from service.storage import delta_compaction
+
+    log("compacting the query table with delta_compaction.compact")
+    started = time.perf_counter()
+    report = delta_compaction.compact(table.uri(QUERY_TABLE), table.options(), 2)
+    info.compact_s = time.perf_counter() - started
+    info.fragments_after = _file_count(Path(), table)
+    info.compaction = f"delta_compaction.compact: {len(report.rewritten)} partitions rewritten"
+    if report.conflicted:
+        raise RuntimeError(f"compaction conflicted on {report.conflicted}: nothing else writes")
 
 
 def compact_store(data_dir: Path, store: Any, info: StoreInfo) -> bool:

@@ -252,8 +252,8 @@ def _count_rows(t: Table, writes: WriteResults | None, store: StoreInfo | None) 
     if store is not None:
         after_text = "n/a" if store.fragments_after is None else f"{store.fragments_after:,}"
         t.text(
-            "query store fragments: loaded → after compact_all",
+            f"{store.files}: loaded → after compaction",
             f"{store.fragments_loaded:,} → {after_text}",
             runs=f"{store.rows:,} rows loaded in {store.load_s:.0f} s"
-            + (f"; compact_all took {store.compact_s:.0f} s" if store.compact_s else ""),
+            + (f"; compaction took {store.compact_s:.0f} s" if store.compact_s else ""),
         )

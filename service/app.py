@@ -43,7 +43,7 @@ from service.live.hub import Hub
 from service.query.reader import Reader
 from service.query.users import UserIndex
 from service.schema import METRICS
-from service.storage.store import Store
+from service.storage.store import open_store
 
 # the youngest generation is collected after this many new container objects, not 700: each
 # request allocates dozens (coroutines, closures, dicts), and the collections that followed,
@@ -59,21 +59,6 @@ def _collect_less() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
-def open_store(settings: Settings, worker: str) -> Store:
-    """The worker's store; deltalake is imported only where the Delta store is chosen."""
-    if settings.store == "delta":
-        from service.storage.delta import DeltaStore
-
-        return DeltaStore(
-            settings.data_dir,
-            worker,
-            settings.lock_timeout_s,
-            settings.table_uri,
-            settings.table_options,
-        )
-    return Store(settings.data_dir, worker, settings.lock_timeout_s)
 
 
 class ServiceApp:

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.storage import erasure
 from service.storage.compaction import Report, compact
 from service.storage.retention import Retention
-from service.storage.store import Store
+from service.storage.store import Store, open_store
 
 
 def stop_on_term(with_parent: bool) -> None:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings)
     stop_on_term(args.stop_with_parent)
     worker = f"compact{os.getpid()}x{secrets.token_hex(4)}"
-    store = Store(args.data_dir, worker, settings.lock_timeout_s)
+    # the Delta store where the table is shared: an erase's ``finish`` deletes from it
+    store = open_store(dataclasses.replace(settings, data_dir=args.data_dir), worker)
     report = run_pass(store, settings, args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     fields = None if report is None else {**dataclasses.asdict(report), "peak_rss_bytes": peak}

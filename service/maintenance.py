@@ -195,7 +195,10 @@ def _compact_table(settings: Settings, args: argparse.Namespace) -> int:
         raise MaintenanceError("compact-table needs HR_STORE=delta and HR_TABLE_URI")
     options = dict(settings.table_options) or None
     min_files = args.min_files or settings.compact_min_files
-    print(delta_compaction.compact(settings.table_uri, options, min_files))
+    report = delta_compaction.compact(
+        settings.table_uri, options, min_files, settings.retention_days
+    )
+    print(report)
     if args.vacuum_hours is not None:
         try:
             removed = delta_compaction.vacuum(settings.table_uri, options, args.vacuum_hours)
@@ -207,6 +210,11 @@ def _compact_table(settings: Settings, args: argparse.Namespace) -> int:
 
 def _verify(store: Store, settings: Settings, args: argparse.Namespace) -> int:
     problems = verify(store)
+    if settings.store == "delta":
+        from service.storage import delta_erasure  # deltalake only where the table is used
+
+        options = dict(settings.table_options) or None
+        problems += delta_erasure.leftovers(settings.table_uri, options)
     snapshot = store.manifest.read()
     print(
         f"manifest generation {snapshot.generation}: {len(snapshot.fragments)} fragments, "

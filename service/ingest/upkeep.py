@@ -70,6 +70,8 @@ class Upkeep:
     async def recover(self) -> int:
         """Replay the WALs of dead workers (their owner locks are free)."""
         try:
+            # erasures begun on other machines sharing the table: hidden here from now on
+            await anyio.to_thread.run_sync(self._store.sync_erasures)
             rows = await anyio.to_thread.run_sync(replay_orphans, self._store)
         except Exception as exc:
             self._health.failed("recovery", exc)

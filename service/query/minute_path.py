@@ -10,7 +10,6 @@ query finds it unchanged, see ``SteadyFrames``), a shared table's rows theirs pe
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from pathlib import Path
 
 import polars as pl
 
@@ -24,16 +23,18 @@ from service.query.minutes import (
     spanned,
 )
 from service.query.rollups import RollupCache
-from service.query.sources import Query, Sources, query_rows, scan
+from service.query.sources import Query, Sources, query_rows, scan, settled_rows
 from service.schema import METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
+from service.storage.store import Store
 
 
 class MinutePath:
-    def __init__(self, directory: Path, rollups: RollupCache, budget_bytes: int) -> None:
-        self._directory = directory
+    def __init__(self, store: Store, rollups: RollupCache, budget_bytes: int) -> None:
+        self._store = store
+        self._directory = store.fragment_dir
         self._rollups = rollups
-        self._loose = RollupCache(directory, budget_bytes, file_partials)
+        self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
         self._steady = {name: SteadyFrames() for name in METRICS}
 
     def keep(self, listed: Container[str]) -> None:
@@ -50,6 +51,7 @@ class MinutePath:
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
+        shared_rollups = [day.rollup for day in sources.shared_days]  # a store has one kind
         # each loose file's partials, in the order of ``sources.loose``
         per_file = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
         steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
@@ -67,7 +69,8 @@ class MinutePath:
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
         whole = (minute >= first) & (minute < stop)
-        rolled = (pl.concat(rollups) if rollups else pl.DataFrame(schema=ROLLUP_SCHEMA)).lazy()
+        every = rollups + shared_rollups
+        rolled = (pl.concat(every) if every else pl.DataFrame(schema=ROLLUP_SCHEMA)).lazy()
         if not spans and first == q.start_ms and stop == q.end_ms:
             # compacted days only, cut nowhere: one rollup per day, so no minute has two
             # sources and none is dirty; the rollup rows go straight to the pick
@@ -94,7 +97,8 @@ class MinutePath:
             def holds(frame: pl.DataFrame) -> bool:
                 return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
 
-            settled = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+            files = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+            days = [day for day in sources.shared_days if holds(day.rollup)]
             loose = [f for f, r in zip(sources.loose, per_file, strict=True) if holds(r)]
             unflushed = [df.lazy() for df in sources.unflushed]
             if sources.shared is not None:
@@ -102,10 +106,11 @@ class MinutePath:
             rest = [query_rows(q, pl.concat(unflushed))] if unflushed else []
             if loose:
                 rest.append(self._file_rows(q, loose))
-            settled_rows = self._file_rows(q, settled).filter(wanted) if settled else None
+            settled = settled_rows(self._store, q, files, days)
+            settled = None if settled is None else settled.filter(wanted)
             fresh_rows = pl.concat(rest).filter(wanted) if rest else None
-            if settled_rows is not None or fresh_rows is not None:
-                rows = combine(settled_rows, fresh_rows)
+            if settled is not None or fresh_rows is not None:
+                rows = combine(settled, fresh_rows)
                 found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
         return pick(pl.concat(found).select(_names(q)), priority, "in-memory")
 

@@ -25,7 +25,7 @@ from service.ingest.buffer import Buffer
 from service.query.aggregate import combine, pick, priority_partials
 from service.query.minute_path import MinutePath
 from service.query.rollups import RollupCache
-from service.query.sources import Query, Sources, query_rows, scan
+from service.query.sources import Query, Sources, query_rows, scan, settled_rows
 from service.schema import DAY_MS, METRICS
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.fragments import FragmentInfo
@@ -56,7 +56,7 @@ class Reader:
         self._tails = {name: TailReader(name) for name in METRICS}
         self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
         # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
-        self._minutes = MinutePath(store.fragment_dir, self._rollups, settings.rollup_cache_bytes)
+        self._minutes = MinutePath(store, self._rollups, settings.rollup_cache_bytes)
         self._merging = merging
         self._caches_checked = -1  # the manifest generation the caches were kept to
 
@@ -143,7 +143,8 @@ class Reader:
         self, q: Query, unflushed: list[pl.DataFrame], observe: bool = False
     ) -> pl.DataFrame | None:
         sources = self._sources(q, unflushed, observe)
-        if not (sources.settled or sources.loose or unflushed or sources.shared is not None):
+        shared = sources.shared is not None or sources.shared_days
+        if not (sources.settled or sources.loose or unflushed or shared):
             return None
         if self._mergeable(q, sources):
             priority = self._settings.device_priority if q.device_id is None else None
@@ -165,7 +166,7 @@ class Reader:
             ]
             found = [df for df in days if df is not None and df.height]
             return pl.concat(found) if found else None
-        return self._answer(q, sources.settled, self._fresh(sources))
+        return self._answer(q, sources)
 
     def unflushed(self, metric: str) -> list[pl.DataFrame]:
         """Rows not in a listed fragment yet: this worker's buffer, other workers' WALs."""
@@ -188,7 +189,7 @@ class Reader:
         sources = self._sources(q, unflushed, observe=False)
         fresh = self._fresh(sources)
         return (
-            self._file_rows(q, sources.settled) if sources.settled else None,
+            settled_rows(self._store, q, sources.settled, sources.shared_days),
             None if fresh is None else query_rows(q, fresh),
         )
 
@@ -209,7 +210,9 @@ class Reader:
             else:
                 sources.loose.append(f)
                 sources.scanned += f.rows
-        sources.shared = self._store.table_rows(q.metric, q.start_ms, q.end_ms, q.user_id)
+        sources.shared, sources.shared_days = self._store.table_sources(
+            q.metric, q.start_ms, q.end_ms, q.user_id
+        )
         return sources
 
     def _fresh(self, sources: Sources) -> pl.LazyFrame | None:
@@ -221,14 +224,13 @@ class Reader:
             fresh.append(sources.shared)
         return pl.concat(fresh) if fresh else None
 
-    def _answer(
-        self, q: Query, settled: list[FragmentInfo], fresh: pl.LazyFrame | None
-    ) -> pl.DataFrame:
+    def _answer(self, q: Query, sources: Sources) -> pl.DataFrame:
         """The plain path: every row of the range, de-duplicated, then partials."""
         priority = self._settings.device_priority if q.device_id is None else None
+        fresh = self._fresh(sources)
         if fresh is not None:
             fresh = query_rows(q, fresh)
-        rows = combine(self._file_rows(q, settled) if settled else None, fresh)
+        rows = combine(settled_rows(self._store, q, sources.settled, sources.shared_days), fresh)
         return priority_partials(rows, priority, self.scope, q.slot, q.extremes)
 
     def _mergeable(self, q: Query, sources: Sources) -> bool:
@@ -243,6 +245,3 @@ class Reader:
             and not q.erased_before
             and all(f.rollup for f in sources.settled)
         )
-
-    def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
-        return query_rows(q, scan(self._store.fragment_dir, files))

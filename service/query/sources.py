@@ -11,6 +11,7 @@ import polars as pl
 from service.query.aggregate import select
 from service.schema import ROW_SCHEMA
 from service.storage.fragments import FragmentInfo
+from service.storage.store import Store, TableDay
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,8 @@ class Sources:
     settled: list[FragmentInfo] = field(default_factory=list)
     loose: list[FragmentInfo] = field(default_factory=list)
     scanned: int = 0
-    shared: pl.LazyFrame | None = None  # a shared table's rows (``Store.table_rows``)
+    shared: pl.LazyFrame | None = None  # a shared table's rows outside its rolled-up days
+    shared_days: list[TableDay] = field(default_factory=list)  # its days with a rollup
 
 
 def scan(directory: Path, files: list[FragmentInfo]) -> pl.LazyFrame:
@@ -47,3 +49,15 @@ def query_rows(q: Query, lf: pl.LazyFrame) -> pl.LazyFrame:
     """The rows of ``lf`` that ``q`` reads: its user (and device) and range, none erased."""
     picked = select(lf, q.user_id, q.start_ms, q.end_ms, q.device_id)
     return picked.filter(pl.col("seq") >= q.erased_before) if q.erased_before else picked
+
+
+def settled_rows(
+    store: Store, q: Query, files: list[FragmentInfo], days: list[TableDay]
+) -> pl.LazyFrame | None:
+    """``q``'s rows of compacted day files: listed ``files`` and a shared table's
+    rolled-up ``days`` (a store has one kind or the other)."""
+    scans = [scan(store.fragment_dir, files)] if files else []
+    uris = [uri for day in days for uri in day.files]
+    if uris:
+        scans.append(store.scan_table(uris))
+    return query_rows(q, pl.concat(scans)) if scans else None

@@ -14,7 +14,11 @@ the segments' deletion, commits only the rows above it. ``<machine>`` is a rando
 in ``<data dir>/machine-id``. Probe: ``<table>/_put_if_absent_check``, a one-column table
 each worker commits to twice at start (the second commit must be refused).
 
-The WAL, buffer, tombstones and the local manifest stay in the machine's data directory.
+The WAL, buffer and the local manifest stay in the machine's data directory. Erasures
+are shared through the table's ``_erasures`` (see ``delta_erasure``): an erase lists its
+tombstone there as well as in the local manifest; every worker imports the recent ones
+others began into its machine's manifest at each upkeep (so its buffered rows are hidden
+and its flushes drop them), and leaves out of every flush the rows under any of them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import os
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +38,12 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
+from service.storage import delta_erasure, delta_rollups
 from service.storage.files import create_private, link_new
 from service.storage.fragments import FragmentInfo
-from service.storage.store import Store
-from service.storage.tombstones import live
+from service.storage.manifest import Snapshot
+from service.storage.store import Store, TableDay
+from service.storage.tombstones import Tombstone, live
 
 PARTITIONS = ["metric", "day"]
 # the files' columns: Delta timestamps are microseconds
@@ -48,6 +55,11 @@ CHECK_TABLE = "_put_if_absent_check"
 TRANSACTION_RETENTION = "interval 30 days"
 LAST_DAY_MS = 253_402_214_400_000  # 9999-12-31T00:00:00Z, the last day a date can hold
 MACHINE_FILE = "machine-id"
+# an erase begun on another machine is listed in this one's manifest if this recent: half
+# the time a done tombstone stays listed (``tombstones.KEEP_S``), so it is never listed twice
+IMPORT_S = 300.0
+SHARED_REFRESH_S = 1.0  # a flush reads the shared tombstones again at most this often
+DELETE_TRIES = 5  # a DELETE that conflicts with a concurrent commit is tried again
 
 
 class TableRefused(RuntimeError):
@@ -76,6 +88,13 @@ class DeltaStore(Store):
         self._write_lock = threading.Lock()
         self._reader: DeltaTable | None = None
         self._read_lock = threading.Lock()
+        self._rollups: DeltaTable | None = None  # the rollup table, once there is one
+        self._rollups_lock = threading.Lock()
+        self._rollup_rows = delta_rollups.UserRollups()
+        self._erasures: DeltaTable | None = None  # the shared tombstones, once there are any
+        self._erasures_read = 0.0  # monotonic s
+        self._shared: tuple[Tombstone, ...] = ()
+        self._erasures_lock = threading.Lock()
 
     def ensure_layout(self) -> None:
         """The local layout, this machine's id, the table (created if missing) and, on S3,
@@ -109,7 +128,9 @@ class DeltaStore(Store):
         last = max((int(f["seq"].max()) for f in frames.values() if f.height), default=0)  # type: ignore[arg-type]
         if not last:
             return []
-        erased = self.manifest.read().tombstones
+        erased = delta_erasure.merged(
+            self.manifest.read().tombstones, self.shared_erasures(SHARED_REFRESH_S)
+        )
         rows = pl.concat(
             [
                 live(frame, erased).with_columns(metric=pl.lit(metric))
@@ -141,15 +162,41 @@ class DeltaStore(Store):
     ) -> pl.LazyFrame | None:
         """Rows of ``metric`` in the table's files for the UTC days of ``[start_ms, end_ms)``
         (``ROW_SCHEMA``, not yet filtered to the range or to ``user_id``)."""
-        first, last = _day(start_ms), _day(max(start_ms, end_ms - 1))
-        predicate = [("metric", "=", metric), ("day", ">=", first), ("day", "<=", last)]
+        predicate = _days(metric, start_ms, end_ms)
         try:
             with self._read_lock:
                 uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
-        if not uris:
-            return None
+        return self.scan_table(uris) if uris else None
+
+    def table_sources(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[pl.LazyFrame | None, list[TableDay]]:
+        """The rows of files no rollup covers, and the days a rollup covers (``delta_rollups``)
+        with ``user_id``'s rollup rows."""
+        predicate = _days(metric, start_ms, end_ms)
+        try:
+            with self._read_lock:
+                uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
+            if not uris:
+                return None, []
+            with self._rollups_lock:
+                handle = self._rollups_table()
+                days = (
+                    []
+                    if handle is None
+                    else delta_rollups.rolled_days(
+                        handle, self._rollup_rows, self._options, predicate, user_id, uris
+                    )
+                )
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
+        settled = {uri for day in days for uri in day.files}
+        loose = [uri for uri in uris if uri not in settled]
+        return (self.scan_table(loose) if loose else None), days
+
+    def scan_table(self, uris: list[str]) -> pl.LazyFrame:
         scan = pl.scan_parquet(
             uris,
             schema=FILE_SCHEMA,
@@ -157,6 +204,69 @@ class DeltaStore(Store):
             storage_options=self._options,
         )
         return scan.with_columns(pl.col("ts").cast(ROW_SCHEMA["ts"]))
+
+    def _rollups_table(self) -> DeltaTable | None:
+        """The rollup table at its latest version, None until a compaction wrote one
+        (caller holds ``_rollups_lock``)."""
+        if self._rollups is None:
+            self._rollups = delta_rollups.open_rollups(self.uri, self._options)
+        else:
+            self._rollups.update_incremental()
+        return self._rollups
+
+    def share_erasure(self, tomb: Tombstone) -> None:
+        """List ``tomb`` in the table's shared tombstones."""
+        try:
+            delta_erasure.record(self.uri, self._options, [tomb])
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"the erasure could not be shared at {self.uri}: {exc}") from exc
+
+    def sync_erasures(self) -> None:
+        """List in this machine's manifest the recent shared tombstones it lacks."""
+        fresh = delta_erasure.recent(self.shared_erasures(0.0), time.time() - IMPORT_S)
+        if not delta_erasure.missing(fresh, self.manifest.read().tombstones):
+            return
+
+        def add(current: Snapshot) -> tuple[Tombstone, ...]:
+            new = {t.user_id: t for t in delta_erasure.missing(fresh, current.tombstones)}
+            kept = tuple(t for t in current.tombstones if t.user_id not in new)
+            return (*kept, *new.values())
+
+        self.manifest.commit(tombstones=add)
+
+    def scrub_table(self, stones: tuple[Tombstone, ...]) -> tuple[int, int]:
+        """Share the tombstones of ``stones`` not yet shared (an erase cut short), then
+        delete their rows from the table; (rows deleted, files rewritten)."""
+        if not stones:
+            return 0, 0
+        lacking = delta_erasure.missing(stones, self.shared_erasures(0.0))
+        try:
+            delta_erasure.record(self.uri, self._options, lacking)
+            with self._write_lock:
+                for attempt in range(DELETE_TRIES):
+                    table = self._refreshed("_writer")
+                    try:
+                        return delta_erasure.delete_rows(table, stones)
+                    except CommitFailedError:
+                        if attempt + 1 == DELETE_TRIES:
+                            raise
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"erased rows could not be deleted from {self.uri}: {exc}") from exc
+        return 0, 0  # not reached: the last try returned or raised
+
+    def shared_erasures(self, max_age_s: float) -> tuple[Tombstone, ...]:
+        """The table's shared tombstones, read again when older than ``max_age_s``."""
+        with self._erasures_lock:
+            if time.monotonic() - self._erasures_read < max_age_s:
+                return self._shared
+            if self._erasures is None:
+                self._erasures = delta_erasure.open_shared(self.uri, self._options)
+            else:
+                self._erasures.update_incremental()
+            if self._erasures is not None:
+                self._shared = delta_erasure.shared(self._erasures, self._options)
+            self._erasures_read = time.monotonic()
+            return self._shared
 
     def _refreshed(self, name: str) -> DeltaTable:
         """The handle ``name`` at the table's latest version (caller holds its lock)."""
@@ -239,6 +349,12 @@ def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:
         pl.col("metric"),
         pl.col("ts").dt.date().alias("day"),
     )
+
+
+def _days(metric: str, start_ms: int, end_ms: int) -> list[tuple[str, str, str]]:
+    """The partitions of ``metric`` for the UTC days of ``[start_ms, end_ms)``."""
+    first, last = _day(start_ms), _day(max(start_ms, end_ms - 1))
+    return [("metric", "=", metric), ("day", ">=", first), ("day", "<=", last)]
 
 
 def _now_ms() -> int:

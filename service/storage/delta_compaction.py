@@ -1,12 +1,21 @@
 """Compaction and vacuum of the shared Delta table (see ``delta``), run from one machine.
 
-A (metric, day) partition with at least ``min_files`` files is rewritten as one sorted
-file: one row per reading identity (the highest ``seq``), ordered by (user_id, ts), so a
-one-user query reads few row groups. The rewrite is a predicate overwrite of that
-partition from the snapshot it read: a machine appending to the partition meanwhile makes
-the commit fail ("concurrent transactions added new data") and nothing is lost; the
-partition is tried again on the next run. Two machines compacting at once are equally
-safe, only wasteful: hence one machine (``ops/maint compact-table`` from its cron).
+A (metric, day) partition with at least ``min_files`` files, or without a rollup of its
+current files, is rewritten as one sorted file: one row per reading identity (the highest
+``seq``), ordered by (user_id, ts), so a one-user query reads few row groups. The rewrite
+is a predicate overwrite of that partition from the snapshot it read: a machine appending
+to the partition meanwhile makes the commit fail ("concurrent transactions added new
+data") and nothing is lost; the partition is tried again on the next run. Two machines
+compacting at once are equally safe, only wasteful: hence one machine (``ops/maint
+compact-table`` from its cron).
+
+Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``),
+their rollups with them (a range past raw retention is not answered from rollups on this
+store: ``HR_ROLLUP_RETENTION_DAYS`` does not apply), and deletes again the rows under
+the shared tombstones of the last ``RECENT_S`` (a flush that read the tombstones just
+before an erase and committed just after its ``DELETE``); a rewritten partition leaves
+out the rows under any shared tombstone. Each rewritten partition then gets its
+per-minute rollup (``delta_rollups``).
 
 Vacuum deletes files no version newer than ``retention_hours`` references; at least a
 day, so that a query that listed its files before a compaction can still read them.
@@ -14,6 +23,7 @@ day, so that a query that listed its files before a compaction can still read th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -22,7 +32,9 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from service.schema import IDENTITY
+from service.storage import delta_erasure, delta_rollups
 from service.storage.delta import FILE_SCHEMA, PARTITIONS
+from service.storage.tombstones import Tombstone, live
 
 MIN_RETENTION_HOURS = 24
 ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one or two
@@ -32,51 +44,89 @@ ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one 
 class Report:
     rewritten: list[str] = field(default_factory=list)  # "metric/day: N files -> M rows"
     conflicted: list[str] = field(default_factory=list)  # appended to meanwhile: next run
+    expired_files: int = 0  # files of days past retention
+    erased_rows: int = 0  # rows of erased users deleted again
+    unrolled: list[str] = field(default_factory=list)  # rewritten, rollup not written
 
     def __str__(self) -> str:
-        lines = [f"compacted {p}" for p in self.rewritten]
+        lines = [f"retention dropped {self.expired_files} files"] if self.expired_files else []
+        lines += [f"erasure deleted {self.erased_rows} rows"] if self.erased_rows else []
+        lines += [f"compacted {p}" for p in self.rewritten]
         lines += [f"skipped {p}: appended to meanwhile, next run" for p in self.conflicted]
+        lines += [f"no rollup for {p}: its commit conflicted" for p in self.unrolled]
         return "\n".join(lines) or "nothing to compact"
 
 
-def compact(uri: str, options: dict[str, str] | None, min_files: int) -> Report:
-    """Rewrite every partition of the table at ``uri`` holding ``min_files`` files or more."""
+def compact(
+    uri: str, options: dict[str, str] | None, min_files: int, retention_days: int = 0
+) -> Report:
+    """Apply retention and recent erasures, then rewrite every partition of the table at
+    ``uri`` holding ``min_files`` files or more."""
     table = DeltaTable(uri, storage_options=options)
     report = Report()
-    for metric, day, files in crowded(table, min_files):
+    handle = delta_erasure.open_shared(uri, options)
+    stones = delta_erasure.shared(handle, options) if handle is not None else ()
+    report.expired_files = delta_erasure.expire(table, retention_days)
+    rollups = delta_rollups.open_rollups(uri, options)
+    if rollups is not None:  # a day's rollup goes with its raw rows (none answers alone yet)
+        report.expired_files += delta_erasure.expire(rollups, retention_days)
+    fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
+    report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
+    for metric, day, files in crowded(table, min_files, delta_rollups.rolled(uri, options)):
         name = f"{metric}/{day.isoformat()}"
         try:
-            rows = compact_partition(table, options, metric, day)
+            rows = compact_partition(table, options, metric, day, stones)
         except CommitFailedError:
             report.conflicted.append(name)
             table.update_incremental()
             continue
         report.rewritten.append(f"{name}: {files} files -> {rows} rows")
+        try:
+            roll(table, options, metric, day)
+        except CommitFailedError:
+            report.unrolled.append(name)  # the day is read raw until its next rewrite
     return report
 
 
-def crowded(table: DeltaTable, min_files: int) -> list[tuple[str, date, int]]:
-    """(metric, day, files) of each partition with at least ``min_files`` files."""
+def crowded(
+    table: DeltaTable, min_files: int, rolled: set[str] | None = None
+) -> list[tuple[str, date, int]]:
+    """(metric, day, files) of each partition with at least ``min_files`` files, or, when
+    ``rolled`` (the file lists the rollups name) is given, with files no rollup names."""
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
     if actions.is_empty():
         return []
+    name = pl.col("path").str.split("/").list.last()
     counts = (
         actions.group_by("partition.metric", "partition.day")
-        .len()
-        .filter(pl.col("len") >= min_files)
+        .agg(pl.len(), name.sort().str.join("\n").alias("files"))
+        .filter(
+            (pl.col("len") >= min_files)
+            | (False if rolled is None else ~pl.col("files").is_in(sorted(rolled)))
+        )
         .sort("partition.metric", "partition.day")
     )
-    return [(str(m), _as_date(d), int(n)) for m, d, n in counts.iter_rows()]
+    return [
+        (str(m), _as_date(d), int(n)) for m, d, n in counts.select(pl.exclude("files")).iter_rows()
+    ]
 
 
 def compact_partition(
-    table: DeltaTable, options: dict[str, str] | None, metric: str, day: date
+    table: DeltaTable,
+    options: dict[str, str] | None,
+    metric: str,
+    day: date,
+    stones: tuple[Tombstone, ...] = (),
 ) -> int:
-    """Rewrite one partition from ``table``'s snapshot; the rows written."""
+    """Rewrite one partition from ``table``'s snapshot without the rows under ``stones``;
+    the rows written."""
     where = [("metric", "=", metric), ("day", "=", day.isoformat())]
     files = table.file_uris(file_pruning_predicate=where)
+    scan = pl.scan_parquet(
+        files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
+    )
     rows = (
-        pl.scan_parquet(files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options)
+        live(scan, stones)
         .sort("seq")
         .unique(subset=list(IDENTITY), keep="last")
         .sort("user_id", "ts")
@@ -94,18 +144,36 @@ def compact_partition(
     return rows.height
 
 
+def roll(table: DeltaTable, options: dict[str, str] | None, metric: str, day: date) -> None:
+    """Write the rollup of the partition ``compact_partition`` just rewrote through
+    ``table`` (the handle is at that commit: the partition's files are the new ones)."""
+    where = [("metric", "=", metric), ("day", "=", day.isoformat())]
+    files = table.file_uris(file_pruning_predicate=where)
+    rows = pl.scan_parquet(
+        files, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
+    ).collect()
+    delta_rollups.write(table.table_uri, options, metric, day, rows, files)
+
+
 def vacuum(uri: str, options: dict[str, str] | None, retention_hours: int) -> list[str]:
-    """Delete the files unreferenced for ``retention_hours`` (at least a day); their names."""
+    """Delete the files of the table and of its rollup table unreferenced for
+    ``retention_hours`` (at least a day); their names."""
     if retention_hours < MIN_RETENTION_HOURS:
         raise ValueError(
             f"a vacuum retention of {retention_hours} h is below {MIN_RETENTION_HOURS} h: "
             "queries still reading an older version would fail"
         )
-    table = DeltaTable(uri, storage_options=options)
+    tables = [DeltaTable(uri, storage_options=options)]
+    rollups = delta_rollups.open_rollups(uri, options)
+    tables += [rollups] if rollups is not None else []
     # the table's own minimum (7 days unless configured) gives way to ours
-    return table.vacuum(
-        retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
-    )
+    return [
+        name
+        for table in tables
+        for name in table.vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+        )
+    ]
 
 
 def _quoted(text: str) -> str:

@@ -64,7 +64,9 @@ def begin(store: Store, user_id: str) -> Tombstone:
         return (*others, Tombstone(user_id, now, now / 1e9))
 
     snapshot = store.manifest.commit(tombstones=add)
-    return next(t for t in snapshot.tombstones if t.user_id == user_id)
+    tomb = next(t for t in snapshot.tombstones if t.user_id == user_id)
+    store.share_erasure(tomb)  # a shared table: every machine's (else ``finish`` shares it)
+    return tomb
 
 
 def readings_under(store: Store, unflushed: Unflushed, tomb: Tombstone) -> int:
@@ -75,6 +77,9 @@ def readings_under(store: Store, unflushed: Unflushed, tomb: Tombstone) -> int:
         files = _holding(store.manifest.read(), tomb.user_id, metric)
         if files:
             frames.append(_scan(store, files))
+        table = store.table_rows(metric, 0, 2**62, tomb.user_id)
+        if table is not None:
+            frames.append(table.filter(pl.col("user_id") == tomb.user_id))
         if frames:
             hidden = pl.concat(frames).filter(
                 (pl.col("user_id") == tomb.user_id) & (pl.col("seq") < tomb.before)
@@ -102,6 +107,8 @@ def finish(store: Store, *, wait_s: float = 0.0, keep_s: float = KEEP_S) -> Prog
 def _finish(store: Store, keep_s: float) -> Progress:
     replay_orphans(store)  # dead workers' rows: published without the erased ones
     progress = Progress()
+    waiting = tuple(t for t in store.manifest.read().tombstones if t.done is None)
+    progress.rows_removed, progress.files_rewritten = store.scrub_table(waiting)
     for _ in range(ROUNDS):
         snapshot = store.manifest.read()
         stones = tuple(t for t in snapshot.tombstones if t.done is None)

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import itertools
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from service.config import Settings
 from service.storage.files import private_dir, tighten, unlink_quietly
 from service.storage.fragments import FragmentInfo, fragment_name, write_fragment
 from service.storage.manifest import Manifest, Snapshot
-from service.storage.tombstones import live
+from service.storage.tombstones import Tombstone, live
+
+
+@dataclass(frozen=True, slots=True)
+class TableDay:
+    """A compacted day of a shared table: its files and one user's per-minute rollup."""
+
+    files: list[str]  # the day's files (URIs), each reading identity once
+    rollup: pl.DataFrame  # ROLLUP_SCHEMA rows of the user
 
 
 class Store:
@@ -89,6 +99,27 @@ class Store:
         """Rows published to a table outside the manifest (``delta``); none here."""
         return None
 
+    def table_sources(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[pl.LazyFrame | None, list[TableDay]]:
+        """``table_rows`` split: the rows of files without a rollup, and the compacted days
+        with one (``delta_rollups``); none here."""
+        return None, []
+
+    def scan_table(self, uris: list[str]) -> pl.LazyFrame:
+        """The ``ROW_SCHEMA`` rows of a shared table's files ``uris``; none here."""
+        raise NotImplementedError("the local store has no shared table")
+
+    def share_erasure(self, tomb: Tombstone) -> None:
+        """Make ``tomb`` known to every machine sharing the table (``delta``); nothing here."""
+
+    def sync_erasures(self) -> None:
+        """List the erasures other machines began in this machine's manifest (``delta``)."""
+
+    def scrub_table(self, stones: tuple[Tombstone, ...]) -> tuple[int, int]:
+        """Remove the rows under ``stones`` from a shared table; (rows, files rewritten)."""
+        return 0, 0
+
     def rollups(
         self, metric: str, start_ms: int, end_ms: int, user_id: str | None = None
     ) -> list[FragmentInfo]:
@@ -114,3 +145,18 @@ class Store:
     def _next_name(self) -> str:
         with self._seq_lock:
             return fragment_name(self.worker, next(self._seq))
+
+
+def open_store(settings: Settings, worker: str) -> Store:
+    """The worker's store; deltalake is imported only where the Delta store is chosen."""
+    if settings.store == "delta":
+        from service.storage.delta import DeltaStore
+
+        return DeltaStore(
+            settings.data_dir,
+            worker,
+            settings.lock_timeout_s,
+            settings.table_uri,
+            settings.table_options,
+        )
+    return Store(settings.data_dir, worker, settings.lock_timeout_s)

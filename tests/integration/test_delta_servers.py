@@ -183,3 +183,30 @@ def test_a_table_on_an_unreachable_store_stops_the_workers_at_start(server_facto
     with pytest.raises(RuntimeError, match="exited at start-up") as failed:
         server_factory(workers=1, data_dir=tmp_path / "a", **env)
     assert "TableRefused: the table at s3://health/readings cannot be used" in str(failed.value)
+
+
+def test_an_erase_on_one_server_removes_the_user_from_the_table_and_the_other_server(
+    server_factory, s3, tmp_path
+):
+    flow = {**s3, "HR_FLUSH_INTERVAL_S": "0.5", "HR_RECOVERY_INTERVAL_S": "0.5"}
+    a = server_factory(workers=2, data_dir=tmp_path / "a", **flow)
+    b = server_factory(workers=2, data_dir=tmp_path / "b", **flow)
+    for server, minute in ((a, 0), (b, 1)):
+        for user in ("gone", "kept"):
+            assert request(server, "POST", PATH, reading(user, minute, 60 + minute))[0] == 202
+    for server in (a, b):
+        wait_until(lambda s=server: len(series(s, "gone")) == 2, 60, "both servers' flushes")
+    time.sleep(1)  # upkeep has looked for shared erasures (none yet): still ready
+    assert request(b, "GET", "/ready")[0] == 200
+    assert request(b, "POST", PATH, reading("gone", 2, 62))[0] == 202  # maybe still buffered
+    status, _, receipt = request(a, "DELETE", "/users/gone")
+    assert status == 200, receipt
+    assert series(a, "gone") == {}  # at once on the erasing server
+    wait_until(lambda: series(b, "gone") == {}, 30, "the other server to import the erasure")
+    rows = lambda: table(s3)  # noqa: E731
+    wait_until(lambda: "gone" not in set(rows()["user_id"]), 60, "the erased rows to go")
+    assert series(b, "kept") == {stamp(0): 60.0, stamp(1): 61.0}
+    assert sorted(rows().filter(pl.col("user_id") == "kept")["value"]) == [60.0, 61.0]
+    time.sleep(2)  # b's later flushes and upkeep do not bring a row back
+    assert "gone" not in set(rows()["user_id"])
+    assert series(a, "gone") == series(b, "gone") == {}

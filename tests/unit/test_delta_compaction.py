@@ -59,9 +59,13 @@ def test_a_crowded_day_becomes_one_sorted_file_with_each_reading_once(tmp_path: 
     assert version == 101  # the transactions outlive the rewrite: replays stay exact
 
 
-def test_a_day_with_few_files_is_left_alone(tmp_path: Path) -> None:
+def test_a_day_with_few_files_is_rewritten_once_for_its_rollup_then_left_alone(
+    tmp_path: Path,
+) -> None:
     store = store_at(tmp_path / "m1", tmp_path / "table")
     store.publish(frames(5))
+    first = str(compact(str(tmp_path / "table"), None, min_files=2))
+    assert first == "compacted heart_rate/2024-01-15: 1 files -> 5 rows"
     assert str(compact(str(tmp_path / "table"), None, min_files=2)) == "nothing to compact"
     assert len(day_files(tmp_path / "table")) == 1
 

@@ -79,13 +79,15 @@ class MinutePath:
         fresh = gather([], spans).filter(near).collect()
         # a whole minute only a rollup holds goes straight to the pick; the others (touched by
         # a fresher source, or cut by the range) are merged: the cost follows the fresh rows
-        touched = fresh["minute"].unique().implode()
-        alone = whole & ~pl.col("minute").is_in(touched)
-        rolled_near = rolled.filter(near).collect()
-        shared = gather([rolled_near.filter(~alone)], []).collect()
-        parts = pl.concat([shared, fresh])
+        parts, found = fresh, []
+        if every:
+            touched = fresh["minute"].unique().implode()
+            alone = whole & ~pl.col("minute").is_in(touched)
+            rolled_near = rolled.filter(near).collect()
+            parts = pl.concat([gather([rolled_near.filter(~alone)], []).collect(), fresh])
+            found.append(rolled_near.lazy().filter(alone).select(minute_partials()))
         out, dirty = merge(parts.filter(whole))
-        found = [out.lazy(), rolled_near.lazy().filter(alone).select(minute_partials())]
+        found.append(out.lazy())
         cut = parts.filter(~whole)["minute"].dt.epoch("ms")
         raw = pl.concat([dirty, cut]).unique()
         if raw.len():  # the raw rows of these minutes, from the sources that hold them

@@ -66,7 +66,7 @@ def table(kind: str, tmp: Path, logs: Path) -> Iterator[Table]:
         root.mkdir()
         yield Table(kind, {"HR_STORE": "delta", "HR_TABLE_URI": str(root)})
     else:
-        with _moto(logs / "moto.log") as endpoint:
+        with moto_endpoint(logs / "moto.log") as endpoint:
             yield Table(
                 kind,
                 {
@@ -82,8 +82,8 @@ def table(kind: str, tmp: Path, logs: Path) -> Iterator[Table]:
 
 
 @contextlib.contextmanager
-def _moto(log_file: Path) -> Iterator[str]:
-    """A moto S3 endpoint on a free loopback port with the bucket ``BUCKET``."""
+def moto_endpoint(log_file: Path, bucket: str = BUCKET) -> Iterator[str]:
+    """A moto S3 endpoint on a free loopback port with the bucket ``bucket``; its URL."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with log_file.open("wb") as out:
@@ -97,7 +97,7 @@ def _moto(log_file: Path) -> Iterator[str]:
         try:
             log(f"started moto_server (pid {proc.pid}) at {endpoint}")
             _wait(endpoint, proc)
-            put = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
+            put = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
             with urllib.request.urlopen(put, timeout=10):
                 pass
             yield endpoint

@@ -10,17 +10,15 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from ops.bench_table import moto_endpoint
 from ops.server import Server, free_port
 from tests.integration.conftest import request, wait_until
 from tests.integration.test_server import BASE, PATH, reading, series, stamp, wal_segments
@@ -33,21 +31,7 @@ BUCKET = "health"
 @pytest.fixture
 def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A moto S3 endpoint on a free port with one bucket; the servers' environment."""
-    port = free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _answers(endpoint), 30, "moto to listen")
-        put = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
-        with urllib.request.urlopen(put, timeout=10) as answer:
-            assert answer.status == 200
+    with moto_endpoint(tmp_path / "moto.log", BUCKET) as endpoint:
         yield {
             "HR_STORE": "delta",
             "HR_TABLE_URI": f"s3://{BUCKET}/readings",
@@ -57,18 +41,6 @@ def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_REGION": "us-east-1",
         }
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        log.close()
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def table(env: dict[str, str]) -> pl.DataFrame:

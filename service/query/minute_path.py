@@ -41,7 +41,6 @@ class MinutePath:
         """Forget the partials of files the manifest no longer lists."""
         self._loose.keep(listed)
 
-    # longer than 40 lines: the partial sources, the dirty minutes and the raw rows share bounds
     def partials(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> pl.DataFrame:
@@ -51,25 +50,15 @@ class MinutePath:
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
-        shared_rollups = [day.rollup for day in sources.shared_days]  # a store has one kind
+        every = rollups + [day.rollup for day in sources.shared_days]  # a store has one kind
         # each loose file's partials, in the order of ``sources.loose``
         per_file = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
-        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
-        spans = per_file + steady
-        raw_rows = [df.lazy() for df in changing]
-        if sources.shared is not None:
-            raw_rows.append(sources.shared)
-        if raw_rows:
-            changed = query_rows(q, pl.concat(raw_rows)).collect()
-            if changed.height:
-                spans.append(spanned(changed.lazy()).collect())
-        spans = [df for df in spans if df.height]  # (``per_file`` keeps its order)
+        spans = [df for df in per_file + self._unflushed_spans(q, sources) if df.height]
         minute = pl.col("minute").dt.epoch("ms")
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
         whole = (minute >= first) & (minute < stop)
-        every = rollups + shared_rollups
         rolled = (pl.concat(every) if every else pl.DataFrame(schema=ROLLUP_SCHEMA)).lazy()
         if not spans and first == q.start_ms and stop == q.end_ms:
             # compacted days only, cut nowhere: one rollup per day, so no minute has two
@@ -88,33 +77,59 @@ class MinutePath:
             found.append(rolled_near.lazy().filter(alone).select(minute_partials()))
         out, dirty = merge(parts.filter(whole))
         found.append(out.lazy())
-        cut = parts.filter(~whole)["minute"].dt.epoch("ms")
-        raw = pl.concat([dirty, cut]).unique()
-        if raw.len():  # the raw rows of these minutes, from the sources that hold them
-            ts = pl.col("ts").dt.epoch("ms")
-            low, high = int(raw.min()), int(raw.max()) + MINUTE_MS  # type: ignore[arg-type]
-            wanted = (ts >= low) & (ts < high)
-            wanted = wanted & pl.col("ts").dt.truncate("1m").dt.epoch("ms").is_in(raw.implode())
-
-            def holds(frame: pl.DataFrame) -> bool:
-                return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
-
-            files = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
-            days = [day for day in sources.shared_days if holds(day.rollup)]
-            loose = [f for f, r in zip(sources.loose, per_file, strict=True) if holds(r)]
-            unflushed = [df.lazy() for df in sources.unflushed]
-            if sources.shared is not None:
-                unflushed.append(sources.shared)
-            rest = [query_rows(q, pl.concat(unflushed))] if unflushed else []
-            if loose:
-                rest.append(self._file_rows(q, loose))
-            settled = settled_rows(self._store, q, files, days)
-            settled = None if settled is None else settled.filter(wanted)
-            fresh_rows = pl.concat(rest).filter(wanted) if rest else None
-            if settled is not None or fresh_rows is not None:
-                rows = combine(settled, fresh_rows)
-                found.append(slot_partials(rows, "1m", extremes=True).select(out.columns))
+        raw = pl.concat([dirty, parts.filter(~whole)["minute"].dt.epoch("ms")]).unique()
+        if raw.len():
+            raw_parts = self._raw_partials(q, sources, raw, rollups, per_file)
+            if raw_parts is not None:
+                found.append(raw_parts.select(out.columns))
         return pick(pl.concat(found).select(_names(q)), priority, "in-memory")
+
+    def _unflushed_spans(self, q: Query, sources: Sources) -> list[pl.DataFrame]:
+        """The user's spanned partials of the unflushed rows (and a shared table's): kept
+        per steady frame, computed for the rest."""
+        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
+        rows = [df.lazy() for df in changing]
+        if sources.shared is not None:
+            rows.append(sources.shared)
+        if not rows:
+            return steady
+        changed = query_rows(q, pl.concat(rows)).collect()
+        return [*steady, spanned(changed.lazy()).collect()] if changed.height else steady
+
+    def _raw_partials(
+        self,
+        q: Query,
+        sources: Sources,
+        raw: pl.Series,
+        rollups: list[pl.DataFrame],
+        per_file: list[pl.DataFrame],
+    ) -> pl.LazyFrame | None:
+        """Partials of the minutes ``raw`` (epoch ms) from raw rows, de-duplicated, read
+        from the sources whose partials hold those minutes (``rollups`` and ``per_file``
+        pair with ``sources.settled`` and ``sources.loose``)."""
+        ts = pl.col("ts").dt.epoch("ms")
+        low, high = int(raw.min()), int(raw.max()) + MINUTE_MS  # type: ignore[arg-type]
+        wanted = (ts >= low) & (ts < high)
+        wanted = wanted & pl.col("ts").dt.truncate("1m").dt.epoch("ms").is_in(raw.implode())
+
+        def holds(frame: pl.DataFrame) -> bool:
+            return bool(frame["minute"].dt.epoch("ms").is_in(raw.implode()).any())
+
+        files = [f for f, r in zip(sources.settled, rollups, strict=True) if holds(r)]
+        days = [day for day in sources.shared_days if holds(day.rollup)]
+        loose = [f for f, r in zip(sources.loose, per_file, strict=True) if holds(r)]
+        unflushed = [df.lazy() for df in sources.unflushed]
+        if sources.shared is not None:
+            unflushed.append(sources.shared)
+        rest = [query_rows(q, pl.concat(unflushed))] if unflushed else []
+        if loose:
+            rest.append(self._file_rows(q, loose))
+        settled = settled_rows(self._store, q, files, days)
+        settled = None if settled is None else settled.filter(wanted)
+        fresh = pl.concat(rest).filter(wanted) if rest else None
+        if settled is None and fresh is None:
+            return None
+        return slot_partials(combine(settled, fresh), "1m", extremes=True)
 
     def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
         return query_rows(q, scan(self._directory, files))

@@ -11,8 +11,8 @@ highest ``seq`` of that worker's WAL it holds; ``seq`` only grows within a WAL, 
 of that WAL is in the table iff its ``seq`` is at most that version. A flush retried after
 an unclear failure, or a dead worker's WAL replayed after a crash between the commit and
 the segments' deletion, commits only the rows above it. ``<machine>`` is a random id kept
-in ``<data dir>/machine-id``. Probe: ``<table>/_put_if_absent_check``, a one-column table
-each worker commits to twice at start (the second commit must be refused).
+in ``<data dir>/machine-id``; creating the table and the start-up check of its store are in
+``delta_setup``.
 
 The WAL, buffer and the local manifest stay in the machine's data directory. Erasures
 are shared through the table's ``_erasures`` (see ``delta_erasure``): an erase lists its
@@ -23,9 +23,6 @@ and its flushes drop them), and leaves out of every flush the rows under any of 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -39,7 +36,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage import delta_erasure, delta_rollups
-from service.storage.files import create_private, link_new
+from service.storage.delta_setup import TableRefused, check_put_if_absent, create_table, machine_id
 from service.storage.fragments import FragmentInfo
 from service.storage.manifest import Snapshot
 from service.storage.store import Store, TableDay
@@ -49,21 +46,15 @@ PARTITIONS = ["metric", "day"]
 # the files' columns: Delta timestamps are microseconds
 FILE_SCHEMA: dict[str, pl.DataType] = {**ROW_SCHEMA, "ts": pl.Datetime("us", "UTC")}
 TABLE_SCHEMA: dict[str, pl.DataType] = {**FILE_SCHEMA, "metric": pl.String(), "day": pl.Date()}
-CHECK_TABLE = "_put_if_absent_check"
 # each worker start adds an app transaction; readers may forget one unused this long (a WAL
 # left unreplayed longer would be committed again: queries de-duplicate it, as they do rows)
 TRANSACTION_RETENTION = "interval 30 days"
 LAST_DAY_MS = 253_402_214_400_000  # 9999-12-31T00:00:00Z, the last day a date can hold
-MACHINE_FILE = "machine-id"
 # an erase begun on another machine is listed in this one's manifest if this recent: half
 # the time a done tombstone stays listed (``tombstones.KEEP_S``), so it is never listed twice
 IMPORT_S = 300.0
 SHARED_REFRESH_S = 1.0  # a flush reads the shared tombstones again at most this often
 DELETE_TRIES = 5  # a DELETE that conflicts with a concurrent commit is tried again
-
-
-class TableRefused(RuntimeError):
-    """The table's object store cannot be written safely: the service does not start."""
 
 
 class DeltaStore(Store):
@@ -277,70 +268,6 @@ class DeltaStore(Store):
         else:
             table.update_incremental()
         return table
-
-
-def create_table(
-    uri: str,
-    frame: pl.DataFrame,
-    options: dict[str, str] | None,
-    partition_by: list[str] | None = None,
-    configuration: Mapping[str, str | None] | None = None,
-) -> None:
-    """Create the empty table ``uri`` with ``frame``'s columns unless it exists (the
-    workers of every machine race to do so at start)."""
-    if DeltaTable.is_deltatable(uri, storage_options=options):
-        return
-    # CommitFailedError: another worker created it meanwhile (its version 0 won)
-    with contextlib.suppress(CommitFailedError):
-        write_deltalake(
-            uri,
-            frame.clear(),
-            mode="ignore",
-            partition_by=partition_by,
-            configuration=configuration,
-            storage_options=options,
-        )
-
-
-def check_put_if_absent(uri: str, options: dict[str, str] | None) -> None:
-    """Raise ``TableRefused`` unless a second commit of one table version is refused:
-    without put-if-absent, concurrent commits overwrite each other and rows are lost."""
-    probe = f"{uri}/{CHECK_TABLE}"
-    frame = pl.DataFrame({"started": [datetime.now(UTC)]})
-    once = CommitProperties(max_commit_retries=0)
-    create_table(probe, frame, options)
-    for _ in range(5):
-        first = DeltaTable(probe, storage_options=options)
-        second = DeltaTable(probe, storage_options=options)  # the same version as first
-        try:
-            write_deltalake(first, frame, mode="append", commit_properties=once)
-        except CommitFailedError:
-            continue  # another worker's probe got there first: try again
-        try:
-            write_deltalake(second, frame, mode="append", commit_properties=once)
-        except CommitFailedError:
-            return
-        raise TableRefused(
-            f"the object store of {uri} accepted a second write of one Delta log entry: it "
-            "ignores If-None-Match (put-if-absent), so machines would overwrite each "
-            "other's commits; use a store that supports conditional writes"
-        )
-    raise TableRefused(f"the put-if-absent check at {probe} kept conflicting; not started")
-
-
-def machine_id(root: Path) -> str:
-    """This data directory's random id, created once (``MACHINE_FILE``)."""
-    path = root / MACHINE_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    tmp = root / f"{MACHINE_FILE}.{os.getpid()}.tmp"
-    with create_private(tmp) as f:
-        f.write(secrets.token_hex(8).encode())
-    with contextlib.suppress(FileExistsError):  # another worker's id won
-        link_new(tmp, path)
-    return path.read_text().strip()
 
 
 def _table_frame(rows: pl.DataFrame) -> pl.DataFrame:

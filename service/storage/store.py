@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from service.config import Settings
+from service.schema import ROW_SCHEMA
 from service.storage.files import private_dir, tighten, unlink_quietly
 from service.storage.fragments import FragmentInfo, fragment_name, write_fragment
 from service.storage.manifest import Manifest, Snapshot
@@ -108,7 +109,7 @@ class Store:
 
     def scan_table(self, uris: list[str]) -> pl.LazyFrame:
         """The ``ROW_SCHEMA`` rows of a shared table's files ``uris``; none here."""
-        raise NotImplementedError("the local store has no shared table")
+        return pl.LazyFrame(schema=ROW_SCHEMA)  # no shared table: no rows
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """Make ``tomb`` known to every machine sharing the table (``delta``); nothing here."""

@@ -20,8 +20,9 @@ from service.query.reader import Reader
 from service.query.series import json_body
 from service.query.sources import Query
 from service.schema import DAY_MS, ROW_SCHEMA, rows_frame
-from service.storage import delta
-from service.storage.delta import DeltaStore, TableRefused, check_put_if_absent
+from service.storage import delta_setup
+from service.storage.delta import DeltaStore
+from service.storage.delta_setup import TableRefused, check_put_if_absent
 from service.storage.recovery import replay_orphans
 from service.storage.wal import list_segments
 from tests.unit.test_write_path import BASE, dead_worker_wal, rows
@@ -159,7 +160,7 @@ def test_the_put_if_absent_check_passes_on_a_store_that_refuses_overwrites(
 
 
 def test_a_store_that_overwrites_log_entries_is_refused(tmp_path: Path, monkeypatch) -> None:
-    real = delta.write_deltalake
+    real = delta_setup.write_deltalake
     check_put_if_absent(str(tmp_path / "table"), None)  # creates the probe table
 
     def overwriting(table, data, **kwargs):  # the second commit "succeeds"
@@ -167,7 +168,7 @@ def test_a_store_that_overwrites_log_entries_is_refused(tmp_path: Path, monkeypa
             return None
         return real(table, data, **kwargs)
 
-    monkeypatch.setattr(delta, "write_deltalake", overwriting)
+    monkeypatch.setattr(delta_setup, "write_deltalake", overwriting)
     with pytest.raises(TableRefused, match="If-None-Match"):
         check_put_if_absent(str(tmp_path / "table"), None)
 

@@ -21,7 +21,8 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
    again under single-POST load, a 30-day query whose last 15 days just arrived
    (``ops/bench_fresh.py``);
 5. event-stream lag with 200 open streams under the single-POST load, and the single-POST
-   rate with and without them (``ops/bench_stream.py``).
+   rate with and without them (``ops/bench_stream.py``);
+6. single POSTs with access control off and on, a key sent to both (``ops/bench_auth.py``).
 
 ``--store delta`` (a table on a local path) or ``delta-s3`` (on a moto_server S3 endpoint)
 runs phases 1-3 against ``HR_STORE=delta``, each phase with a table of its own, compacted
@@ -31,7 +32,7 @@ Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped wi
 
 Modules: bench_plan (options), bench_servers (the servers), bench_wrk (wrk runs and
 batch bodies), bench_writes (phases 1-2), bench_queries (phase 3), bench_fresh (phase 4),
-bench_stream (phase 5), bench_table (--store), bench_machine and
+bench_stream (phase 5), bench_auth (phase 6), bench_table (--store), bench_machine and
 bench_report/bench_notes (the output); ops/server.py starts and stops gunicorn.
 """
 
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.bench_auth import measure_auth
 from ops.bench_common import fragment_count, log
 from ops.bench_fresh import measure_fresh
 from ops.bench_machine import CpuWatch, machine_lines
@@ -83,6 +85,7 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     fresh: str = ""  # the fresh-data phase's own table
     streams: str = ""  # the stream phase's own table
+    auth: str = ""  # the access-control phase's own table
 
 
 def main(argv: Sequence[str]) -> int:
@@ -109,6 +112,8 @@ def main(argv: Sequence[str]) -> int:
             fresh_phase(plan, logs, out)
         if "streams" in plan.phases:
             stream_phase(plan, tmp, logs, out)
+        if "auth" in plan.phases:
+            auth_phase(plan, tmp, logs, out)
     finally:
         if not plan.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +129,7 @@ def main(argv: Sequence[str]) -> int:
         out.noise,
         out.failures,
     )
-    body = result.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams) if t)
+    body = result.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams, out.auth) if t)
     body += f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
     print(body, flush=True)
     save("\n".join(header) + "\n" + body)
@@ -192,7 +197,7 @@ def fresh_phase(plan: Plan, logs: Path, out: Outcome) -> None:
 
 
 def stream_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
-    """Phase 4: stream lag and ingestion beside open streams (``ops/bench_stream.py``)."""
+    """Phase 5: stream lag and ingestion beside open streams (``ops/bench_stream.py``)."""
     try:
         server = service_server("service-stream", tmp / "stream-data", plan, logs)
         with running(server):
@@ -201,6 +206,15 @@ def stream_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
     except Exception as exc:
         out.failures.append(f"stream phase: {exc}")
         log(f"stream phase failed: {exc}")
+
+
+def auth_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
+    """Phase 6: what access control costs single POSTs (``ops/bench_auth.py``)."""
+    try:
+        out.auth = measure_auth(plan, tmp, logs).render()
+    except Exception as exc:
+        out.failures.append(f"access-control phase: {exc}")
+        log(f"access-control phase failed: {exc}")
 
 
 def save(text: str) -> None:

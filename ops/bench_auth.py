@@ -1,143 +1,135 @@
-"""What access control costs a single POST, in-process: the served ASGI app called in a
-loop (no sockets, no HTTP parsing), with access control off, ``auto`` on loopback with no
-key (the layer installed, waiting for a first key), and on with a key sent and checked.
+"""What access control costs single POSTs over HTTP: ``./ops/bench --phases auth``, or alone
+``python -m ops.bench_auth [--duration 10] [--runs 3]``.
 
-``.venv/bin/python -m ops.bench_auth [requests per round] [rounds] 2>/dev/null``
+Two services as ``ops/serve`` starts them (fresh data dirs, the same gunicorn config), one
+with ``HR_AUTH=off`` and one with ``HR_AUTH=on`` and an ``ingest`` key created in its data
+dir before it starts. Both run at once (the idle one sleeps). wrk's single-POST load
+(``bench_post.lua``, the writes phase's connections) sends the same
+``Authorization: Bearer`` header to both, so their requests are byte for byte alike and
+only the check differs. Each run measures both, in the order off/on on even runs and
+on/off on odd ones, so a machine slowing or speeding up over the phase falls on both.
 
-Requests go 64 at a time (group commit then batches them, as under load). Rounds
-alternate between the variants, so a slower stretch of a busy machine hits each; the
-median round of each is reported, in CPU microseconds per request of the event loop's
-thread (where the layer runs; the commit threads' work does not depend on it, and left
-out it leaves less noise). Durability ``none``
-keeps fsync out of the figure: the smaller the rest of the request, the larger the layer's
-share. Each variant writes to a data directory of its own under a temporary directory.
+Per measurement: requests/s and p99, and the workers' CPU per request (user + system time
+of the worker processes over the load, divided by the requests answered): the layer adds
+to that CPU, and on a shared machine it is steadier than the rate, which also moves with
+whatever else runs. The target: with the check, at least 95% of the rate without it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import statistics
+import argparse
 import sys
 import tempfile
-import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.app import ServiceApp, create_app
+from ops.bench_common import SINGLE_PATH, log, median
+from ops.bench_machine import workers_cpu_s
+from ops.bench_plan import Plan, parse_args
+from ops.bench_servers import running, service_server
+from ops.bench_wrk import run_wrk
+from ops.server import Server
 from service.auth import keys
-from service.config import Settings
 
-VARIANTS = ("off", "auto, no key", "on, key sent")
-CONCURRENCY = 64  # requests in flight, as ops/bench's single-POST phase has connections
+TARGET_SHARE = 0.95  # the check may cost single POSTs at most 5%
 
 
-def _headers(length: int, secret: str | None) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"host", b"127.0.0.1:8000"),
-        (b"user-agent", b"bench"),
-        (b"content-type", b"application/json"),
-        (b"content-length", str(length).encode()),
-    ]
-    if secret is not None:
-        headers.append((b"authorization", f"Bearer {secret}".encode()))
-    return headers
+@dataclass(slots=True)
+class Variant:
+    server: Server
+    rates: list[float] = field(default_factory=list)
+    p99s: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # workers' CPU per request
 
-
-def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/metrics/heart-rate",
-        "raw_path": b"/metrics/heart-rate",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-async def _round(app: ServiceApp, bodies: list[bytes], secret: str | None) -> float:
-    statuses: list[int] = []
-
-    async def send(message: dict[str, object]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(int(message["status"]))  # type: ignore[call-overload]
-
-    headers = _headers(len(bodies[0]), secret)  # every body has the same length
-
-    async def one(body: bytes) -> None:
-        message = {"type": "http.request", "body": body, "more_body": False}
-
-        async def receive() -> dict[str, object]:
-            return message
-
-        await app(_scope(headers), receive, send)
-
-    started = time.thread_time()
-    for at in range(0, len(bodies), CONCURRENCY):
-        await asyncio.gather(*(one(body) for body in bodies[at : at + CONCURRENCY]))
-    elapsed = time.thread_time() - started
-    assert set(statuses) == {202}, set(statuses)
-    return elapsed / len(bodies) * 1e6
-
-
-def _app(root: Path, variant: str) -> tuple[ServiceApp, str | None]:
-    data = root / variant.replace(",", "").replace(" ", "-")
-    secret = None
-    if variant.startswith("on"):
-        secret = keys.create(data, "bench", ["ingest"], [], 5)
-    auth = "off" if variant == "off" else "auto" if variant.startswith("auto") else "on"
-    settings = Settings(data_dir=data, durability="none", flush_interval_s=3600, auth=auth)  # type: ignore[arg-type]
-    return create_app(settings), secret
-
-
-async def main(per_round: int, rounds: int, only: str = "") -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        apps = {v: _app(Path(tmp), v) for v in VARIANTS if only in ("", v)}
-        results: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        async with contextlib.AsyncExitStack() as stack:
-            for app, _ in apps.values():
-                await stack.enter_async_context(app.api.router.lifespan_context(app.api))
-            await _rounds(apps, results, per_round, rounds)
-    if not only:
-        _report(results, per_round, rounds)
-
-
-async def _rounds(
-    apps: dict[str, tuple[ServiceApp, str | None]],
-    results: dict[str, list[float]],
-    per_round: int,
-    rounds: int,
-) -> None:
-    seq = 0
-    for _ in range(rounds + 1):  # the first round warms up and is dropped
-        for variant, (app, secret) in apps.items():
-            bodies = []
-            for _ in range(per_round):
-                seq += 1
-                ts = f"2024-01-15T{seq // 3600 % 24:02d}:{seq // 60 % 60:02d}:{seq % 60:02d}Z"
-                bodies.append(
-                    b'{"user_id":"u%03d","device_id":"device_a","timestamp":"%s","heart_rate":72}'
-                    % (seq % 1000, ts.encode())
-                )
-            results[variant].append(await _round(app, bodies, secret))
-
-
-def _report(results: dict[str, list[float]], per_round: int, rounds: int) -> None:
-    base = statistics.median(results["off"][1:])
-    for variant, values in results.items():
-        median = statistics.median(values[1:])
-        print(
-            f"{variant:>14}: {median:6.1f} CPU us/request (median of {rounds} rounds of "
-            f"{per_round}), {100 * (median / base - 1):+5.1f}% against off",
-            file=sys.stdout,
+    def measure(self, plan: Plan, header: str, label: str) -> None:
+        before = workers_cpu_s(self.server)
+        wrk = run_wrk(
+            self.server.url + SINGLE_PATH,
+            plan.connections,
+            plan.wrk_threads,
+            plan.duration_s,
+            "single",
+            label,
+            headers=[header],
+        )
+        used = workers_cpu_s(self.server) - before
+        if wrk.non2xx or wrk.socket_errors:
+            raise RuntimeError(
+                f"{self.server.name}: {wrk.non2xx} non-2xx answers, {wrk.socket_errors} errors"
+            )
+        self.rates.append(wrk.ok_per_s)
+        self.p99s.append(wrk.p99_ms)
+        self.cpu_us.append(used / max(1, wrk.requests) * 1e6)
+        log(
+            f"{self.server.name}: {wrk.ok_per_s:,.0f} req/s, p99 {wrk.p99_ms:.1f} ms, "
+            f"{self.cpu_us[-1]:.0f} us of worker CPU a request"
         )
 
 
+@dataclass(slots=True)
+class AuthResults:
+    off: Variant
+    on: Variant
+
+    def render(self) -> str:
+        pairs = [b / a for a, b in zip(self.off.rates, self.on.rates, strict=True)]
+        rate_share = median(self.on.rates) / median(self.off.rates)
+        cpu_ratio = median(self.on.cpu_us) / median(self.off.cpu_us)
+        met = "yes" if rate_share >= TARGET_SHARE else "**no**"
+
+        def runs(values: list[float], fmt: str) -> str:
+            return " / ".join(format(v, fmt) for v in values)
+
+        rows = [
+            ("single POST req/s, off (runs)", f"{median(self.off.rates):,.0f}",
+             runs(self.off.rates, ",.0f")),
+            ("single POST req/s, on with a key (runs)", f"{median(self.on.rates):,.0f}",
+             runs(self.on.rates, ",.0f")),
+            ("on / off, rate (each run's pair)", f"{rate_share:.1%}",
+             f"{runs(pairs, '.0%')}; target ≥ {TARGET_SHARE:.0%}: {met}"),
+            ("p99 off / on (ms)", f"{median(self.off.p99s):.1f} / {median(self.on.p99s):.1f}", ""),
+            ("workers' CPU per request, off / on (µs)",
+             f"{median(self.off.cpu_us):.0f} / {median(self.on.cpu_us):.0f}",
+             f"on costs {cpu_ratio - 1:+.1%}"),
+        ]  # fmt: skip
+        lines = ["## Access control", "", "| figure | value | note |", "|---|---|---|"]
+        return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
+def measure_auth(plan: Plan, tmp: Path, logs: Path) -> AuthResults:
+    """Both services started, then ``plan.runs`` alternating pairs (module docstring)."""
+    on_dir = tmp / "auth-on-data"
+    secret = keys.create(on_dir, "bench", ["ingest"], [], 5.0)
+    header = f"Authorization: Bearer {secret}"
+    off = Variant(service_server("service-auth-off", tmp / "auth-off-data", plan, logs,
+                                 {"HR_AUTH": "off"}))  # fmt: skip
+    on = Variant(service_server("service-auth-on", on_dir, plan, logs, {"HR_AUTH": "on"}))
+    with running(off.server, on.server):
+        for variant in (off, on):  # warm-up, not kept
+            run_wrk(variant.server.url + SINGLE_PATH, plan.connections, plan.wrk_threads,
+                    3, "single", f"w{variant.server.name}", headers=[header])  # fmt: skip
+        for run in range(plan.runs):
+            for variant in (off, on) if run % 2 == 0 else (on, off):
+                name = "on" if variant is on else "off"
+                variant.measure(plan, header, f"a{run}{name}")
+    return AuthResults(off, on)
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m ops.bench_auth")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
+    p.add_argument("--runs", type=int, default=3, help="pairs of runs (3)")
+    p.add_argument("--workers", type=int)
+    a = p.parse_args(argv)
+    extra = ["--duration", str(a.duration), "--runs", str(a.runs)]
+    plan = parse_args(extra + ([] if a.workers is None else ["--workers", str(a.workers)]))
+    tmp = Path(tempfile.mkdtemp(prefix="hr-bench-auth-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    print(measure_auth(plan, tmp, logs).render())
+    return 0
+
+
 if __name__ == "__main__":
-    counts = [int(a) for a in sys.argv[1:3]] or [2000, 7]
-    asyncio.run(main(*counts, *sys.argv[3:4]))
+    sys.exit(main(sys.argv[1:]))

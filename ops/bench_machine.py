@@ -13,6 +13,8 @@ import polars as pl
 
 from ops.server import ROOT, Server
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # the unit of /proc's CPU times
+
 
 def machine_lines(data_root: Path) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -58,27 +60,18 @@ class CpuWatch:
 
     def __init__(self, servers: list[Server]) -> None:
         self._servers = servers  # read at every sample: servers made later count too
-        self._tick = os.sysconf("SC_CLK_TCK")
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, float, float]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / self._tick
+        busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) * TICK_S
         t = os.times()
         ours = t.user + t.system + t.children_user + t.children_system
         for server in self._servers:
             if server.proc is not None and server.proc.returncode is None:
                 pids = [server.proc.pid, *server.worker_pids()]
-                ours += sum(self._proc_cpu(pid) for pid in pids)
+                ours += sum(proc_cpu_s(pid) for pid in pids)
         return time.monotonic(), busy, ours
-
-    def _proc_cpu(self, pid: int) -> float:
-        try:
-            text = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = text.rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15]) / self._tick  # utime stime cutime cstime
 
     def share(self) -> float:
         """Share of all cores (0..1) used by other processes since ``start``."""
@@ -86,6 +79,23 @@ class CpuWatch:
         wall1, busy1, ours1 = self._sample()
         cores = os.cpu_count() or 1
         return max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(1e-9, (wall1 - wall0) * cores)
+
+
+def proc_cpu_s(pid: int, children: bool = True) -> float:
+    """CPU seconds of process ``pid`` so far (0 once gone), with its waited-for children's
+    unless ``children`` is False."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11 : 15 if children else 13]) * TICK_S  # u/s, cu/cs
+
+
+def workers_cpu_s(server: Server) -> float:
+    """CPU seconds the server's live workers have used so far, their own only (a worker's
+    compaction child, counted once it exits, would land in one run at random)."""
+    return sum(proc_cpu_s(pid, children=False) for pid in server.worker_pids())
 
 
 def background_load() -> str:

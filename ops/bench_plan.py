@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
         help="which phases to run, comma-separated: writes (single and batch POSTs beside "
         "the no-op and bare-ASGI ceilings, lag, RSS), queries (a loaded store, before and "
         "after compaction), fresh (queries of data that just arrived), streams (stream lag, "
-        "POSTs beside open streams); default: all (writes,queries with a delta --store)",
+        "POSTs beside open streams), auth (POSTs with access control off and on); default: "
+        "all (writes,queries with a delta --store)",
     )
     return p
 

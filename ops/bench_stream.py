@@ -15,6 +15,11 @@ that user's stream:
    reading every stream).
 
 Each probe reading has its own minute bucket, so its event is known by the bucket alone.
+The halves go in the order without/with on even runs and with/without on odd ones: the
+store grows and compaction starts during a run, and the machine's own pace drifts, so a
+fixed order would charge that drift to one side. Beside each rate: the workers' CPU per
+request (their user + system time over the half, divided by the requests answered), the
+cost streams add, steadier on a shared machine than the rate.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ops.bench_common import SINGLE_PATH, log, median, percentile
+from ops.bench_machine import workers_cpu_s
 from ops.bench_plan import parse_args
 from ops.bench_servers import running, service_server
 from ops.bench_wrk import run_wrk
@@ -178,6 +184,8 @@ class StreamResults:
     streams: int
     rate_without: list[float] = field(default_factory=list)
     rate_with: list[float] = field(default_factory=list)
+    cpu_without: list[float] = field(default_factory=list)  # workers' CPU us a request
+    cpu_with: list[float] = field(default_factory=list)
     lags_ms: list[float] = field(default_factory=list)
     missing: int = 0
     probe_errors: int = 0
@@ -186,12 +194,22 @@ class StreamResults:
         without, with_ = median(self.rate_without), median(self.rate_with)
         p50, p99 = percentile(self.lags_ms, 50), percentile(self.lags_ms, 99)
         share = with_ / without if without else float("nan")
+        pairs = " / ".join(
+            f"{b / a:.0%}" for a, b in zip(self.rate_without, self.rate_with, strict=True)
+        )
+        cpu = median(self.cpu_with) / median(self.cpu_without) - 1
         rows = [
             ("single-POST rate, no streams (req/s)", f"{without:,.0f}", ""),
             (
                 f"single-POST rate, {self.streams} streams open (req/s)",
                 f"{with_:,.0f}",
-                f"{share:.0%} of no streams (target ≥ {TARGETS['rate_share']:.0%})",
+                f"{share:.1%} of no streams (each run's pair: {pairs}; "
+                f"target ≥ {TARGETS['rate_share']:.0%})",
+            ),
+            (
+                "workers' CPU per request, no streams / streams (µs)",
+                f"{median(self.cpu_without):.0f} / {median(self.cpu_with):.0f}",
+                f"streams cost {cpu:+.1%}",
             ),
             (
                 "event lag p50, 202 → event on the other worker (ms)",
@@ -217,12 +235,13 @@ def measure_streams(
     users = [f"live-{i:03d}" for i in range(streams)]
     k = 0
     for run in range(runs):
-        for with_streams in (False, True):
+        for with_streams in (False, True) if run % 2 == 0 else (True, False):
             opened = Streams(server.port, users)
             if with_streams:
                 opened.open()
             probe = Probe(server.port, users, opened.worker_of)
             probe.start(k)
+            cpu_before = workers_cpu_s(server)
             wrk = run_wrk(
                 server.url + SINGLE_PATH,
                 connections,
@@ -231,10 +250,12 @@ def measure_streams(
                 "single",
                 f"s{run}{int(with_streams)}",
             )
+            cpu_us = (workers_cpu_s(server) - cpu_before) / max(1, wrk.requests) * 1e6
             k = probe.stop()
             time.sleep(2)  # the last probe's events
             opened.close()
             (out.rate_with if with_streams else out.rate_without).append(wrk.ok_per_s)
+            (out.cpu_with if with_streams else out.cpu_without).append(cpu_us)
             out.probe_errors += probe.errors
             if with_streams:
                 for key, acked in probe.acked.items():
@@ -243,7 +264,10 @@ def measure_streams(
                     else:
                         out.missing += 1
             label = "with" if with_streams else "without"
-            log(f"streams run {run + 1}, {label} streams: {wrk.ok_per_s:,.0f} req/s")
+            log(
+                f"streams run {run + 1}, {label} streams: {wrk.ok_per_s:,.0f} req/s, "
+                f"{cpu_us:.0f} us of worker CPU a request"
+            )
     return out
 
 

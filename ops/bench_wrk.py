@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,10 +33,19 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, connections: int, threads: int, duration_s: int, *args: str, script: Path = LUA
+    url: str,
+    connections: int,
+    threads: int,
+    duration_s: int,
+    *args: str,
+    script: Path = LUA,
+    headers: Sequence[str] = (),
 ) -> WrkResult:
-    """One wrk run of ``script`` (a Lua script printing a BENCH_RESULT line)."""
+    """One wrk run of ``script`` (a Lua script printing a BENCH_RESULT line); ``headers``
+    ("Name: value") go with every request."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s"]
+    for header in headers:
+        cmd += ["-H", header]
     cmd += ["--latency", "-s", str(script), url, "--", *args]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False, cwd=ROOT

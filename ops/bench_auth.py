@@ -124,10 +124,11 @@ def main(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     extra = ["--duration", str(a.duration), "--runs", str(a.runs)]
     plan = parse_args(extra + ([] if a.workers is None else ["--workers", str(a.workers)]))
-    tmp = Path(tempfile.mkdtemp(prefix="hr-bench-auth-"))
-    logs = tmp / "logs"
-    logs.mkdir()
-    print(measure_auth(plan, tmp, logs).render())
+    with tempfile.TemporaryDirectory(prefix="hr-bench-auth-") as name:
+        logs = Path(name) / "logs"
+        logs.mkdir()
+        results = measure_auth(plan, Path(name), logs)
+    print(results.render())
     return 0
 
 

@@ -279,10 +279,11 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--workers", type=int)
     a = p.parse_args(argv)
     plan = parse_args([] if a.workers is None else ["--workers", str(a.workers)])
-    tmp = Path(tempfile.mkdtemp(prefix="hr-bench-stream-"))
-    server = service_server("service-stream", tmp / "data", plan, tmp)
-    with running(server):
-        results = measure_streams(server, a.streams, a.duration, a.runs)
+    with tempfile.TemporaryDirectory(prefix="hr-bench-stream-") as name:
+        tmp = Path(name)
+        server = service_server("service-stream", tmp / "data", plan, tmp)
+        with running(server):
+            results = measure_streams(server, a.streams, a.duration, a.runs)
     print(results.render())
     return 0
 

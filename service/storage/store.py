@@ -107,6 +107,14 @@ class Store:
         with one (``delta_rollups``); none here."""
         return None, []
 
+    def table_retained(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[int, pl.DataFrame] | None:
+        """A shared table's rolled-up days past raw retention in ``[start_ms, end_ms)``:
+        the end of the last (epoch ms) and ``user_id``'s ``ROLLUP_SCHEMA`` rows; none here
+        (this store lists such days in its manifest: ``rollups``)."""
+        return None
+
     def scan_table(self, uris: list[str]) -> pl.LazyFrame:
         """The ``ROW_SCHEMA`` rows of a shared table's files ``uris``; none here."""
         return pl.LazyFrame(schema=ROW_SCHEMA)  # no shared table: no rows

@@ -36,10 +36,11 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage import delta_erasure, delta_rollups
+from service.storage.delta_log import TableLog
 from service.storage.delta_setup import TableRefused, check_put_if_absent, create_table, machine_id
 from service.storage.fragments import FragmentInfo
 from service.storage.manifest import Snapshot
-from service.storage.store import Store, TableDay
+from service.storage.store import SharedTable, Store, TableDay
 from service.storage.tombstones import Tombstone, live
 
 PARTITIONS = ["metric", "day"]
@@ -195,6 +196,9 @@ class DeltaStore(Store):
             return self._rollups.retained(_days(metric, start_ms, end_ms), user_id)
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the rollups of {self.uri} could not be read: {exc}") from exc
+
+    def shared_table(self) -> SharedTable:
+        return TableLog(self.uri, self._options, self.app_id(""), self.scan_table)
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """List ``tomb`` in the table's shared tombstones."""

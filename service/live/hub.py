@@ -2,11 +2,12 @@
 
 Every ``tick`` the watcher takes the change feed's readings of watched users (this
 worker's own and the other workers' WAL frames, and, on the Delta store, about once a
-second the other machines' commits to the shared table: ``table_watch``), and for each topic touched computes
-its changed buckets once (``updates.buckets``, in a thread) and hands them to every
-stream of that topic. A stream costs work only when its user's readings change; a
-reading nobody watches costs one set lookup. A slow tick delays the next one, which then
-takes more changes at once: the work is per changed topic, not per reading.
+second the other machines' commits to the shared table: ``table_watch``), and for each
+topic touched computes its changed buckets once (``updates.buckets``, in a thread) and
+hands them to every stream of that topic. A stream costs work only when its user's
+readings change; a reading nobody watches costs one set lookup. A slow tick delays the
+next one, which then takes more changes at once: the work is per changed topic, not per
+reading.
 
 Event ids are nanosecond stamps, increasing per stream: the newest sequence stamp of the
 readings behind the event (or the connect time for the first hour's buckets). A resume

@@ -196,7 +196,11 @@ def _compact_table(settings: Settings, args: argparse.Namespace) -> int:
     options = dict(settings.table_options) or None
     min_files = args.min_files or settings.compact_min_files
     report = delta_compaction.compact(
-        settings.table_uri, options, min_files, settings.retention_days
+        settings.table_uri,
+        options,
+        min_files,
+        settings.retention_days,
+        settings.rollup_retention_days,
     )
     print(report)
     if args.vacuum_hours is not None:

@@ -1,11 +1,13 @@
 """The streams a worker holds, and the one watcher task that feeds them.
 
 Every ``tick`` the watcher takes the change feed's readings of watched users (this
-worker's own and the other workers' WAL frames), and for each topic touched computes
-its changed buckets once (``updates.buckets``, in a thread) and hands them to every
-stream of that topic. A stream costs work only when its user's readings change; a
-reading nobody watches costs one set lookup. A slow tick delays the next one, which then
-takes more changes at once: the work is per changed topic, not per reading.
+worker's own and the other workers' WAL frames, and, on the Delta store, about once a
+second the other machines' commits to the shared table: ``table_watch``), and for each
+topic touched computes its changed buckets once (``updates.buckets``, in a thread) and
+hands them to every stream of that topic. A stream costs work only when its user's
+readings change; a reading nobody watches costs one set lookup. A slow tick delays the
+next one, which then takes more changes at once: the work is per changed topic, not per
+reading.
 
 Event ids are nanosecond stamps, increasing per stream: the newest sequence stamp of the
 readings behind the event (or the connect time for the first hour's buckets). A resume
@@ -24,7 +26,8 @@ import anyio
 
 from service import metrics
 from service.ingest.health import TaskHealth
-from service.live.feed import ChangeFeed
+from service.live.feed import ChangeFeed, Changes
+from service.live.table_watch import TableWatch
 from service.live.updates import (
     HOUR_MS,
     RESUME_ERRORS,
@@ -41,6 +44,7 @@ log = logging.getLogger("service.live")
 
 # buckets a stream may have waiting unsent; a client that falls this far behind is dropped
 MAX_PENDING = 10_000
+TABLE_TASK = "table watch"  # its failures are counted and shown by /ready like any task's
 
 # (event id, bucket JSON, the oldest sequence stamp behind it)
 Event = tuple[int, str, int]
@@ -107,6 +111,7 @@ class Hub:
         self._streams: dict[Topic, set[Stream]] = {}
         self._users: dict[tuple[str, str], set[Topic]] = {}  # (metric, user) -> topics
         feed.watched = self._users  # the feed keeps only these users' readings
+        self._table = TableWatch(store.shared_table())  # other machines' flushes
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -138,6 +143,7 @@ class Hub:
                 # changes are recorded from now on; the snapshot below holds earlier ones
                 self._feed.active = True
                 await anyio.to_thread.run_sync(self._feed.resume)
+                await self._resume_table()
             stamp = time.time_ns()
             first = await anyio.to_thread.run_sync(self._first, topic, since_ns, stamp)
         except BaseException:
@@ -190,6 +196,8 @@ class Hub:
         own = self._feed.take_own()
         watched = set(self._users)
         changes = await anyio.to_thread.run_sync(self._feed.collect, own, watched)
+        for key, rows in (await self._from_table(watched)).items():
+            changes.setdefault(key, []).extend(rows)
         if not changes:
             return
         topics = {
@@ -201,6 +209,26 @@ class Hub:
         for topic, (updates, newest, oldest) in computed.items():
             for stream in self._streams.get(topic, ()):
                 stream.push(updates, newest, oldest)
+
+    async def _resume_table(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._table.resume)
+        except Exception as exc:  # the next look starts from the version it finds
+            self._table.back_off(self._health.failed(TABLE_TASK, exc))
+
+    async def _from_table(self, watched: set[tuple[str, str]]) -> Changes:
+        """Watched readings other machines committed to a shared table; a failed look is
+        counted and retried after a back-off, while the WAL's changes flow on."""
+        try:
+            found = await anyio.to_thread.run_sync(self._table.collect, watched)
+        except Exception as exc:
+            self._table.back_off(self._health.failed(TABLE_TASK, exc))
+            return {}
+        if found is None:
+            return {}
+        if self._health.failures.get(TABLE_TASK):
+            self._health.succeeded(TABLE_TASK)
+        return found
 
     @staticmethod
     def _changed(topic: Topic, rows: list[tuple[str, int, int]]) -> tuple[list[int], int, int]:

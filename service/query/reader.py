@@ -28,7 +28,6 @@ from service.query.rollups import RollupCache
 from service.query.sources import Query, Sources, query_rows, scan, settled_rows
 from service.schema import DAY_MS, METRICS
 from service.storage.compaction_policy import TOP_LEVEL
-from service.storage.fragments import FragmentInfo
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
 from service.storage.retention import retained_until
 from service.storage.store import Store
@@ -73,10 +72,10 @@ class Reader:
         or None when no reading matches. Blocking."""
         started = time.perf_counter()
         self._forget_retired()
-        retained = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
+        retained = self._rolled_up(q)
         if retained and before(self._store.manifest.read().tombstones, q.user_id):
-            retained = []  # an erased user's rolled-up days hold nothing they may show
-        frame = self._retained(q, retained) if retained else self._salvaging(q)
+            retained = None  # an erased user's rolled-up days hold nothing they may show
+        frame = self._retained(q, *retained) if retained else self._salvaging(q)
         metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
         if frame is None or frame.height == 0:
             return None
@@ -91,11 +90,19 @@ class Reader:
             self._rollups.keep(listed)
             self._minutes.keep(listed)
 
-    def _retained(self, q: Query, retained: list[FragmentInfo]) -> pl.DataFrame | None:
-        """``q`` over days past raw retention: their minutes from the rollups, bucket scope
-        (no timestamps are left to compare), each minute whole if it starts in the range;
-        the range after the last such day as any query."""
-        boundary = retained_until(retained)
+    def _rolled_up(self, q: Query) -> tuple[int, pl.DataFrame] | None:
+        """The days of ``q`` past raw retention (listed in the manifest, or a shared table's):
+        the end of the last one and ``q.user_id``'s rollup rows; None when there are none."""
+        listed = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
+        if not listed:
+            return self._store.table_retained(q.metric, q.start_ms, q.end_ms, q.user_id)
+        rows = pl.concat([self._rollups.user_rows(f.name, q.user_id) for f in listed])
+        return retained_until(listed), rows
+
+    def _retained(self, q: Query, boundary: int, rolled: pl.DataFrame) -> pl.DataFrame | None:
+        """``q`` over days past raw retention (up to ``boundary``, the user's ``rolled`` rows):
+        their minutes from the rollups, bucket scope (no timestamps are left to compare),
+        each minute whole if it starts in the range; the range after as any query."""
         if q.slot != "1m":
             until = datetime.fromtimestamp(boundary / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             raise field_error(
@@ -104,8 +111,7 @@ class Reader:
                 "kept (HR_RETENTION_DAYS)",
             )
         minute = pl.col("minute").dt.epoch("ms")
-        rows = pl.concat([self._rollups.user_rows(f.name, q.user_id) for f in retained]).lazy()
-        rows = rows.filter((minute >= q.start_ms) & (minute < min(q.end_ms, boundary)))
+        rows = rolled.lazy().filter((minute >= q.start_ms) & (minute < min(q.end_ms, boundary)))
         if q.device_id is not None:
             rows = rows.filter(pl.col("device_id") == q.device_id)
         names = ["device_id", "sum", "count", *(("min", "max") if q.extremes else ())]

@@ -14,6 +14,10 @@ A page then costs binary searches in the union, plus one pass over the unflushed
 read before the manifest for the Reader's reason: a user moving from a buffer to a file
 is seen in one place or the other.
 
+On the Delta store the shared table's users are added, followed per table version
+(``user_ids.TableUsers``): every machine's flushed users, with this machine's unflushed
+ones read first as above.
+
 The manifest's ``user_lo``/``user_hi`` bound only level-2 files and only by their range
 partition; the union answers any ``after``/``prefix`` without them.
 """
@@ -21,14 +25,13 @@ partition; the union answers any ``after``/``prefix`` without them.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import polars as pl
 
 from service import metrics
+from service.query.user_ids import FileUsers, TableUsers, any_missing, merged
 from service.schema import METRICS, ROW_SCHEMA
 from service.storage.fragments import FragmentInfo
 from service.storage.quarantine import READ_ERRORS, isolate, unreadable
@@ -58,49 +61,6 @@ class UserPage:
     next: str | None  # the last user of the page when more users follow
 
 
-class FileUsers:
-    """A least-recently-used cache of each file's sorted distinct user ids."""
-
-    def __init__(self, directory: Path, budget_bytes: int) -> None:
-        self._directory = directory
-        self._budget = budget_bytes
-        self._files: OrderedDict[str, pl.Series] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def ids(self, name: str) -> pl.Series:
-        """The sorted distinct user ids of file ``name``; raises what a failed read raises."""
-        with self._lock:
-            found = self._files.get(name)
-            if found is not None:
-                self._files.move_to_end(name)
-                return found
-        ids = (
-            pl.scan_parquet(self._directory / name, schema=ROW_SCHEMA)
-            .select(pl.col("user_id").unique().sort())
-            .collect()
-            .to_series()
-        )
-        size = int(ids.estimated_size())
-        if size > self._budget:
-            return ids
-        with self._lock:
-            if name not in self._files:
-                self._files[name] = ids
-                self._bytes += size
-            while self._bytes > self._budget:
-                _, old = self._files.popitem(last=False)
-                self._bytes -= int(old.estimated_size())
-        return ids
-
-    def keep(self, listed: Container[str]) -> None:
-        """Drop every cached file not in ``listed`` (compaction retires files by the
-        hundred: kept, they would fill the budget with ids nobody asks for again)."""
-        with self._lock:
-            for name in [n for n in self._files if n not in listed]:
-                self._bytes -= int(self._files.pop(name).estimated_size())
-
-
 class UserIndex:
     """Pages of the user list, for one worker. Blocking: run it in a thread."""
 
@@ -108,6 +68,8 @@ class UserIndex:
         self._store = store
         self._unflushed = unflushed
         self._files = FileUsers(store.fragment_dir, budget_bytes)
+        shared = store.shared_table()
+        self._table = None if shared is None else TableUsers(shared, budget_bytes)
         self._names: frozenset[str] = frozenset()
         self._union = pl.Series("user_id", [], pl.String)
         self._lock = threading.Lock()
@@ -118,7 +80,10 @@ class UserIndex:
         # an erased user left in a file is skipped: the page takes that many more candidates
         wide = replace(q, limit=q.limit + len(stones))
         fresh = self._fresh(wide)  # before the manifest: see the module docstring
-        found = sorted(set(fresh) | set(_window(self._settled(), wide)))
+        candidates = set(fresh) | set(_window(self._settled(), wide))
+        if self._table is not None:  # a shared table: every machine's users
+            candidates |= set(_window(self._table.union(), wide))
+        found = sorted(candidates)
         if stones:
             found = [user for user in found if not self._erased(user, before(stones, user))]
         found = found[: q.limit + 1]
@@ -139,6 +104,8 @@ class UserIndex:
             ]
             if paths:
                 frames.append(pl.scan_parquet(paths, schema=ROW_SCHEMA))
+            if self._table is not None and self._table.kept(user_id, erased_before):
+                return False
             try:
                 return not frames or pl.concat(frames).filter(kept).head(1).collect().height == 0
             except READ_ERRORS:
@@ -194,9 +161,9 @@ class UserIndex:
         last rows (retention, quarantine) or cannot be read any more."""
         plus = self._read(by_name, names - self._names)
         minus = self._left(self._names - names)
-        if minus is None or _any_missing(minus, plus):
-            return _merged(None, self._read(by_name, names))
-        return _merged(self._union, plus)
+        if minus is None or any_missing(minus, plus):
+            return merged(None, self._read(by_name, names))
+        return merged(self._union, plus)
 
     def _read(self, by_name: dict[str, FragmentInfo], names: Iterable[str]) -> list[pl.Series]:
         read = []
@@ -223,31 +190,6 @@ class _Unread(Exception):
         super().__init__(file.name)
         self.file = file
         self.error = error
-
-
-def _any_missing(ids: list[pl.Series], among: list[pl.Series]) -> bool:
-    """Whether some id of ``ids`` is in none of ``among``."""
-    if not ids:
-        return False
-    if not among:
-        return any(s.len() for s in ids)
-    return bool((~pl.concat(ids).is_in(pl.concat(among).unique())).any())
-
-
-def _merged(union: pl.Series | None, parts: list[pl.Series]) -> pl.Series:
-    """The sorted distinct ids of ``union`` (sorted, distinct) and ``parts``."""
-    if not parts:
-        return union if union is not None else pl.Series("user_id", [], pl.String)
-    new = pl.concat(parts).unique()
-    if union is not None and union.len():
-        # a vectorised binary search: the ids the union already holds cost no sort
-        at = union.search_sorted(new, "left")
-        known = (at < union.len()) & (union.gather(at.clip(0, union.len() - 1)) == new)
-        new = new.filter(~known)
-        if not new.len():
-            return union
-        new = pl.concat([union, new])
-    return new.sort().rename("user_id")
 
 
 def _window(union: pl.Series, q: Page) -> list[str]:

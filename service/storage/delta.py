@@ -36,10 +36,11 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage import delta_erasure, delta_rollups
+from service.storage.delta_log import TableLog
 from service.storage.delta_setup import TableRefused, check_put_if_absent, create_table, machine_id
 from service.storage.fragments import FragmentInfo
 from service.storage.manifest import Snapshot
-from service.storage.store import Store, TableDay
+from service.storage.store import SharedTable, Store, TableDay
 from service.storage.tombstones import Tombstone, live
 
 PARTITIONS = ["metric", "day"]
@@ -79,9 +80,7 @@ class DeltaStore(Store):
         self._write_lock = threading.Lock()
         self._reader: DeltaTable | None = None
         self._read_lock = threading.Lock()
-        self._rollups: DeltaTable | None = None  # the rollup table, once there is one
-        self._rollups_lock = threading.Lock()
-        self._rollup_rows = delta_rollups.UserRollups()
+        self._rollups = delta_rollups.Rollups(self.uri, self._options)
         self._erasures: DeltaTable | None = None  # the shared tombstones, once there are any
         self._erasures_read = 0.0  # monotonic s
         self._shared: tuple[Tombstone, ...] = ()
@@ -172,15 +171,7 @@ class DeltaStore(Store):
                 uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
             if not uris:
                 return None, []
-            with self._rollups_lock:
-                handle = self._rollups_table()
-                days = (
-                    []
-                    if handle is None
-                    else delta_rollups.rolled_days(
-                        handle, self._rollup_rows, self._options, predicate, user_id, uris
-                    )
-                )
+            days = self._rollups.days(predicate, user_id, uris)
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
         settled = {uri for day in days for uri in day.files}
@@ -196,14 +187,18 @@ class DeltaStore(Store):
         )
         return scan.with_columns(pl.col("ts").cast(ROW_SCHEMA["ts"]))
 
-    def _rollups_table(self) -> DeltaTable | None:
-        """The rollup table at its latest version, None until a compaction wrote one
-        (caller holds ``_rollups_lock``)."""
-        if self._rollups is None:
-            self._rollups = delta_rollups.open_rollups(self.uri, self._options)
-        else:
-            self._rollups.update_incremental()
-        return self._rollups
+    def table_retained(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[int, pl.DataFrame] | None:
+        """``user_id``'s rollup rows of the days of ``[start_ms, end_ms)`` past raw retention,
+        and the end of the last such day (``delta_rollups.retained``)."""
+        try:
+            return self._rollups.retained(_days(metric, start_ms, end_ms), user_id)
+        except (DeltaError, OSError) as exc:
+            raise Unavailable(f"the rollups of {self.uri} could not be read: {exc}") from exc
+
+    def shared_table(self) -> SharedTable:
+        return TableLog(self.uri, self._options, self.app_id(""), self.scan_table)
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """List ``tomb`` in the table's shared tombstones."""
@@ -237,7 +232,10 @@ class DeltaStore(Store):
                 for attempt in range(DELETE_TRIES):
                     table = self._refreshed("_writer")
                     try:
-                        return delta_erasure.delete_rows(table, stones)
+                        found = delta_erasure.delete_rows(table, stones)
+                        users = [t.user_id for t in stones]
+                        delta_rollups.erase(self.uri, self._options, users)
+                        return found
                     except CommitFailedError:
                         if attempt + 1 == DELETE_TRIES:
                             raise

@@ -9,13 +9,14 @@ data") and nothing is lost; the partition is tried again on the next run. Two ma
 compacting at once are equally safe, only wasteful: hence one machine (``ops/maint
 compact-table`` from its cron).
 
-Before compacting, a pass drops the days past ``retention_days`` (``HR_RETENTION_DAYS``),
-their rollups with them (a range past raw retention is not answered from rollups on this
-store: ``HR_ROLLUP_RETENTION_DAYS`` does not apply), and deletes again the rows under
-the shared tombstones of the last ``RECENT_S`` (a flush that read the tombstones just
-before an erase and committed just after its ``DELETE``); a rewritten partition leaves
-out the rows under any shared tombstone. Each rewritten partition then gets its
-per-minute rollup (``delta_rollups``).
+Before compacting, a pass deletes again the rows under the shared tombstones of the last
+``RECENT_S`` (a flush that read the tombstones just before an erase and committed just
+after its ``DELETE``), from the table and from the standalone rollups; a rewritten
+partition leaves out the rows under any shared tombstone. Each rewritten partition then
+gets its per-minute rollup (``delta_rollups``). After compacting, retention
+(``delta_retention``) drops the raw files of the days past ``HR_RETENTION_DAYS``, whose
+rollups then answer alone, and the rollups past ``HR_ROLLUP_RETENTION_DAYS``; a day that
+leaves whole, or whose rollup already stands alone, is not rewritten first.
 
 Vacuum deletes files no version newer than ``retention_hours`` references; at least a
 day, so that a query that listed its files before a compaction can still read them.
@@ -32,7 +33,7 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from service.schema import IDENTITY
-from service.storage import delta_erasure, delta_rollups
+from service.storage import delta_erasure, delta_retention, delta_rollups
 from service.storage.delta import FILE_SCHEMA, PARTITIONS
 from service.storage.tombstones import Tombstone, live
 
@@ -44,12 +45,20 @@ ROW_GROUP = 100_000  # as the local store's fragments: a one-user day spans one 
 class Report:
     rewritten: list[str] = field(default_factory=list)  # "metric/day: N files -> M rows"
     conflicted: list[str] = field(default_factory=list)  # appended to meanwhile: next run
-    expired_files: int = 0  # files of days past retention
+    expired_files: int = 0  # raw files of days past raw retention
+    expired_rollups: int = 0  # rollup files of days past rollup retention
     erased_rows: int = 0  # rows of erased users deleted again
     unrolled: list[str] = field(default_factory=list)  # rewritten, rollup not written
+    kept: list[str] = field(default_factory=list)  # past raw retention, no rollup yet
 
     def __str__(self) -> str:
-        lines = [f"retention dropped {self.expired_files} files"] if self.expired_files else []
+        lines = [f"retention dropped {self.expired_files} raw files"] if self.expired_files else []
+        lines += (
+            [f"rollup retention dropped {self.expired_rollups} files"]
+            if self.expired_rollups
+            else []
+        )
+        lines += [f"kept the raw files of {p}: no rollup yet, next run" for p in self.kept]
         lines += [f"erasure deleted {self.erased_rows} rows"] if self.erased_rows else []
         lines += [f"compacted {p}" for p in self.rewritten]
         lines += [f"skipped {p}: appended to meanwhile, next run" for p in self.conflicted]
@@ -58,21 +67,28 @@ class Report:
 
 
 def compact(
-    uri: str, options: dict[str, str] | None, min_files: int, retention_days: int = 0
+    uri: str,
+    options: dict[str, str] | None,
+    min_files: int,
+    retention_days: int = 0,
+    rollup_retention_days: int = 0,
+    now_s: float | None = None,
 ) -> Report:
-    """Apply retention and recent erasures, then rewrite every partition of the table at
-    ``uri`` holding ``min_files`` files or more."""
+    """Delete recent erasures' rows again, rewrite every partition of the table at ``uri``
+    holding ``min_files`` files or more (or no rollup), then apply retention."""
     table = DeltaTable(uri, storage_options=options)
     report = Report()
     handle = delta_erasure.open_shared(uri, options)
     stones = delta_erasure.shared(handle, options) if handle is not None else ()
-    report.expired_files = delta_erasure.expire(table, retention_days)
-    rollups = delta_rollups.open_rollups(uri, options)
-    if rollups is not None:  # a day's rollup goes with its raw rows (none answers alone yet)
-        report.expired_files += delta_erasure.expire(rollups, retention_days)
     fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
     report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
-    for metric, day, files in crowded(table, min_files, delta_rollups.rolled(uri, options)):
+    report.erased_rows += delta_rollups.erase(uri, options, [t.user_id for t in fresh])
+    policy = delta_retention.Policy(retention_days, rollup_retention_days, now_s)
+    index = delta_rollups.index(delta_rollups.open_rollups(uri, options), options)
+    alone = {key for key, files in index.items() if files == delta_rollups.STANDALONE}
+    for metric, day, files in crowded(table, min_files, set(index.values())):
+        if delta_retention.skips(policy, alone, metric, day):
+            continue  # retention drops its raw files below: a rewrite would be lost work
         name = f"{metric}/{day.isoformat()}"
         try:
             rows = compact_partition(table, options, metric, day, stones)
@@ -85,6 +101,9 @@ def compact(
             roll(table, options, metric, day)
         except CommitFailedError:
             report.unrolled.append(name)  # the day is read raw until its next rewrite
+    outcome = delta_retention.apply(table, options, policy)
+    report.expired_files, report.expired_rollups = outcome.raw_files, outcome.rollup_files
+    report.kept = outcome.kept
     return report
 
 

@@ -8,21 +8,20 @@ their own machine's, so machines must keep their clocks in step (NTP): a reading
 within the clocks' difference of the erase may fall on either side of it.
 
 Rows leave the table by Delta ``DELETE`` (files holding one are rewritten without it, in
-one commit); a day past retention leaves by a ``DELETE`` on the ``day`` partition alone
-(its files are dropped whole). Either way the replaced files stay on the store, outside
-the table's current version, until a vacuum older than them (``delta_compaction.vacuum``).
+one commit), and the standalone rollups of days past raw retention likewise
+(``delta_rollups.erase``). The replaced files stay on the store, outside the table's
+current version, until a vacuum older than them (``delta_compaction.vacuum``).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from service.storage import delta_rollups
 from service.storage.tombstones import Tombstone, erased
 
 ERASURES = "_erasures"
@@ -103,19 +102,9 @@ def delete_rows(table: DeltaTable, stones: Iterable[Tombstone]) -> tuple[int, in
     return int(result.get("num_deleted_rows", 0)), int(result.get("num_removed_files", 0))
 
 
-def expire(table: DeltaTable, days: int, now_s: float | None = None) -> int:
-    """Drop the days older than the current UTC day and the ``days`` before it (retention);
-    the files removed."""
-    if not days:
-        return 0
-    today = datetime.fromtimestamp(time.time() if now_s is None else now_s, UTC).date()
-    cutoff = today - timedelta(days=days)
-    result = table.delete(f"day < '{cutoff.isoformat()}'")
-    return int(result.get("num_removed_files", 0))
-
-
 def leftovers(uri: str, options: dict[str, str] | None) -> list[str]:
-    """Rows of an erased user still in the table's current version (``ops/maint verify``)."""
+    """Rows of an erased user still in the table's current version or in its standalone
+    rollups (``ops/maint verify``)."""
     handle = open_shared(uri, options)
     stones = shared(handle, options) if handle is not None else ()
     condition = erased(stones)
@@ -129,7 +118,11 @@ def leftovers(uri: str, options: dict[str, str] | None) -> list[str]:
         .sort("user_id")
         .collect()
     )
-    return [f"table {uri}: {n} rows of erased user {user!r}" for user, n in hits.iter_rows()]
+    rolled = delta_rollups.erased_rows(uri, options, [t.user_id for t in stones])
+    return [
+        *(f"table {uri}: {n} rows of erased user {user!r}" for user, n in hits.iter_rows()),
+        *(f"rollups of {uri}: {n} rows of erased user {u!r}" for u, n in rolled.iter_rows()),
+    ]
 
 
 def _quoted(text: str) -> str:

@@ -8,13 +8,20 @@ predicate overwrite of that day. A query trusts a day's rollup only while the da
 in the main table still include every file it names (the names are unique): a rollup
 left stale by a later erase, or by a compaction that stopped between its two commits, is
 ignored and the day is read raw.
+
+A rollup whose ``files`` is ``STANDALONE`` (empty) names no file: its day's raw readings
+are past retention (``delta_retention``) and the rollup alone answers for the day, until
+rollup retention drops it. An erase deletes its user's rows from such rollups (they carry
+no ``seq``, and no reading sent after an erase reaches a day that old).
 """
 
 from __future__ import annotations
 
 import posixpath
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import date
 
 import polars as pl
@@ -22,7 +29,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from service.partials import partials
-from service.schema import ROLLUP_SCHEMA
+from service.schema import DAY_MS, ROLLUP_SCHEMA
 from service.storage.store import TableDay
 
 ROLLUPS = "_rollups"
@@ -33,7 +40,9 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
     "files": pl.String(),
 }
 PARTITIONS = ["metric", "day"]
+STANDALONE = ""  # the ``files`` of a rollup whose day's raw readings are past retention
 CACHED_ENTRIES = 4096  # (rollup file, user) pairs a worker keeps: a user-day is ~100 KB
+REFRESH_S = 1.0  # a query's split into rolled-up and raw days may use rollups this old
 
 
 def rollups_uri(uri: str) -> str:
@@ -83,14 +92,60 @@ def open_rollups(uri: str, options: dict[str, str] | None) -> DeltaTable | None:
 
 def rolled(uri: str, options: dict[str, str] | None) -> set[str]:
     """Every file list (``files``) the rollups of the table at ``uri`` name."""
+    return set(index(open_rollups(uri, options), options).values())
+
+
+def index(handle: DeltaTable | None, options: dict[str, str] | None) -> dict[tuple[str, date], str]:
+    """(metric, day) -> the file list its rollup names (``STANDALONE``: none), for every
+    rollup of ``handle`` (the rollup table; None: no rollup yet)."""
+    uris = [] if handle is None else handle.file_uris()
+    if handle is None or not uris:
+        return {}
+    scan = pl.scan_parquet(
+        uris,
+        schema=FILE_SCHEMA,
+        hive_partitioning=False,
+        storage_options=options,
+        include_file_paths="source",
+    )
+    read = scan.select("source", "files").unique().collect()
+    name = pl.col("path").str.split("/").list.last()
+    partitions = pl.DataFrame(handle.get_add_actions(flatten=True)).select(
+        name.alias("name"), pl.col("partition.metric"), pl.col("partition.day")
+    )
+    found = read.with_columns(pl.col("source").str.split("/").list.last().alias("name")).join(
+        partitions, on="name"
+    )
+    return {
+        (str(metric), day): str(files)
+        for metric, day, files in found.select(
+            "partition.metric", "partition.day", "files"
+        ).iter_rows()
+    }
+
+
+def erase(uri: str, options: dict[str, str] | None, users: Iterable[str]) -> int:
+    """Delete the rows of ``users`` from the standalone rollups of the table at ``uri``;
+    the rows deleted."""
+    listed = ", ".join(f"'{_quoted(user)}'" for user in sorted(set(users)))
+    handle = open_rollups(uri, options) if listed else None
+    if handle is None:
+        return 0
+    result = handle.delete(f"files = '{STANDALONE}' AND user_id IN ({listed})")
+    return int(result.get("num_deleted_rows", 0))
+
+
+def erased_rows(uri: str, options: dict[str, str] | None, users: Iterable[str]) -> pl.DataFrame:
+    """(user_id, len): the rows of ``users`` left in the standalone rollups of ``uri``."""
     handle = open_rollups(uri, options)
     uris = [] if handle is None else handle.file_uris()
     if not uris:
-        return set()
+        return pl.DataFrame(schema={"user_id": pl.String, "len": pl.UInt32})
     scan = pl.scan_parquet(
         uris, schema=FILE_SCHEMA, hive_partitioning=False, storage_options=options
     )
-    return set(scan.select(pl.col("files").unique()).collect()["files"].to_list())
+    wanted = (pl.col("files") == STANDALONE) & pl.col("user_id").is_in(sorted(set(users)))
+    return scan.filter(wanted).group_by("user_id").len().sort("user_id").collect()
 
 
 class UserRollups:
@@ -134,6 +189,49 @@ class UserRollups:
         return pl.concat([f for f in found.values() if f is not None])
 
 
+class Rollups:
+    """The rollup table as one worker's queries read it: a handle (refreshed when older
+    than the caller allows) and the users' rows of its files (``UserRollups``)."""
+
+    def __init__(self, uri: str, options: dict[str, str] | None) -> None:
+        self._uri = uri
+        self._options = options
+        self._handle: DeltaTable | None = None  # once a compaction wrote the table
+        self._refreshed = float("-inf")  # monotonic s
+        self._lock = threading.Lock()
+        self._rows = UserRollups()
+
+    def days(
+        self, predicate: list[tuple[str, str, str]], user_id: str, files: list[str]
+    ) -> list[TableDay]:
+        """``rolled_days`` at a version at most ``REFRESH_S`` old: a query's ``retained``
+        has just read it (an older rollup only means days read raw)."""
+        with self._lock:
+            handle = self._table(REFRESH_S)
+            if handle is None:
+                return []
+            return rolled_days(handle, self._rows, self._options, predicate, user_id, files)
+
+    def retained(
+        self, predicate: list[tuple[str, str, str]], user_id: str
+    ) -> tuple[int, pl.DataFrame] | None:
+        """``retained`` at the latest version."""
+        with self._lock:
+            handle = self._table(0.0)
+            if handle is None:
+                return None
+            return retained(handle, self._rows, self._options, predicate, user_id)
+
+    def _table(self, max_age_s: float) -> DeltaTable | None:
+        if self._handle is None:
+            self._handle = open_rollups(self._uri, self._options)
+            self._refreshed = time.monotonic()
+        elif time.monotonic() - self._refreshed >= max_age_s:
+            self._handle.update_incremental()
+            self._refreshed = time.monotonic()
+        return self._handle
+
+
 def rolled_days(
     handle: DeltaTable,
     cache: UserRollups,
@@ -147,7 +245,7 @@ def rolled_days(
     uris = handle.file_uris(file_pruning_predicate=predicate)
     if not uris:
         return []
-    rows = cache.rows(uris, user_id, options)
+    rows = cache.rows(uris, user_id, options).filter(pl.col("files") != STANDALONE)
     by_name = {posixpath.basename(f): f for f in files}
     days = []
     for (names,), part in rows.partition_by("files", as_dict=True).items():
@@ -155,6 +253,25 @@ def rolled_days(
         if all(name in by_name for name in wanted):
             days.append(TableDay([by_name[n] for n in wanted], part.drop("files")))
     return days
+
+
+def retained(
+    handle: DeltaTable,
+    cache: UserRollups,
+    options: dict[str, str] | None,
+    predicate: list[tuple[str, str, str]],
+    user_id: str,
+) -> tuple[int, pl.DataFrame] | None:
+    """``user_id``'s rows (``ROLLUP_SCHEMA``) of the standalone rollups of ``predicate``'s
+    days, and the end (epoch ms) of the last of those days; None when there are none."""
+    uris = handle.file_uris(file_pruning_predicate=predicate)
+    if not uris:
+        return None
+    rows = cache.rows(uris, user_id, options).filter(pl.col("files") == STANDALONE)
+    if rows.is_empty():
+        return None
+    last = int(rows["minute"].dt.epoch("ms").max())  # type: ignore[arg-type]
+    return (last // DAY_MS + 1) * DAY_MS, rows.drop("files")
 
 
 def _quoted(text: str) -> str:

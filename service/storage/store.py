@@ -12,6 +12,7 @@ import itertools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
@@ -29,6 +30,31 @@ class TableDay:
 
     files: list[str]  # the day's files (URIs), each reading identity once
     rollup: pl.DataFrame  # ROLLUP_SCHEMA rows of the user
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One commit of a shared table, as a follower of its log sees it."""
+
+    version: int
+    foreign: bool  # another machine's flush made it (its rows never were in this one's WAL)
+    added: tuple[tuple[str, str], ...]  # the files it added: (URI, metric)
+
+
+class SharedTable(Protocol):
+    """A follower of a shared table's log (``delta_log.TableLog``); blocking."""
+
+    def files(self, known: int) -> tuple[int, list[str] | None]:
+        """The table's latest version, and its files' URIs unless it is ``known``."""
+        ...
+
+    def commits(self, after: int | None) -> tuple[int, list[Commit]]:
+        """The latest version, and the commits after version ``after`` (None: none)."""
+        ...
+
+    def scan(self, uris: list[str]) -> pl.LazyFrame:
+        """The ``ROW_SCHEMA`` rows of the table's files ``uris``."""
+        ...
 
 
 class Store:
@@ -107,9 +133,21 @@ class Store:
         with one (``delta_rollups``); none here."""
         return None, []
 
+    def table_retained(
+        self, metric: str, start_ms: int, end_ms: int, user_id: str
+    ) -> tuple[int, pl.DataFrame] | None:
+        """A shared table's rolled-up days past raw retention in ``[start_ms, end_ms)``:
+        the end of the last (epoch ms) and ``user_id``'s ``ROLLUP_SCHEMA`` rows; none here
+        (this store lists such days in its manifest: ``rollups``)."""
+        return None
+
     def scan_table(self, uris: list[str]) -> pl.LazyFrame:
         """The ``ROW_SCHEMA`` rows of a shared table's files ``uris``; none here."""
         return pl.LazyFrame(schema=ROW_SCHEMA)  # no shared table: no rows
+
+    def shared_table(self) -> SharedTable | None:
+        """A new follower of the shared table's log (each user keeps its own); none here."""
+        return None
 
     def share_erasure(self, tomb: Tombstone) -> None:
         """Make ``tomb`` known to every machine sharing the table (``delta``); nothing here."""

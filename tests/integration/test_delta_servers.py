@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -22,10 +23,13 @@ from ops.bench_table import moto_endpoint
 from ops.server import Server, free_port
 from tests.integration.conftest import request, wait_until
 from tests.integration.test_server import BASE, PATH, reading, series, stamp, wal_segments
+from tests.integration.test_stream import EventReader, post
+from tests.integration.test_stream import minute as minute_label
 
 pytestmark = pytest.mark.integration
 
 BUCKET = "health"
+MOTO_COMMIT_S = 1.0  # moto takes up to this long per contended commit
 
 
 @pytest.fixture
@@ -182,3 +186,36 @@ def test_an_erase_on_one_server_removes_the_user_from_the_table_and_the_other_se
     time.sleep(2)  # b's later flushes and upkeep do not bring a row back
     assert "gone" not in set(rows()["user_id"])
     assert series(a, "gone") == series(b, "gone") == {}
+
+
+def test_users_and_streams_of_one_server_see_readings_posted_to_the_other(
+    server_factory, s3, tmp_path
+):
+    flow = {**s3, "HR_FLUSH_INTERVAL_S": "0.5"}
+    a = server_factory(workers=2, data_dir=tmp_path / "a", **flow)
+    b = server_factory(workers=2, data_dir=tmp_path / "b", **flow)
+    recent = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    stream = EventReader(b.port, "user_id=live")  # no reading in the last hour: no event yet
+    try:
+        started = time.monotonic()
+        post(a, "live", recent, 77)
+        event = stream.event(timeout_s=20)
+        waited = time.monotonic() - started
+        assert event["timestamp"] == minute_label(recent)
+        assert event["heart_rate"] == 77.0
+        assert waited < 0.5 + 3.0 + MOTO_COMMIT_S, f"the bucket came after {waited:.1f} s"
+    finally:
+        stream.close()
+    assert request(a, "POST", PATH, reading("listed", 0, 60))[0] == 202
+    started = time.monotonic()
+    wait_until(lambda: "listed" in users(b), 30, "b to list a's user")
+    assert time.monotonic() - started < 0.5 + 3.0 + MOTO_COMMIT_S
+    assert users(b) == users(a) == ["listed", "live"]
+    page = request(b, "GET", "/users?prefix=li&after=listed")[2]
+    assert page == {"users": ["live"], "next": None}
+
+
+def users(server: Server) -> list[str]:
+    status, _, body = request(server, "GET", "/users")
+    assert status == 200, body
+    return list(body["users"])  # type: ignore[index]

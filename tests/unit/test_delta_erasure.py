@@ -137,12 +137,16 @@ def test_the_table_compaction_drops_days_past_retention(tmp_path: Path) -> None:
         seq += 2
     assert len(compact(str(table), None, min_files=99).rewritten) == 4  # each day rolled up
     report = compact(str(table), None, min_files=99, retention_days=2)
-    assert report.expired_files == 4  # two days' files and their rollups
+    assert report.expired_files == 2  # two days' files; their rollups stay
     kept = pl.scan_delta(str(table)).select("day").unique().collect()["day"].to_list()
     assert sorted(kept) == [today.date() - timedelta(days=2), today.date()]
     rolled = pl.scan_delta(rollups_uri(str(table))).select("day").unique().collect()["day"]
-    assert sorted(rolled.to_list()) == sorted(kept)
-    assert "retention dropped 4 files" in str(report)
+    assert len(rolled) == 4
+    assert "retention dropped 2 raw files" in str(report)
+    report = compact(str(table), None, min_files=99, retention_days=2, rollup_retention_days=5)
+    assert report.expired_rollups == 1  # the day 10 days ago leaves whole
+    rolled = pl.scan_delta(rollups_uri(str(table))).select("day").unique().collect()["day"]
+    assert today.date() - timedelta(days=10) not in rolled.to_list()
 
 
 def test_verify_names_erased_rows_left_in_the_table(

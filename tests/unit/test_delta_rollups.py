@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 from deltalake import DeltaTable
 
 from service.config import Settings
@@ -14,7 +15,7 @@ from service.ingest.buffer import Buffer
 from service.query.reader import Query, Reader
 from service.query.series import json_body
 from service.schema import DAY_MS, rows_frame
-from service.storage import erasure
+from service.storage import delta_rollups, erasure
 from service.storage.delta import DeltaStore
 from service.storage.delta_compaction import compact
 from service.storage.delta_rollups import rollups_uri
@@ -81,7 +82,10 @@ def test_rows_appended_to_a_rolled_up_day_are_read_beside_its_rollup(tmp_path: P
     assert merged["count"] == plain["count"]
 
 
-def test_an_erase_leaves_the_rollup_stale_and_the_day_is_read_raw(tmp_path: Path) -> None:
+def test_an_erase_leaves_the_rollup_stale_and_the_day_is_read_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delta_rollups, "REFRESH_S", 0.0)  # no query's read to reuse here
     table = tmp_path / "table"
     store = store_at(tmp_path / "m1", table)
     load(store)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 
 import service.query.users as users_module
-from service.query.users import FileUsers, Page, UserIndex, _merged
+from service.query.user_ids import FileUsers, merged
+from service.query.users import Page, UserIndex
 from service.schema import HEART_RATE, Rows, rows_frame
 from service.storage.quarantine import quarantined
 from service.storage.store import Store
@@ -36,8 +37,8 @@ def test_merged_is_the_sorted_distinct_union(union: list[str], parts: list[list[
     base = pl.Series(sorted(set(union)), dtype=pl.String).sort()
     series = [pl.Series(p, dtype=pl.String) for p in parts]
     want = sorted(set(union).union(*parts))
-    assert _merged(base, series).to_list() == want
-    assert _merged(None, [base, *series]).to_list() == want
+    assert merged(base, series).to_list() == want
+    assert merged(None, [base, *series]).to_list() == want
 
 
 def test_file_ids_are_kept_within_the_budget(tmp_path: Path) -> None:

@@ -20,31 +20,19 @@ from service.query.buckets import Shape
 from service.query.reader import Reader
 from service.query.series import json_body
 from service.query.sources import Query
-from service.schema import DAY_MS, ROW_SCHEMA
+from service.schema import DAY_MS
 from service.storage import delta_erasure, erasure
 from service.storage.delta import DeltaStore
 from service.storage.delta_compaction import compact
 from service.storage.delta_rollups import STANDALONE, rollups_uri
 from tests.unit.test_delta_store import store_at
+from tests.unit.test_retention import readings
 
 TODAY = int(time.time() * 1000) // DAY_MS * DAY_MS
 OLD = TODAY - 40 * DAY_MS  # past a 30-day rollup retention
 MIDDLE = TODAY - 15 * DAY_MS  # past a 10-day raw retention, within the rollups'
 RECENT = TODAY - 2 * DAY_MS
 STATS = ("min", "max", "count")
-
-
-def readings(rng: random.Random, day: int, n: int, seq0: int, user: str = "") -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "user_id": [user or rng.choice(["u", "v"]) for _ in range(n)],
-            "device_id": [rng.choice(["device_a", "device_b", "ring"]) for _ in range(n)],
-            "ts": [day + rng.randrange(0, 6 * 3_600_000, 1_500) for _ in range(n)],
-            "value": [float(rng.randint(40, 180)) for _ in range(n)],
-            "seq": range(seq0, seq0 + n),
-        },
-        schema=ROW_SCHEMA,
-    )
 
 
 @pytest.fixture

@@ -31,10 +31,11 @@ RECENT = TODAY - 2 * DAY_MS
 STATS = ("min", "max", "count")
 
 
-def readings(rng: random.Random, day: int, n: int, seq0: int) -> pl.DataFrame:
+def readings(rng: random.Random, day: int, n: int, seq0: int, user: str = "") -> pl.DataFrame:
+    """``n`` readings of users u and v (or all of ``user``) within the first 6 h of ``day``."""
     return pl.DataFrame(
         {
-            "user_id": [rng.choice(["u", "v"]) for _ in range(n)],
+            "user_id": [user or rng.choice(["u", "v"]) for _ in range(n)],
             "device_id": [rng.choice(["device_a", "device_b", "ring"]) for _ in range(n)],
             "ts": [day + rng.randrange(0, 6 * 3_600_000, 1_500) for _ in range(n)],
             "value": [float(rng.randint(40, 180)) for _ in range(n)],

@@ -26,8 +26,10 @@ from typing import BinaryIO
 from service.schema import Rows
 from service.storage.wal import decode_frames, list_segments
 
-# (metric, user_id) -> [(device_id, ts_ms, seq)]: the changed readings of a watched user
-Changes = dict[tuple[str, str], list[tuple[str, int, int]]]
+# (device_id, ts_ms, value, seq): one reading of a watched user
+Reading = tuple[str, int, float, int]
+# (metric, user_id) -> its readings: the changes of a watched user
+Changes = dict[tuple[str, str], list[Reading]]
 # (metric, rows, first seq) as a WAL frame holds them
 Batch = tuple[str, Rows, int]
 
@@ -107,4 +109,5 @@ def _note(
     for i, user in enumerate(rows.user_id):
         key = (metric, user)
         if key in watched:
-            changes.setdefault(key, []).append((rows.device_id[i], rows.ts[i], first_seq + i))
+            reading = (rows.device_id[i], rows.ts[i], rows.value[i], first_seq + i)
+            changes.setdefault(key, []).append(reading)

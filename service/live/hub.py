@@ -26,7 +26,8 @@ import anyio
 
 from service import metrics
 from service.ingest.health import TaskHealth
-from service.live.feed import ChangeFeed, Changes
+from service.live.feed import ChangeFeed, Changes, Reading
+from service.live.recent import Recent, eligible
 from service.live.table_watch import TableWatch
 from service.live.updates import (
     HOUR_MS,
@@ -110,6 +111,7 @@ class Hub:
         self._tick_s = tick_s
         self._streams: dict[Topic, set[Stream]] = {}
         self._users: dict[tuple[str, str], set[Topic]] = {}  # (metric, user) -> topics
+        self._recent: dict[Topic, Recent] = {}  # what changed buckets are computed from
         feed.watched = self._users  # the feed keeps only these users' readings
         self._table = TableWatch(store.shared_table())  # other machines' flushes
         self._task: asyncio.Task[None] | None = None
@@ -138,6 +140,9 @@ class Hub:
         self._streams.setdefault(topic, set()).add(stream)
         self._users.setdefault((topic.metric, topic.user_id), set()).add(topic)
         metrics.STREAMS_OPEN.inc()
+        recent = None
+        if topic not in self._recent and eligible(topic):
+            recent = self._recent[topic] = Recent(topic, time.time_ns() // 1_000_000)
         try:
             if not self._feed.active:
                 # changes are recorded from now on; the snapshot below holds earlier ones
@@ -146,6 +151,8 @@ class Hub:
                 await self._resume_table()
             stamp = time.time_ns()
             first = await anyio.to_thread.run_sync(self._first, topic, since_ns, stamp)
+            if recent is not None:
+                await anyio.to_thread.run_sync(self._load, recent)
         except BaseException:
             self.close(stream)
             raise
@@ -161,6 +168,7 @@ class Hub:
         streams.discard(stream)
         if not streams:
             del self._streams[stream.topic]
+            self._recent.pop(stream.topic, None)
             key = (stream.topic.metric, stream.topic.user_id)
             self._users[key].discard(stream.topic)
             if not self._users[key]:
@@ -178,6 +186,12 @@ class Hub:
             except RESUME_ERRORS:
                 log.info("resume scan failed; sending the last hour instead", exc_info=True)
         return last_hour(self._reader, topic, now_ms)
+
+    def _load(self, recent: Recent) -> None:
+        try:
+            recent.load(self._reader)
+        except RESUME_ERRORS:  # a file gone under the read: the query answers this topic
+            log.info("reading a stream's recent rows failed", exc_info=True)
 
     async def _run(self) -> None:
         while True:
@@ -201,7 +215,7 @@ class Hub:
         if not changes:
             return
         topics = {
-            topic: self._changed(topic, changes[key])
+            topic: (changes[key], self._recent.get(topic))
             for key in changes
             for topic in self._users.get(key, ())
         }
@@ -231,19 +245,35 @@ class Hub:
         return found
 
     @staticmethod
-    def _changed(topic: Topic, rows: list[tuple[str, int, int]]) -> tuple[list[int], int, int]:
+    def _changed(topic: Topic, rows: list[Reading]) -> tuple[list[int], int, int]:
         """(changed bucket starts, newest stamp, oldest stamp) of ``topic`` in ``rows``."""
         mine = [r for r in rows if topic.device_id is None or r[0] == topic.device_id]
         if not mine:
             return [], 0, 0
-        seqs = [r[2] for r in mine]
+        seqs = [r[3] for r in mine]
         return sorted({topic.bucket(r[1]) for r in mine}), max(seqs), min(seqs)
 
     def _compute(
-        self, topics: dict[Topic, tuple[list[int], int, int]]
+        self, topics: dict[Topic, tuple[list[Reading], Recent | None]]
     ) -> dict[Topic, tuple[list[Update], int, int]]:
-        return {
-            topic: (buckets(self._reader, topic, starts), newest, oldest)
-            for topic, (starts, newest, oldest) in topics.items()
-            if starts
-        }
+        """Each topic's changed buckets, from its recent rows where they hold them."""
+        now_ms = time.time_ns() // 1_000_000
+        computed = {}
+        for topic, (readings, recent) in topics.items():
+            starts, newest, oldest = self._changed(topic, readings)
+            if recent is not None:
+                recent.add(readings)
+            if not starts:
+                continue
+            if recent is None or not recent.ready:
+                computed[topic] = (buckets(self._reader, topic, starts), newest, oldest)
+                continue
+            if self._reader.erased_before(topic.user_id) != recent.erased_before:
+                recent.reload(self._reader, now_ms)  # an erase: rows left storage
+            recent.trim(now_ms)
+            held = [s for s in starts if recent.covers(s)]
+            rest = [s for s in starts if not recent.covers(s)]
+            found = recent.buckets(self._reader, held) if held else []
+            found += buckets(self._reader, topic, rest) if rest else []
+            computed[topic] = (found, newest, oldest)
+        return computed

@@ -66,11 +66,11 @@ class TableWatch:
         rows = (
             self._table.scan(uris)
             .filter(pl.col("user_id").is_in(users))
-            .select("user_id", "device_id", pl.col("ts").dt.epoch("ms"), "seq")
+            .select("user_id", "device_id", pl.col("ts").dt.epoch("ms"), "value", "seq")
             .collect()
         )
-        for user, device, ts, seq in rows.iter_rows():
-            changes.setdefault((metric, user), []).append((device, ts, seq))
+        for user, device, ts, value, seq in rows.iter_rows():
+            changes.setdefault((metric, user), []).append((device, ts, value, seq))
 
 
 def _added(commit: Commit) -> tuple[tuple[str, str], ...]:

@@ -66,9 +66,12 @@ def window(reader: Reader, topic: Topic, start_ms: int, end_ms: int) -> list[Upd
     shape = Shape(topic.interval, "UTC", STATS)
     q = Query(topic.metric, topic.user_id, start_ms, end_ms, topic.device_id, shape.slot, True)
     frame = series(reader, q, shape)
-    if frame is None:
-        return []
-    return [(_epoch_ms(row["timestamp"]), json.dumps(row)) for row in frame.to_dicts()]
+    return [] if frame is None else as_updates(frame)
+
+
+def as_updates(frame: pl.DataFrame) -> list[Update]:
+    """A series' buckets (with the stream's statistics) as events."""
+    return [(epoch_ms(row["timestamp"]), json.dumps(row)) for row in frame.to_dicts()]
 
 
 def last_hour(reader: Reader, topic: Topic, now_ms: int) -> list[Update]:
@@ -116,5 +119,5 @@ def _ranges(starts: list[int], width: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _epoch_ms(label: str) -> int:
+def epoch_ms(label: str) -> int:
     return int(datetime.fromisoformat(label).timestamp() * 1000)

@@ -81,6 +81,10 @@ class Reader:
             return None
         return frame
 
+    def erased_before(self, user_id: str) -> int:
+        """The sequence below which ``user_id``'s rows are erased (0: none are)."""
+        return before(self._store.manifest.read().tombstones, user_id)
+
     def _forget_retired(self) -> None:
         """Keep the caches to the files the manifest lists, once per generation."""
         snapshot = self._store.manifest.read()

@@ -17,10 +17,16 @@ from service.schema import METRICS
 def series(reader: Reader, q: Query, shape: Shape) -> pl.DataFrame | None:
     """The buckets of ``q`` as the series' fields, or None when no reading matches."""
     parts = reader.run(q)
-    if parts is None:
-        return None
-    spec = METRICS[q.metric]
-    priority = reader.priority if q.device_id is None else None
+    return None if parts is None else shaped(reader, q.metric, q.device_id, parts, shape)
+
+
+def shaped(
+    reader: Reader, metric: str, device_id: str | None, parts: pl.DataFrame, shape: Shape
+) -> pl.DataFrame:
+    """Priority partials of ``metric`` (of one device, or of all of them) -> the buckets
+    as the series' fields."""
+    spec = METRICS[metric]
+    priority = reader.priority if device_id is None else None
     one_per_slot = priority is None or reader.scope == "bucket"
     return columns(widen(parts, shape, spec, priority, one_per_slot), shape, spec)
 

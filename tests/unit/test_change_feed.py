@@ -25,7 +25,7 @@ def plain(batches: list[tuple[str, Rows, int]], watched: set[tuple[str, str]]):
     for metric, r, first in batches:
         for i in range(len(r)):
             found.setdefault((metric, r.user_id[i]), []).append(
-                (r.device_id[i], r.ts[i], first + i)
+                (r.device_id[i], r.ts[i], r.value[i], first + i)
             )
     return {key: sorted(v) for key, v in found.items() if key in watched}
 

@@ -24,7 +24,7 @@ import polars as pl
 
 from service.live.feed import Reading
 from service.live.updates import HOUR_MS, Topic, Update, as_updates
-from service.query.aggregate import combine, dedupe, priority_partials
+from service.query.aggregate import SMALL, combine, dedupe, priority_partials
 from service.query.buckets import STATS, Shape
 from service.query.reader import Reader
 from service.query.series import shaped
@@ -155,7 +155,7 @@ def updates(reader: Reader, topic: Topic, rows: pl.LazyFrame) -> list[Update]:
     """The buckets of ``rows`` (one topic's raw rows, not de-duplicated) by the plain path."""
     shape = Shape(topic.interval, "UTC", STATS)
     priority = reader.priority if topic.device_id is None else None
-    parts = priority_partials(dedupe(rows), priority, reader.scope, shape.slot, True)
+    parts = priority_partials(dedupe(rows), priority, reader.scope, shape.slot, True, SMALL)
     if parts.height == 0:
         return []
     return as_updates(shaped(reader, topic.metric, topic.device_id, parts, shape))

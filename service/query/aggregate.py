@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from polars._typing import EngineType
 
 
+# for plans over small frames already in memory (partials, unflushed rows, one user's rows):
+# the in-memory engine's fixed cost per collect is about half the default's (122 against
+# 261 µs for a 10-row plan, polars 2.1); scans of files keep the default
+SMALL: EngineType = "in-memory"
+
+
 def select(
     lf: pl.LazyFrame, user_id: str, start_ms: int, end_ms: int, device_id: str | None = None
 ) -> pl.LazyFrame:
@@ -138,8 +144,9 @@ def priority_partials(
     scope: PriorityScope,
     every: str = "1m",
     extremes: bool = False,
+    engine: EngineType = "auto",
 ) -> pl.DataFrame:
     """De-duplicated rows -> the surviving partials per slot of ``every``."""
     if priority is not None and scope == "timestamp":
-        return pick(slot_partials(survivors(rows, priority), every, extremes), None)
-    return pick(slot_partials(rows, every, extremes), priority)
+        return pick(slot_partials(survivors(rows, priority), every, extremes), None, engine)
+    return pick(slot_partials(rows, every, extremes), priority, engine)

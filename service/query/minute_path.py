@@ -13,7 +13,7 @@ from collections.abc import Container, Mapping
 
 import polars as pl
 
-from service.query.aggregate import combine, pick, slot_partials
+from service.query.aggregate import SMALL, combine, pick, slot_partials
 from service.query.minutes import (
     SteadyFrames,
     file_partials,
@@ -64,16 +64,18 @@ class MinutePath:
             # compacted days only, cut nowhere: one rollup per day, so no minute has two
             # sources and none is dirty; the rollup rows go straight to the pick
             lf = rolled.filter(near).select(minute_partials())
-            return pick(lf.select(_names(q)), priority, "in-memory")
-        fresh = gather([], spans).filter(near).collect()
+            return pick(lf.select(_names(q)), priority, SMALL)
+        fresh = gather([], spans).filter(near).collect(engine=SMALL)
         # a whole minute only a rollup holds goes straight to the pick; the others (touched by
         # a fresher source, or cut by the range) are merged: the cost follows the fresh rows
         parts, found = fresh, []
         if every:
             touched = fresh["minute"].unique().implode()
             alone = whole & ~pl.col("minute").is_in(touched)
-            rolled_near = rolled.filter(near).collect()
-            parts = pl.concat([gather([rolled_near.filter(~alone)], []).collect(), fresh])
+            rolled_near = rolled.filter(near).collect(engine=SMALL)
+            parts = pl.concat(
+                [gather([rolled_near.filter(~alone)], []).collect(engine=SMALL), fresh]
+            )
             found.append(rolled_near.lazy().filter(alone).select(minute_partials()))
         out, dirty = merge(parts.filter(whole))
         found.append(out.lazy())
@@ -82,7 +84,7 @@ class MinutePath:
             raw_parts = self._raw_partials(q, sources, raw, rollups, per_file)
             if raw_parts is not None:
                 found.append(raw_parts.select(out.columns))
-        return pick(pl.concat(found).select(_names(q)), priority, "in-memory")
+        return pick(pl.concat(found).select(_names(q)), priority, SMALL)
 
     def _unflushed_spans(self, q: Query, sources: Sources) -> list[pl.DataFrame]:
         """The user's spanned partials of the unflushed rows (and a shared table's): kept
@@ -93,8 +95,10 @@ class MinutePath:
             rows.append(sources.shared)
         if not rows:
             return steady
-        changed = query_rows(q, pl.concat(rows)).collect()
-        return [*steady, spanned(changed.lazy()).collect()] if changed.height else steady
+        changed = query_rows(q, pl.concat(rows)).collect(engine=SMALL)
+        if not changed.height:
+            return steady
+        return [*steady, spanned(changed.lazy()).collect(engine=SMALL)]
 
     def _raw_partials(
         self,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from service.query.aggregate import SMALL
 from service.query.rollups import ByUser
 from service.schema import MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
 
@@ -97,7 +98,7 @@ def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             pl.col("min").min(),
             pl.col("max").max(),
         )
-    return kept.select(minute_partials()).collect(), dirty
+    return kept.select(minute_partials()).collect(engine=SMALL), dirty
 
 
 def minute_partials() -> list[pl.Expr]:
@@ -129,7 +130,8 @@ class SteadyFrames:
             steady = [f for f in frames if id(f) in self._seen and id(f) not in kept]
             self._seen = {id(f): f for f in frames}  # holding them keeps their ids unique
         for frame in steady:
-            kept[id(frame)] = (frame, ByUser(spanned(frame.lazy(), ("user_id",)).collect()))
+            by_user = spanned(frame.lazy(), ("user_id",)).collect(engine=SMALL)
+            kept[id(frame)] = (frame, ByUser(by_user))
         with self._lock:
             self._kept = {key: kept[key] for key in self._seen if key in kept}
         parts = [kept[id(f)][1].user_rows(user_id) for f in frames if id(f) in kept]

@@ -22,7 +22,7 @@ from service import metrics
 from service.config import PriorityScope, Settings
 from service.errors import field_error
 from service.ingest.buffer import Buffer
-from service.query.aggregate import combine, pick, priority_partials
+from service.query.aggregate import SMALL, combine, pick, priority_partials
 from service.query.minute_path import MinutePath
 from service.query.rollups import RollupCache
 from service.query.sources import Query, Sources, query_rows, scan, settled_rows
@@ -121,7 +121,7 @@ class Reader:
         names = ["device_id", "sum", "count", *(("min", "max") if q.extremes else ())]
         priority = self._settings.device_priority if q.device_id is None else None
         parts: list[pl.DataFrame | None] = [
-            pick(rows.select(pl.col("minute").alias("slot"), *names), priority, "in-memory")
+            pick(rows.select(pl.col("minute").alias("slot"), *names), priority, SMALL)
         ]
         if boundary < q.end_ms:
             parts.append(self._salvaging(replace(q, start_ms=boundary)))

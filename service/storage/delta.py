@@ -36,6 +36,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from service.errors import Unavailable
 from service.schema import DAY_MS, ROW_SCHEMA
 from service.storage import delta_erasure, delta_rollups
+from service.storage.delta_handle import Handle
 from service.storage.delta_log import TableLog
 from service.storage.delta_setup import TableRefused, check_put_if_absent, create_table, machine_id
 from service.storage.fragments import FragmentInfo
@@ -76,12 +77,13 @@ class DeltaStore(Store):
         self._machine = ""
         # one handle to commit through, one to read through: a slow commit (a second or more
         # on a contended object store) never holds up a query's listing
-        self._writer: DeltaTable | None = None
+        self._writer = Handle(self._open)
         self._write_lock = threading.Lock()
-        self._reader: DeltaTable | None = None
+        self._reader = Handle(self._open)
         self._read_lock = threading.Lock()
         self._rollups = delta_rollups.Rollups(self.uri, self._options)
-        self._erasures: DeltaTable | None = None  # the shared tombstones, once there are any
+        # the shared tombstones, once there are any
+        self._erasures = Handle(lambda: delta_erasure.open_shared(self.uri, self._options))
         self._erasures_read = 0.0  # monotonic s
         self._shared: tuple[Tombstone, ...] = ()
         self._erasures_lock = threading.Lock()
@@ -129,7 +131,7 @@ class DeltaStore(Store):
         )
         app_id = self.app_id(owner or self.worker)
         with self._write_lock:
-            table = self._refreshed("_writer")
+            table = self._refreshed(self._writer)
             done = table.transaction_version(app_id) or 0
             if last <= done:
                 return []  # committed already: the commit's answer was lost, not the commit
@@ -155,7 +157,7 @@ class DeltaStore(Store):
         predicate = _days(metric, start_ms, end_ms)
         try:
             with self._read_lock:
-                uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
+                uris = self._refreshed(self._reader).file_uris(file_pruning_predicate=predicate)
         except (DeltaError, OSError) as exc:
             raise Unavailable(f"the table at {self.uri} could not be read: {exc}") from exc
         return self.scan_table(uris) if uris else None
@@ -168,7 +170,7 @@ class DeltaStore(Store):
         predicate = _days(metric, start_ms, end_ms)
         try:
             with self._read_lock:
-                uris = self._refreshed("_reader").file_uris(file_pruning_predicate=predicate)
+                uris = self._refreshed(self._reader).file_uris(file_pruning_predicate=predicate)
             if not uris:
                 return None, []
             days = self._rollups.days(predicate, user_id, uris)
@@ -230,7 +232,7 @@ class DeltaStore(Store):
             delta_erasure.record(self.uri, self._options, lacking)
             with self._write_lock:
                 for attempt in range(DELETE_TRIES):
-                    table = self._refreshed("_writer")
+                    table = self._refreshed(self._writer)
                     try:
                         found = delta_erasure.delete_rows(table, stones)
                         users = [t.user_id for t in stones]
@@ -248,23 +250,20 @@ class DeltaStore(Store):
         with self._erasures_lock:
             if time.monotonic() - self._erasures_read < max_age_s:
                 return self._shared
-            if self._erasures is None:
-                self._erasures = delta_erasure.open_shared(self.uri, self._options)
-            else:
-                self._erasures.update_incremental()
-            if self._erasures is not None:
-                self._shared = delta_erasure.shared(self._erasures, self._options)
+            erasures = self._erasures.latest()
+            if erasures is not None:
+                self._shared = delta_erasure.shared(erasures, self._options)
             self._erasures_read = time.monotonic()
             return self._shared
 
-    def _refreshed(self, name: str) -> DeltaTable:
-        """The handle ``name`` at the table's latest version (caller holds its lock)."""
-        table: DeltaTable | None = getattr(self, name)
-        if table is None:
-            table = DeltaTable(self.uri, storage_options=self._options)
-            setattr(self, name, table)
-        else:
-            table.update_incremental()
+    def _open(self) -> DeltaTable:
+        return DeltaTable(self.uri, storage_options=self._options)
+
+    @staticmethod
+    def _refreshed(handle: Handle) -> DeltaTable:
+        """``handle`` at the table's latest version (the caller holds its lock)."""
+        table = handle.latest()
+        assert table is not None  # ``_open`` raises rather than answer None
         return table
 
 

@@ -35,6 +35,7 @@ from deltalake.exceptions import CommitFailedError
 from service.schema import IDENTITY
 from service.storage import delta_erasure, delta_retention, delta_rollups
 from service.storage.delta import FILE_SCHEMA, PARTITIONS
+from service.storage.delta_handle import Handle
 from service.storage.tombstones import Tombstone, live
 
 MIN_RETENTION_HOURS = 24
@@ -76,7 +77,9 @@ def compact(
 ) -> Report:
     """Delete recent erasures' rows again, rewrite every partition of the table at ``uri``
     holding ``min_files`` files or more (or no rollup), then apply retention."""
-    table = DeltaTable(uri, storage_options=options)
+    kept = Handle(lambda: DeltaTable(uri, storage_options=options))
+    table = kept.current()
+    assert table is not None  # opening a missing table raises
     report = Report()
     handle = delta_erasure.open_shared(uri, options)
     stones = delta_erasure.shared(handle, options) if handle is not None else ()
@@ -90,6 +93,7 @@ def compact(
         if delta_retention.skips(policy, alone, metric, day):
             continue  # retention drops its raw files below: a rewrite would be lost work
         name = f"{metric}/{day.isoformat()}"
+        table = kept.current() or table  # opened again every ``REBASE_COMMITS`` commits
         try:
             rows = compact_partition(table, options, metric, day, stones)
         except CommitFailedError:

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import polars as pl
 from deltalake import DeltaTable
 
+from service.storage.delta_handle import Handle
 from service.storage.store import Commit
 
 # the parts of a log entry's actions read here (the others are ignored)
@@ -42,7 +43,7 @@ class TableLog:
         self._options = options
         self._prefix = app_prefix
         self._scan = scan
-        self._handle: DeltaTable | None = None
+        self._handle = Handle(lambda: DeltaTable(self._uri, storage_options=self._options))
         self._lock = threading.Lock()
 
     def files(self, known: int) -> tuple[int, list[str] | None]:
@@ -84,8 +85,6 @@ class TableLog:
 
     def _latest(self) -> DeltaTable:
         """The handle at the table's latest version (caller holds the lock)."""
-        if self._handle is None:
-            self._handle = DeltaTable(self._uri, storage_options=self._options)
-        else:
-            self._handle.update_incremental()
-        return self._handle
+        table = self._handle.latest()
+        assert table is not None  # opening a missing table raises
+        return table

@@ -30,6 +30,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from service.partials import partials
 from service.schema import DAY_MS, ROLLUP_SCHEMA
+from service.storage.delta_handle import Handle
 from service.storage.store import TableDay
 
 ROLLUPS = "_rollups"
@@ -196,7 +197,7 @@ class Rollups:
     def __init__(self, uri: str, options: dict[str, str] | None) -> None:
         self._uri = uri
         self._options = options
-        self._handle: DeltaTable | None = None  # once a compaction wrote the table
+        self._handle = Handle(lambda: open_rollups(uri, options))  # once a compaction wrote it
         self._refreshed = float("-inf")  # monotonic s
         self._lock = threading.Lock()
         self._rows = UserRollups()
@@ -223,13 +224,10 @@ class Rollups:
             return retained(handle, self._rows, self._options, predicate, user_id)
 
     def _table(self, max_age_s: float) -> DeltaTable | None:
-        if self._handle is None:
-            self._handle = open_rollups(self._uri, self._options)
-            self._refreshed = time.monotonic()
-        elif time.monotonic() - self._refreshed >= max_age_s:
-            self._handle.update_incremental()
-            self._refreshed = time.monotonic()
-        return self._handle
+        if time.monotonic() - self._refreshed < max_age_s:
+            return self._handle.current()
+        self._refreshed = time.monotonic()
+        return self._handle.latest()
 
 
 def rolled_days(

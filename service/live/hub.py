@@ -152,7 +152,7 @@ class Hub:
             stamp = time.time_ns()
             first = await anyio.to_thread.run_sync(self._first, topic, since_ns, stamp)
             if recent is not None:
-                await anyio.to_thread.run_sync(self._load, recent)
+                await anyio.to_thread.run_sync(recent.load, self._reader)
         except BaseException:
             self.close(stream)
             raise
@@ -186,12 +186,6 @@ class Hub:
             except RESUME_ERRORS:
                 log.info("resume scan failed; sending the last hour instead", exc_info=True)
         return last_hour(self._reader, topic, now_ms)
-
-    def _load(self, recent: Recent) -> None:
-        try:
-            recent.load(self._reader)
-        except RESUME_ERRORS:  # a file gone under the read: the query answers this topic
-            log.info("reading a stream's recent rows failed", exc_info=True)
 
     async def _run(self) -> None:
         while True:
@@ -265,11 +259,12 @@ class Hub:
                 recent.add(readings)
             if not starts:
                 continue
-            if recent is None or not recent.ready:
+            erased = self._reader.erased_before(topic.user_id)
+            if recent is not None and recent.ready and erased != recent.erased_before:
+                recent.reload(self._reader, now_ms)  # an erase: rows left storage
+            if recent is None or not recent.ready:  # (a failed reload drops the rows)
                 computed[topic] = (buckets(self._reader, topic, starts), newest, oldest)
                 continue
-            if self._reader.erased_before(topic.user_id) != recent.erased_before:
-                recent.reload(self._reader, now_ms)  # an erase: rows left storage
             recent.trim(now_ms)
             held = [s for s in starts if recent.covers(s)]
             rest = [s for s in starts if not recent.covers(s)]

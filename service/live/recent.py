@@ -20,16 +20,20 @@ rows would be up to a day of readings.
 
 from __future__ import annotations
 
+import logging
+
 import polars as pl
 
 from service.live.feed import Reading
-from service.live.updates import HOUR_MS, Topic, Update, as_updates
+from service.live.updates import HOUR_MS, RESUME_ERRORS, Topic, Update, as_updates
 from service.query.aggregate import SMALL, combine, dedupe, priority_partials
 from service.query.buckets import STATS, Shape
 from service.query.reader import Reader
 from service.query.series import shaped
 from service.query.sources import Query
 from service.schema import ROW_SCHEMA
+
+log = logging.getLogger("service.live")
 
 RECENT_MS = 15 * 60_000  # the buckets kept start at most this long before now
 MAX_ROWS = 200_000  # a topic with more recent rows than this is computed by the query
@@ -64,12 +68,12 @@ class Recent:
 
     def load(self, reader: Reader) -> None:
         """Read the topic's rows from ``lo`` on (blocking); the readings added so far stay.
-        A failed read leaves the topic to the query."""
+        A failed read (a file gone under it) leaves the topic to the query."""
         try:
             self._read(reader)
-        except Exception:
+        except RESUME_ERRORS:
+            log.info("reading a stream's recent rows failed", exc_info=True)
             self.drop()
-            raise
 
     def reload(self, reader: Reader, now_ms: int) -> None:
         """Read the rows again (after an erase of the user): every reading added so far

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 import pytest
 from starlette.testclient import TestClient
 
+from service.api import query as query_route
 from service.config import Settings
+from service.schema import DAY_MS
 from tests.conftest import make_client
 
 PATH = "/metrics/heart-rate"
@@ -177,3 +182,44 @@ def test_request_ids_are_echoed_or_generated(client: TestClient) -> None:
     made = client.get("/health").headers["x-request-id"]
     assert len(made) == 16
     assert made != client.get("/health").headers["x-request-id"]
+
+
+def test_short_local_series_are_answered_on_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post(client, ("u", "device_a", "2024-01-15T10:00:00Z", 70))
+    on_loop: list[bool] = []
+    plain = query_route.series
+
+    def watched(*args: object) -> object:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread runs no event loop
+            on_loop.append(False)
+        return plain(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(query_route, "series", watched)
+    week = {"start": "2024-01-15T00:00:00Z", "end": "2024-01-22T00:00:00Z"}
+    assert series(client) == [("2024-01-15T10:00:00Z", 70.0, "device_a")]
+    assert series(client, interval="1s", end="2024-01-15T12:00:00Z")
+    assert series(client, **week) == [("2024-01-15T10:00:00Z", 70.0, "device_a")]
+    assert on_loop == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("store", "span", "width", "inline"),
+    [
+        ("local", DAY_MS, 60_000, True),
+        ("local", 60_000, 1_000, True),  # a minute of seconds: 60 buckets
+        ("local", DAY_MS + 1, 60_000, False),  # more than a day
+        ("local", DAY_MS, 1_000, False),  # 86,400 buckets
+        ("local", 2 * 3_600_000, 1_000, False),  # 7,200 buckets
+        ("delta", 60_000, 60_000, False),  # reads may wait on the network
+    ],
+)
+def test_which_series_run_inline(
+    settings: Settings, store: str, span: int, width: int, inline: bool
+) -> None:
+    chosen = replace(settings, store=store)
+    assert query_route.runs_inline(chosen, 1_000, 1_000 + span, width) is inline

@@ -75,6 +75,8 @@ class ServiceApp:
         await self._asgi(scope, receive, send)
 
 
+# longer than 40 lines: a worker's life in one place (the lifespan stops what it started,
+# in reverse), then the routes in the order they are installed
 def create_app(settings: Settings | None = None) -> ServiceApp:
     settings = settings or Settings.from_env()
 

@@ -85,6 +85,7 @@ class Settings:
             check_table_uri(settings.table_uri)
         return settings
 
+    # longer than 40 lines: one line per setting, each with its variable, default and bounds
     @classmethod
     def _read(cls, env: Mapping[str, str]) -> Settings:
         return cls(

@@ -64,6 +64,8 @@ def known_zone(name: str) -> bool:
     return True
 
 
+# longer than 40 lines: one plan read top to bottom, its steps sharing one key encoding
+# (bucket start x device count + device order); split, each part would need all of it
 def widen(
     parts: pl.DataFrame,
     shape: Shape,

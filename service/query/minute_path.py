@@ -41,6 +41,8 @@ class MinutePath:
         """Forget the partials of files the manifest no longer lists."""
         self._loose.keep(listed)
 
+    # longer than 40 lines: the one place deciding, per minute, between sources' partials
+    # and raw rows; its branches share the range's bounds and the sources' frames
     def partials(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> pl.DataFrame:

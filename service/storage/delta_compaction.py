@@ -81,11 +81,7 @@ def compact(
     table = kept.current()
     assert table is not None  # opening a missing table raises
     report = Report()
-    handle = delta_erasure.open_shared(uri, options)
-    stones = delta_erasure.shared(handle, options) if handle is not None else ()
-    fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
-    report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
-    report.erased_rows += delta_rollups.erase(uri, options, [t.user_id for t in fresh])
+    stones = _erase_again(table, uri, options, report)
     policy = delta_retention.Policy(retention_days, rollup_retention_days, now_s)
     index = delta_rollups.index(delta_rollups.open_rollups(uri, options), options)
     alone = {key for key, files in index.items() if files == delta_rollups.STANDALONE}
@@ -109,6 +105,19 @@ def compact(
     report.expired_files, report.expired_rollups = outcome.raw_files, outcome.rollup_files
     report.kept = outcome.kept
     return report
+
+
+def _erase_again(
+    table: DeltaTable, uri: str, options: dict[str, str] | None, report: Report
+) -> tuple[Tombstone, ...]:
+    """Delete recent erasures' rows (and rollup rows) again, counted in ``report``; every
+    shared erasure, for the rewrites to honour."""
+    handle = delta_erasure.open_shared(uri, options)
+    stones = delta_erasure.shared(handle, options) if handle is not None else ()
+    fresh = delta_erasure.recent(stones, time.time() - delta_erasure.RECENT_S)
+    report.erased_rows = delta_erasure.delete_rows(table, fresh)[0]
+    report.erased_rows += delta_rollups.erase(uri, options, [t.user_id for t in fresh])
+    return stones
 
 
 def crowded(

@@ -10,6 +10,7 @@ query finds it unchanged, see ``SteadyFrames``), a shared table's rows theirs pe
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
+from dataclasses import replace
 
 import polars as pl
 
@@ -22,7 +23,7 @@ from service.query.minutes import (
     minute_partials,
     spanned,
 )
-from service.query.rollups import RollupCache
+from service.query.rollups import FileAnswers, RollupCache
 from service.query.sources import Query, Sources, query_rows, scan, settled_rows
 from service.schema import METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
@@ -36,26 +37,76 @@ class MinutePath:
         self._rollups = rollups
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
         self._steady = {name: SteadyFrames() for name in METRICS}
+        self._answers = FileAnswers(budget_bytes // 4)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""
         self._loose.keep(listed)
+        self._answers.keep(listed)
 
-    # longer than 40 lines: the one place deciding, per minute, between sources' partials
-    # and raw rows; its branches share the range's bounds and the sources' frames
     def partials(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> pl.DataFrame:
         """``q``'s partials per (minute, device): the sources' per-minute partials added up
         where they are exact (see ``query.minutes``), raw rows de-duplicated for the dirty
         minutes and for the partial minutes at the edges of the range."""
+        unflushed = self._unflushed_spans(q, sources)
+        if self._files_alone(q, sources, unflushed):
+            return self._file_answer(q, sources, priority)
+        return self._partials(q, sources, priority, unflushed)
+
+    def _files_alone(self, q: Query, sources: Sources, unflushed: list[pl.DataFrame]) -> bool:
+        """Whether ``q``'s answer comes from listed files alone, whole minutes only: no
+        shared table, no cut minute, no unflushed row of the user in the range."""
+        if sources.shared is not None or sources.shared_days:
+            return False
+        if not (sources.settled or sources.loose) or q.start_ms % MINUTE_MS or q.end_ms % MINUTE_MS:
+            return False
+        minute = pl.col("minute").dt.epoch("ms")
+        inside = (minute >= q.start_ms) & (minute < q.end_ms)
+        return not any(df.height and df.filter(inside).height for df in unflushed)
+
+    def _file_answer(
+        self, q: Query, sources: Sources, priority: Mapping[str, int] | None
+    ) -> pl.DataFrame:
+        """``q``'s partials from the picks of every minute its files hold, computed once per
+        set of files (see ``FileAnswers``)."""
+        files = [*sources.settled, *sources.loose]
+        key = (
+            q.metric,
+            q.user_id,
+            q.device_id,
+            q.erased_before,
+            priority is not None,
+            tuple(f.name for f in sources.settled),
+            tuple(f.name for f in sources.loose),
+        )
+        answer = self._answers.get(key)
+        if answer is None:
+            lo = min(f.min_ts for f in files) // MINUTE_MS * MINUTE_MS
+            hi = (max(f.max_ts for f in files) // MINUTE_MS + 1) * MINUTE_MS
+            whole = replace(q, start_ms=lo, end_ms=hi, extremes=True)
+            answer = self._partials(whole, replace(sources, unflushed=[]), priority, [])
+            self._answers.put(key, answer, [f.name for f in files])
+        slot = pl.col("slot").dt.epoch("ms")
+        return answer.filter((slot >= q.start_ms) & (slot < q.end_ms)).select(_names(q))
+
+    # longer than 40 lines: the one place deciding, per minute, between sources' partials
+    # and raw rows; its branches share the range's bounds and the sources' frames
+    def _partials(
+        self,
+        q: Query,
+        sources: Sources,
+        priority: Mapping[str, int] | None,
+        unflushed: list[pl.DataFrame],
+    ) -> pl.DataFrame:
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         rollups = [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled]
         every = rollups + [day.rollup for day in sources.shared_days]  # a store has one kind
         # each loose file's partials, in the order of ``sources.loose``
         per_file = [self._loose.user_rows(f.name, q.user_id) for f in sources.loose]
-        spans = [df for df in per_file + self._unflushed_spans(q, sources) if df.height]
+        spans = [df for df in per_file + unflushed if df.height]
         minute = pl.col("minute").dt.epoch("ms")
         near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
         if q.device_id is not None:

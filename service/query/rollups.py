@@ -1,5 +1,6 @@
 """A per-worker cache of small frames derived from files that never change once written:
-rollup files, and the per-minute partials of not-yet-compacted fragments.
+rollup files, the per-minute partials of not-yet-compacted fragments, and query answers
+computed from such files alone.
 
 A file is immutable under its name (fragments are written without overwrite and
 names are never reused), so a cached copy can never be stale. Files that compaction
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Hashable
 from pathlib import Path
 
 import polars as pl
@@ -90,3 +91,47 @@ class RollupCache:
         with self._lock:
             for name in [n for n in self._files if n not in listed]:
                 self._bytes -= self._files.pop(name).size
+
+
+class FileAnswers:
+    """Query answers computed from immutable files alone, each under a key that names its
+    files: kept until one of those files leaves the manifest, or the least recently used
+    once they hold more than ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._answers: OrderedDict[Hashable, tuple[pl.DataFrame, list[str], int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> pl.DataFrame | None:
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is None:
+                return None
+            self._answers.move_to_end(key)
+            return kept[0]
+
+    def put(self, key: Hashable, answer: pl.DataFrame, files: list[str]) -> None:
+        """Keep ``answer``, derived from ``files`` alone."""
+        size = int(answer.estimated_size())
+        if size > self._budget:
+            return
+        with self._lock:
+            if key in self._answers:
+                return
+            self._answers[key] = (answer, files, size)
+            self._bytes += size
+            while self._bytes > self._budget:
+                _, (_, _, old) = self._answers.popitem(last=False)
+                self._bytes -= old
+
+    def keep(self, listed: Container[str]) -> None:
+        """Drop every answer derived from a file not in ``listed``."""
+        with self._lock:
+            for key in [
+                k
+                for k, (_, files, _) in self._answers.items()
+                if not all(f in listed for f in files)
+            ]:
+                self._bytes -= self._answers.pop(key)[2]

@@ -20,6 +20,7 @@ import pytest
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.buckets import Shape
+from service.query.minute_path import MinutePath
 from service.query.minutes import SteadyFrames, gather, merge, spanned
 from service.query.reader import Reader
 from service.query.series import json_body
@@ -179,3 +180,78 @@ def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> N
     assert got is not None
     assert json.loads(got)["data"][0]["heart_rate"] == 90.0  # the later write
     assert got == json_body(Reader(settings, store, Buffer(), merging=False), q)
+
+
+def test_an_answer_from_files_alone_is_computed_once_per_set_of_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no unflushed row of u1 (the buffer holds u2's only): whole-minute ranges are answered
+    # from the picks of every minute u1's files hold, kept per set of files
+    store, full = store_with_every_source(tmp_path, 3)
+    buffer = Buffer()
+    others = full.snapshot("heart_rate")[0].filter(pl.col("user_id") == "u2")
+    buffer.add(
+        "heart_rate",
+        Rows(
+            others["user_id"].to_list(),
+            others["device_id"].to_list(),
+            others["ts"].dt.epoch("ms").to_list(),
+            others["value"].to_list(),
+        ),
+        50_000,
+    )
+    settings = Settings.from_env({"HR_DATA_DIR": str(tmp_path), "HR_DEVICE_PRIORITY": "ring:1"})
+    merged = Reader(settings, store, buffer)
+    plain = Reader(settings, store, buffer, merging=False)
+    computed: list[tuple[int, int]] = []
+    original = MinutePath._partials
+
+    def counted(self: MinutePath, q: Query, *args: object) -> pl.DataFrame:
+        computed.append((q.start_ms, q.end_ms))
+        return original(self, q, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MinutePath, "_partials", counted)
+    minute = 60_000
+    ranges = [(BASE, BASE + 2 * DAY), (BASE + 90 * minute, BASE + DAY + 7 * minute)]
+    shapes = [Shape(), Shape("1h", stats=("min", "max", "count"))]
+
+    def check_all() -> None:
+        for start, end in ranges:
+            for device in (None, "phone"):
+                for shape in shapes:
+                    q = Query("heart_rate", "u1", start, end, device, extremes=shape.extremes)
+                    want, got = json_body(plain, q, shape), json_body(merged, q, shape)
+                    assert want is not None
+                    assert got is not None
+                    assert close(json.loads(got), json.loads(want)), (start, end, device)
+
+    check_all()
+    # one computation per device filter, over the files' whole span, whatever the range
+    assert len(computed) == 2
+    assert all(start <= BASE and end >= BASE + DAY + DAY // 8 for start, end in computed)
+    check_all()
+    assert len(computed) == 2  # every answer kept
+    # a new file of u1: the set of files changes, and so does the answer
+    store.publish({"heart_rate": rows(random.Random(9), 60_000, 100, BASE, DAY, 60_000)})
+    check_all()
+    assert len(computed) == 4
+
+
+def test_an_unflushed_reading_in_the_range_is_never_hidden_by_a_kept_answer(
+    tmp_path: Path,
+) -> None:
+    store, _ = store_with_every_source(tmp_path, 4)
+    buffer = Buffer()
+    settings = Settings(data_dir=tmp_path)
+    merged = Reader(settings, store, buffer)
+    q = Query("heart_rate", "u1", BASE, BASE + 2 * DAY, "phone")
+    before = json_body(merged, q)
+    assert before is not None
+    late = BASE + DAY + 6 * 3_600_000 + 30_000  # a minute none of the files holds
+    buffer.add("heart_rate", Rows(["u1"], ["phone"], [late], [222.0]), 90_000)
+    after = json_body(merged, q)
+    assert after is not None
+    assert after == json_body(Reader(settings, store, buffer, merging=False), q)
+    buckets = {b["timestamp"]: b["heart_rate"] for b in json.loads(after)["data"]}
+    assert buckets.pop("2024-01-16T16:00:00Z") == 222.0
+    assert buckets == {b["timestamp"]: b["heart_rate"] for b in json.loads(before)["data"]}

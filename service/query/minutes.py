@@ -75,11 +75,32 @@ def gather(rollups: list[pl.DataFrame], spans: list[pl.DataFrame]) -> pl.LazyFra
     )
 
 
-def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+def flag_meetings(parts: pl.LazyFrame) -> pl.LazyFrame:
+    """``SPANNED`` rows sorted by minute, device and ``lo``, with ``bad``: the row is not
+    clean, or its span meets the previous row's of the same (minute, device)."""
+    minute, device = pl.col("minute"), pl.col("device_id")
+    same = ((minute == minute.shift(1)) & (device == device.shift(1))).fill_null(False)
+    bad = ~pl.col("clean") | (same & (pl.col("lo") <= pl.col("hi").shift(1)))
+    return parts.sort("minute", "device_id", "lo").with_columns(bad.fill_null(False).alias("bad"))
+
+
+def add_up(parts: pl.LazyFrame) -> pl.LazyFrame:
+    """Per (minute, device): the partials of every source added up (exact where no row of
+    theirs is ``bad``, see ``flag_meetings``)."""
+    return parts.group_by("minute", "device_id").agg(
+        pl.col("sum").sum(),
+        pl.col("count").sum(),
+        pl.col("min").min(),
+        pl.col("max").max(),
+    )
+
+
+def merge(parts: pl.DataFrame, *, spans: bool = False) -> tuple[pl.DataFrame, pl.Series]:
     """(the partials added up per (minute, device) outside dirty minutes, those minutes
     as epoch ms), from every source's ``parts``; a minute is dirty where a source is not
     clean or two sources' spans meet. Columns: ``slot``, ``device_id``, ``sum``,
-    ``count``, ``min``, ``max``."""
+    ``count``, ``min``, ``max``; with ``spans``, ``SPANNED`` (each row clean: its sources'
+    spans did not meet)."""
     minute, device = pl.col("minute"), pl.col("device_id")
     ordered = parts.sort("minute", "device_id", "lo")
     same = ((minute == minute.shift(1)) & (device == device.shift(1))).fill_null(False)
@@ -97,7 +118,12 @@ def merge(parts: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
             pl.col("count").sum(),
             pl.col("min").min(),
             pl.col("max").max(),
+            pl.col("lo").min(),
+            pl.col("hi").max(),
         )
+    if spans:
+        columns = [*(pl.col(c) for c in list(SPANNED)[:-1]), pl.lit(True).alias("clean")]
+        return kept.select(columns).collect(engine=SMALL), dirty
     return kept.select(minute_partials()).collect(engine=SMALL), dirty
 
 

@@ -93,6 +93,9 @@ class RollupCache:
                 self._bytes -= self._files.pop(name).size
 
 
+Answer = tuple[pl.DataFrame, ...]
+
+
 class FileAnswers:
     """Query answers computed from immutable files alone, each under a key that names its
     files: kept until one of those files leaves the manifest, or the least recently used
@@ -100,11 +103,11 @@ class FileAnswers:
 
     def __init__(self, budget_bytes: int) -> None:
         self._budget = budget_bytes
-        self._answers: OrderedDict[Hashable, tuple[pl.DataFrame, list[str], int]] = OrderedDict()
+        self._answers: OrderedDict[Hashable, tuple[Answer, list[str], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> pl.DataFrame | None:
+    def get(self, key: Hashable) -> Answer | None:
         with self._lock:
             kept = self._answers.get(key)
             if kept is None:
@@ -112,9 +115,9 @@ class FileAnswers:
             self._answers.move_to_end(key)
             return kept[0]
 
-    def put(self, key: Hashable, answer: pl.DataFrame, files: list[str]) -> None:
+    def put(self, key: Hashable, answer: Answer, files: list[str]) -> None:
         """Keep ``answer``, derived from ``files`` alone."""
-        size = int(answer.estimated_size())
+        size = sum(int(frame.estimated_size()) for frame in answer)
         if size > self._budget:
             return
         with self._lock:

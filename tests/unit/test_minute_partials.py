@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -20,9 +21,9 @@ import pytest
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.buckets import Shape
-from service.query.minute_path import MinutePath
 from service.query.minutes import SteadyFrames, gather, merge, spanned
 from service.query.reader import Reader
+from service.query.rollups import FileAnswers
 from service.query.series import json_body
 from service.query.sources import Query
 from service.schema import ROW_SCHEMA, Rows
@@ -182,11 +183,11 @@ def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> N
     assert got == json_body(Reader(settings, store, Buffer(), merging=False), q)
 
 
-def test_an_answer_from_files_alone_is_computed_once_per_set_of_files(
+def test_the_minutes_of_a_set_of_files_are_computed_once_whatever_the_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # no unflushed row of u1 (the buffer holds u2's only): whole-minute ranges are answered
-    # from the picks of every minute u1's files hold, kept per set of files
+    # u1's files' minutes (spans and picks) are kept per set of files; unflushed rows (u2's
+    # here) and ranges change nothing in them, a new file of u1 changes the set
     store, full = store_with_every_source(tmp_path, 3)
     buffer = Buffer()
     others = full.snapshot("heart_rate")[0].filter(pl.col("user_id") == "u2")
@@ -203,16 +204,20 @@ def test_an_answer_from_files_alone_is_computed_once_per_set_of_files(
     settings = Settings.from_env({"HR_DATA_DIR": str(tmp_path), "HR_DEVICE_PRIORITY": "ring:1"})
     merged = Reader(settings, store, buffer)
     plain = Reader(settings, store, buffer, merging=False)
-    computed: list[tuple[int, int]] = []
-    original = MinutePath._partials
+    kept: list[tuple[object, ...]] = []
+    original = FileAnswers.put
 
-    def counted(self: MinutePath, q: Query, *args: object) -> pl.DataFrame:
-        computed.append((q.start_ms, q.end_ms))
-        return original(self, q, *args)  # type: ignore[arg-type]
+    def counted(self: FileAnswers, key: tuple[object, ...], *args: Any) -> None:
+        kept.append(key)
+        original(self, key, *args)
 
-    monkeypatch.setattr(MinutePath, "_partials", counted)
+    monkeypatch.setattr(FileAnswers, "put", counted)
     minute = 60_000
-    ranges = [(BASE, BASE + 2 * DAY), (BASE + 90 * minute, BASE + DAY + 7 * minute)]
+    ranges = [
+        (BASE, BASE + 2 * DAY),
+        (BASE + 90 * minute, BASE + DAY + 7 * minute),
+        (BASE + 90 * minute + 1_500, BASE + DAY + 7 * minute - 2_500),  # cut minutes
+    ]
     shapes = [Shape(), Shape("1h", stats=("min", "max", "count"))]
 
     def check_all() -> None:
@@ -226,15 +231,12 @@ def test_an_answer_from_files_alone_is_computed_once_per_set_of_files(
                     assert close(json.loads(got), json.loads(want)), (start, end, device)
 
     check_all()
-    # one computation per device filter, over the files' whole span, whatever the range
-    assert len(computed) == 2
-    assert all(start <= BASE and end >= BASE + DAY + DAY // 8 for start, end in computed)
+    assert [k[2] for k in kept] == [None, "phone"]  # one per device filter, not per range
     check_all()
-    assert len(computed) == 2  # every answer kept
-    # a new file of u1: the set of files changes, and so does the answer
+    assert len(kept) == 2  # both kept
     store.publish({"heart_rate": rows(random.Random(9), 60_000, 100, BASE, DAY, 60_000)})
     check_all()
-    assert len(computed) == 4
+    assert len(kept) == 4  # a new file: a new set
 
 
 def test_an_unflushed_reading_in_the_range_is_never_hidden_by_a_kept_answer(

@@ -16,36 +16,44 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from service.schema import Rows, rows_frame
-
-# a cached frame is copied into one chunk once queries have appended this many pieces
-_MAX_CHUNKS = 16
+from service.tiers import Tiers
 
 
 @dataclass(slots=True)
 class _Columns:
     rows: Rows = field(default_factory=Rows)
     seq: list[int] = field(default_factory=list)
-    # the first ``built.height`` rows as a frame: each row is converted once, however
-    # many queries read the buffer (rebuilding 25,000 rows cost a query ~10 ms of GIL)
-    built: pl.DataFrame | None = None
+    # the rows converted so far, as frames: each row is converted once, however many
+    # queries read the buffer (rebuilding 25,000 rows cost a query ~10 ms of GIL)
+    tiers: Tiers = field(default_factory=Tiers)
 
     def extend(self, rows: Rows, first_seq: int) -> None:
         self.rows.extend(rows)
         self.seq.extend(range(first_seq, first_seq + len(rows)))
 
+    def frames(self) -> list[pl.DataFrame]:
+        """Every row, as the few immutable frames of ``Tiers``."""
+        done, rows = self.tiers.rows, self.rows
+        if done < len(self.seq):
+            self.tiers.append(
+                rows_frame(
+                    Rows(
+                        rows.user_id[done:],
+                        rows.device_id[done:],
+                        rows.ts[done:],
+                        rows.value[done:],
+                    ),
+                    self.seq[done:],
+                )
+            )
+        return self.tiers.frames
+
     def frame(self) -> pl.DataFrame:
-        built, rows = self.built, self.rows
-        done = 0 if built is None else built.height
-        if built is not None and done == len(self.seq):
-            return built
-        new = rows_frame(
-            Rows(rows.user_id[done:], rows.device_id[done:], rows.ts[done:], rows.value[done:]),
-            self.seq[done:],
-        )
-        if built is not None:
-            new = pl.concat([built, new], rechunk=built.n_chunks() >= _MAX_CHUNKS)
-        self.built = new
-        return new
+        """Every row, as one frame."""
+        self.frames()
+        whole = self.tiers.whole()
+        assert whole is not None  # a generation is made by its first rows
+        return whole
 
 
 class Buffer:
@@ -93,7 +101,7 @@ class Buffer:
             active = self._active.get(metric)
             frames = [self._flushing_frame(metric)] if metric in self._flushing else []
             if active is not None:
-                frames.append(active.frame())
+                frames += active.frames()
             return frames
 
     def begin_flush(self) -> None:

@@ -3,8 +3,10 @@ raw rows read only where they must be (see ``query.minutes`` for when partials a
 
 Sources and what each gives: a compacted day file its rollup (cached by ``RollupCache``),
 a not-yet-compacted fragment its spanned partials (computed once per worker, cached under
-the file's name), an unflushed frame its user's spanned partials (kept per frame once a
-query finds it unchanged, see ``SteadyFrames``), a shared table's rows theirs per query.
+the file's name), an unflushed frame its user's spanned partials (kept per frame and user,
+see ``UserSpans``), a shared table's rows theirs per query. The files' minutes, merged and
+picked, are kept per set of files (``FileAnswers``): a query merges only the minutes the
+unflushed rows touch.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import replace
 
 import polars as pl
 
-from service.query.aggregate import SMALL, combine, pick, pick_plan, slot_partials
+from service.query.aggregate import PLAIN, SMALL, combine, pick, pick_plan, slot_partials
 from service.query.minutes import (
     SPANNED,
-    SteadyFrames,
+    UserSpans,
     add_up,
     file_partials,
     flag_meetings,
@@ -39,7 +41,7 @@ class MinutePath:
         self._directory = store.fragment_dir
         self._rollups = rollups
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
-        self._steady = {name: SteadyFrames() for name in METRICS}
+        self._spans = {name: UserSpans() for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 4)
 
@@ -79,7 +81,9 @@ class MinutePath:
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
         whole = (minute >= first) & (minute < stop)
-        fresh = pl.concat([pl.LazyFrame(schema=SPANNED), *self._unflushed_plans(q, sources)])
+        kept, missing = self._spans[q.metric].split(sources.unflushed, q.user_id)
+        plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
+        fresh = pl.concat([pl.LazyFrame(schema=SPANNED), *(df.lazy() for df in kept), *plans])
         fresh = fresh.filter(near)
         # the minutes of unflushed rows, and those the range cuts (it starts or ends in)
         cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
@@ -97,10 +101,19 @@ class MinutePath:
         raw = ordered.filter(pl.col("bad") | ~whole).select(minute.alias("m")).unique()
         added = add_up(ordered).select(minute_partials())
         names = _names(q)
-        alone_df, raw_df, added_df, added_picked = pl.collect_all(
-            [alone.select(names), raw, added.select(names), pick_plan(added, priority, names)],
+        alone_df, raw_df, added_df, added_picked, *made = pl.collect_all(
+            [
+                alone.select(names),
+                raw,
+                added.select(names),
+                pick_plan(added, priority, names),
+                *plans,
+            ],
             engine=SMALL,
+            optimizations=PLAIN,
         )
+        for frame, spans_of_frame in zip(missing, made, strict=True):
+            self._spans[q.metric].keep(frame, q.user_id, spans_of_frame)
         if not raw_df.height:
             return pl.concat([alone_df, added_picked])
         # dirty or cut minutes: their partials from raw rows, the other added-up ones kept
@@ -109,16 +122,6 @@ class MinutePath:
         if raw_parts is not None:
             found.append(raw_parts.select(names))
         return pl.concat([alone_df, pick(pl.concat(found), priority, SMALL)])
-
-    def _unflushed_plans(self, q: Query, sources: Sources) -> list[pl.LazyFrame]:
-        """The user's spanned partials of the unflushed rows as ``SPANNED`` plans: kept per
-        steady frame, computed in the plan for the rest."""
-        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
-        plans = [df.lazy().select(list(SPANNED)) for df in steady if df.height]
-        if changing:
-            rows = query_rows(q, pl.concat([df.lazy() for df in changing]))
-            plans.append(spanned(rows))
-        return plans
 
     def _file_minutes(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
@@ -216,18 +219,17 @@ class MinutePath:
         return pick(pl.concat(found).select(_names(q)), priority, SMALL)
 
     def _unflushed_spans(self, q: Query, sources: Sources) -> list[pl.DataFrame]:
-        """The user's spanned partials of the unflushed rows (and a shared table's): kept
-        per steady frame, computed for the rest."""
-        steady, changing = self._steady[q.metric].split(sources.unflushed, q.user_id)
-        rows = [df.lazy() for df in changing]
+        """The user's spanned partials of the unflushed rows (kept per frame, see
+        ``UserSpans``) and of a shared table's rows (computed per query)."""
+        spans = self._spans[q.metric]
+        kept, missing = spans.split(sources.unflushed, q.user_id)
+        plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
         if sources.shared is not None:
-            rows.append(sources.shared)
-        if not rows:
-            return steady
-        changed = query_rows(q, pl.concat(rows)).collect(engine=SMALL)
-        if not changed.height:
-            return steady
-        return [*steady, spanned(changed.lazy()).collect(engine=SMALL)]
+            plans.append(spanned(query_rows(q, sources.shared)))
+        made = pl.collect_all(plans, engine=SMALL) if plans else []
+        for frame, spans_of_frame in zip(missing, made, strict=False):
+            spans.keep(frame, q.user_id, spans_of_frame)
+        return [*kept, *made]
 
     def _raw_partials(
         self, q: Query, sources: Sources, raw: pl.Series, *, spans: bool = False

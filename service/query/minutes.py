@@ -20,7 +20,6 @@ from pathlib import Path
 import polars as pl
 
 from service.query.aggregate import SMALL
-from service.query.rollups import ByUser
 from service.schema import MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
 
 # the columns of a source's partials: ROLLUP_SCHEMA (without the user) plus the spans
@@ -132,33 +131,42 @@ def minute_partials() -> list[pl.Expr]:
     return [pl.col("minute").alias("slot"), pl.col("device_id"), *map(pl.col, _VALUES)]
 
 
-class SteadyFrames:
-    """Per-user spanned partials of in-memory frames of unflushed rows (a buffer generation,
-    a WAL tail), kept for each frame a query finds unchanged since the query before it.
+class UserSpans:
+    """Per (frame, user): the user's spanned partials of an in-memory frame of unflushed
+    rows (a buffer's, a WAL tail's), kept while the frame is listed unflushed.
 
-    A frame that stays (no more readings arriving, or a worker's flushing generation) then
-    costs a slice per query, not a group-by; one that changes under every query (steady
-    ingestion) is never summarised whole, only its rows of the query's user are. Frames
-    are immutable, so a frame seen again is the same object.
+    Frames are immutable and held here while listed, so a frame seen again is the same
+    object; ``Tiers`` keeps the old rows of a growing buffer in the same frames, so a
+    query derives only from the rows that arrived since the query before it.
     """
 
     def __init__(self) -> None:
-        self._seen: dict[int, pl.DataFrame] = {}
-        self._kept: dict[int, tuple[pl.DataFrame, ByUser]] = {}
+        self._frames: dict[int, pl.DataFrame] = {}  # holding them keeps their ids unique
+        self._kept: dict[tuple[int, str], pl.DataFrame] = {}
         self._lock = threading.Lock()
 
     def split(
         self, frames: list[pl.DataFrame], user_id: str
     ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-        """(the user's spanned partials of the steady ``frames``, the other frames)."""
+        """(the user's kept spanned partials, the frames not summarised for the user yet);
+        frames no longer listed are forgotten."""
         with self._lock:
-            kept = {id(f): self._kept[id(f)] for f in frames if id(f) in self._kept}
-            steady = [f for f in frames if id(f) in self._seen and id(f) not in kept]
-            self._seen = {id(f): f for f in frames}  # holding them keeps their ids unique
-        for frame in steady:
-            by_user = spanned(frame.lazy(), ("user_id",)).collect(engine=SMALL)
-            kept[id(frame)] = (frame, ByUser(by_user))
+            listed = {id(f): f for f in frames}
+            if listed.keys() != self._frames.keys():
+                self._kept = {k: v for k, v in self._kept.items() if k[0] in listed}
+                self._frames = listed
+            kept = [self._kept.get((id(f), user_id)) for f in frames]
+        return [k for k in kept if k is not None], [
+            f for f, k in zip(frames, kept, strict=True) if k is None
+        ]
+
+    def keep(self, frame: pl.DataFrame, user_id: str, spans: pl.DataFrame) -> None:
+        """``spans``: ``user_id``'s spanned partials of ``frame`` (see ``plan``)."""
         with self._lock:
-            self._kept = {key: kept[key] for key in self._seen if key in kept}
-        parts = [kept[id(f)][1].user_rows(user_id) for f in frames if id(f) in kept]
-        return parts, [f for f in frames if id(f) not in kept]
+            if self._frames.get(id(frame)) is frame:
+                self._kept[(id(frame), user_id)] = spans
+
+    @staticmethod
+    def plan(frame: pl.DataFrame, user_id: str) -> pl.LazyFrame:
+        """The plan of ``user_id``'s spanned partials of ``frame`` (``SPANNED`` columns)."""
+        return spanned(frame.lazy().filter(pl.col("user_id") == user_id))

@@ -27,6 +27,7 @@ import polars as pl
 
 from service.schema import Rows, rows_frame
 from service.storage.files import fsync_dir, open_private, private_lock, unlink_quietly
+from service.tiers import Tiers
 
 _HEADER = struct.Struct("<2sBxII")
 _MAGIC = b"HW"
@@ -189,11 +190,12 @@ def to_frame(frames: list[Frame], metric: str) -> pl.DataFrame:
 
 class TailReader:
     """Reads other workers' segments incrementally: each file is append-only, so only
-    the bytes past what was already decoded need reading on the next call."""
+    the bytes past what was already decoded need reading on the next call. Each file's
+    rows are kept as ``Tiers``: its old rows stay in the same frames as new ones arrive."""
 
     def __init__(self, metric: str) -> None:
         self._metric = metric
-        self._cache: dict[Path, tuple[int, pl.DataFrame]] = {}
+        self._cache: dict[Path, tuple[int, Tiers]] = {}
         self._lock = threading.Lock()
 
     def read(self, paths: list[Path]) -> list[pl.DataFrame]:
@@ -201,19 +203,20 @@ class TailReader:
             wanted = set(paths)
             for gone in [p for p in self._cache if p not in wanted]:
                 del self._cache[gone]
-            return [df for df in map(self._read_one, paths) if df is not None]
+            return [frame for path in paths for frame in self._read_one(path)]
 
-    def _read_one(self, path: Path) -> pl.DataFrame | None:
-        offset, df = self._cache.get(path, (0, None))
+    def _read_one(self, path: Path) -> list[pl.DataFrame]:
+        offset, tiers = self._cache.get(path, (0, Tiers()))
         try:
             with path.open("rb") as f:
                 f.seek(offset)
                 frames, used = decode_frames(f.read())
         except FileNotFoundError:
             self._cache.pop(path, None)
-            return None
-        if frames or df is None:
+            return []
+        if frames:
             new = to_frame(frames, self._metric)
-            df = new if df is None else pl.concat([df, new], rechunk=False)
-        self._cache[path] = (offset + used, df)
-        return df
+            if new.height:
+                tiers.append(new)
+        self._cache[path] = (offset + used, tiers)
+        return tiers.frames

@@ -21,7 +21,7 @@ import pytest
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.query.buckets import Shape
-from service.query.minutes import SteadyFrames, gather, merge, spanned
+from service.query.minutes import UserSpans, gather, merge, spanned
 from service.query.reader import Reader
 from service.query.rollups import FileAnswers
 from service.query.series import json_body
@@ -150,20 +150,23 @@ def test_a_minute_is_dirty_when_spans_meet_or_a_source_repeats_an_identity() -> 
     assert added.select("device_id", "count").rows() == [("a", 4)]
 
 
-def test_a_frame_is_summarised_whole_once_a_query_finds_it_unchanged() -> None:
+def test_a_frame_is_summarised_once_per_user_while_it_is_listed() -> None:
     rng = random.Random(1)
-    steady_frames = SteadyFrames()
+    spans = UserSpans()
     first, second = rows(rng, 1, 50, BASE, DAY, 1_000), rows(rng, 100, 50, BASE, DAY, 1_000)
-    assert steady_frames.split([first], "u1") == ([], [first])  # new: only its user's rows
-    kept, changing = steady_frames.split([first, second], "u1")
-    assert changing == [second]
+    assert spans.split([first], "u1") == ([], [first])
+    made = UserSpans.plan(first, "u1").collect()
     want = spanned(first.filter(pl.col("user_id") == "u1").lazy()).collect()
-    assert (
-        kept[0].drop("user_id").sort("device_id", "minute").equals(want.sort("device_id", "minute"))
-    )
-    kept, changing = steady_frames.split([second], "u2")  # ``first`` flushed: forgotten
-    assert (len(kept), changing) == (1, [])
-    assert set(kept[0]["user_id"]) == {"u2"}
+    assert made.sort("device_id", "minute").equals(want.sort("device_id", "minute"))
+    spans.keep(first, "u1", made)
+    kept, missing = spans.split([first, second], "u1")
+    assert (kept, missing) == ([made], [second])
+    assert spans.split([first, second], "u2") == ([], [first, second])  # per user
+    spans.keep(second, "u1", UserSpans.plan(second, "u1").collect())
+    assert spans.split([second], "u1")[1] == []  # ``first`` flushed: forgotten ...
+    assert spans.split([first], "u1") == ([], [first])  # ... and summarised again if seen
+    spans.keep(rows(rng, 200, 5, BASE, DAY, 1_000), "u1", made)  # not listed: not kept
+    assert len(spans.split([first], "u1")[0]) == 0
 
 
 def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> None:

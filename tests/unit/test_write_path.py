@@ -169,13 +169,14 @@ def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
 
     monkeypatch.setattr(buffer_module, "rows_frame", counting)
     buffer, expected, seq = Buffer(), [], 1
-    for i in range(40):  # more pieces than a cached frame keeps before it is rechunked
+    for i in range(40):  # many small additions, each read at once
         batch = rows(3, start=10 * i)
         buffer.add("heart_rate", batch, seq)
         expected += [(BASE + (10 * i + k) * 1000, seq + k) for k in range(3)]
         seq += 3
-        (frame,) = buffer.snapshot("heart_rate")
+        frame = pl.concat(buffer.snapshot("heart_rate"))
         assert list(zip(frame["ts"].dt.epoch("ms"), frame["seq"], strict=True)) == expected
+        assert len(buffer.snapshot("heart_rate")) <= 4  # a few frames, not one per read
         if i == 20:
             buffer.begin_flush()  # the flushing generation reuses what was converted
             assert buffer.flushing_frames()["heart_rate"].height == len(expected)

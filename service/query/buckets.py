@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from service.query.aggregate import device_order, distinct, preference
+from service.query.aggregate import PLAIN, SMALL, device_order, distinct, preference
 from service.schema import DAY_MS, MetricSpec
 
 # interval -> (width in ms, Polars duration); the width of a day is nominal (range limits)
@@ -82,11 +82,16 @@ def widen(
     total = pl.col("sum")
     value = total if spec.aggregation == "sum" else total / pl.col("count")
     if one_per_slot and shape.interval == shape.slot:  # the common case: nothing to merge
-        return parts.sort("slot").select(
-            slot.dt.convert_time_zone(shape.tz).alias("bucket"),
-            pl.exclude("slot"),
-            value.alias("value"),
+        plan = (
+            parts.lazy()
+            .sort("slot")
+            .select(
+                slot.dt.convert_time_zone(shape.tz).alias("bucket"),
+                pl.exclude("slot"),
+                value.alias("value"),
+            )
         )
+        return plan.collect(engine=SMALL, optimizations=PLAIN)
     devices = preference(priority, distinct(parts["device_id"]))
     n = len(devices) + 1
     # one integer key per (bucket, device): a far cheaper group-by than on the pair

@@ -34,6 +34,8 @@ from service.schema import METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 
+_NO_SPANS = pl.DataFrame(schema=SPANNED)  # built once: an empty frame of many columns costs
+
 
 class MinutePath:
     def __init__(self, store: Store, rollups: RollupCache, budget_bytes: int) -> None:
@@ -83,12 +85,12 @@ class MinutePath:
         whole = (minute >= first) & (minute < stop)
         kept, missing = self._spans[q.metric].split(sources.unflushed, q.user_id)
         plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
-        fresh = pl.concat([pl.LazyFrame(schema=SPANNED), *(df.lazy() for df in kept), *plans])
+        fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in kept), *plans])
         fresh = fresh.filter(near)
         # the minutes of unflushed rows, and those the range cuts (it starts or ends in)
         cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
         touched = pl.concat(
-            [fresh.select(minute.alias("m")), pl.LazyFrame({"m": cut}, schema={"m": pl.Int64})]
+            [fresh.select(minute.alias("m")), pl.Series("m", cut, pl.Int64).to_frame().lazy()]
         ).unique()
         slot = pl.col("slot").dt.epoch("ms")
         alone = (

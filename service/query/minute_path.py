@@ -43,7 +43,7 @@ class MinutePath:
         self._directory = store.fragment_dir
         self._rollups = rollups
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
-        self._spans = {name: UserSpans() for name in METRICS}
+        self._spans = {name: UserSpans(budget_bytes // 4) for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 4)
 

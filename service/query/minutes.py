@@ -140,9 +140,12 @@ class UserSpans:
     query derives only from the rows that arrived since the query before it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget_bytes: int = 16 * 1024 * 1024) -> None:
         self._frames: dict[int, pl.DataFrame] = {}  # holding them keeps their ids unique
         self._kept: dict[tuple[int, str], pl.DataFrame] = {}
+        self._bytes = 0
+        # many users queried within one flush interval: the oldest kept partials go first
+        self._budget = budget_bytes
         self._lock = threading.Lock()
 
     def split(
@@ -154,6 +157,7 @@ class UserSpans:
             listed = {id(f): f for f in frames}
             if listed.keys() != self._frames.keys():
                 self._kept = {k: v for k, v in self._kept.items() if k[0] in listed}
+                self._bytes = sum(int(v.estimated_size()) for v in self._kept.values())
                 self._frames = listed
             kept = [self._kept.get((id(f), user_id)) for f in frames]
         return [k for k in kept if k is not None], [
@@ -162,9 +166,15 @@ class UserSpans:
 
     def keep(self, frame: pl.DataFrame, user_id: str, spans: pl.DataFrame) -> None:
         """``spans``: ``user_id``'s spanned partials of ``frame`` (see ``plan``)."""
+        size = int(spans.estimated_size())
         with self._lock:
-            if self._frames.get(id(frame)) is frame:
-                self._kept[(id(frame), user_id)] = spans
+            if self._frames.get(id(frame)) is not frame or (id(frame), user_id) in self._kept:
+                return
+            self._kept[(id(frame), user_id)] = spans
+            self._bytes += size
+            while self._bytes > self._budget and self._kept:
+                oldest = next(iter(self._kept))
+                self._bytes -= int(self._kept.pop(oldest).estimated_size())
 
     @staticmethod
     def plan(frame: pl.DataFrame, user_id: str) -> pl.LazyFrame:

@@ -169,6 +169,24 @@ def test_a_frame_is_summarised_once_per_user_while_it_is_listed() -> None:
     assert len(spans.split([first], "u1")[0]) == 0
 
 
+def test_kept_partials_stay_within_their_budget_oldest_dropped_first() -> None:
+    rng = random.Random(2)
+    frame = rows(rng, 1, 400, BASE, DAY, 1_000)
+    one = UserSpans.plan(frame, "u1").collect()
+    spans = UserSpans(budget_bytes=int(one.estimated_size()) * 3)
+    spans.split([frame], "u1")
+    users = [f"x{i}" for i in range(5)]
+    for user in users:
+        spans.keep(frame, user, one)
+    assert [spans.split([frame], user)[0] == [] for user in users] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
 def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> None:
     # the first fragment holds none of u1's rows: the file read for u1's dirty minute must
     # still be the second one, where u1's reading is sent twice

@@ -46,11 +46,14 @@ class MinutePath:
         self._spans = {name: UserSpans(budget_bytes // 4) for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 4)
+        # answers per range over files and the unflushed rows named by their serials
+        self._results = FileAnswers(budget_bytes // 4)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""
         self._loose.keep(listed)
         self._answers.keep(listed)
+        self._results.keep(listed)
 
     def partials(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
@@ -83,9 +86,13 @@ class MinutePath:
         if q.device_id is not None:
             near = near & (pl.col("device_id") == q.device_id)
         whole = (minute >= first) & (minute < stop)
-        kept, missing = self._spans[q.metric].split(sources.unflushed, q.user_id)
-        plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
-        fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in kept), *plans])
+        unflushed, marks = self._user_spans(q, sources)
+        # the same files and the same unflushed rows of the user: the same answer
+        key = None if None in marks else (self._files_key(q, sources, priority), q, *marks)
+        found = self._results.get(key) if key is not None else None
+        if found is not None:
+            return found[0]
+        fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in unflushed)])
         fresh = fresh.filter(near)
         # the minutes of unflushed rows, and those the range cuts (it starts or ends in)
         cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
@@ -103,36 +110,46 @@ class MinutePath:
         raw = ordered.filter(pl.col("bad") | ~whole).select(minute.alias("m")).unique()
         added = add_up(ordered).select(minute_partials())
         names = _names(q)
-        alone_df, raw_df, added_df, added_picked, *made = pl.collect_all(
-            [
-                alone.select(names),
-                raw,
-                added.select(names),
-                pick_plan(added, priority, names),
-                *plans,
-            ],
+        alone_df, raw_df, added_df, added_picked = pl.collect_all(
+            [alone.select(names), raw, added.select(names), pick_plan(added, priority, names)],
             engine=SMALL,
             optimizations=PLAIN,
         )
-        for frame, spans_of_frame in zip(missing, made, strict=True):
-            self._spans[q.metric].keep(frame, q.user_id, spans_of_frame)
-        if not raw_df.height:
-            return pl.concat([alone_df, added_picked])
-        # dirty or cut minutes: their partials from raw rows, the other added-up ones kept
-        found = [added_df.lazy().join(raw_df.lazy(), left_on=slot, right_on="m", how="anti")]
-        raw_parts = self._raw_partials(q, sources, raw_df["m"])
-        if raw_parts is not None:
-            found.append(raw_parts.select(names))
-        return pl.concat([alone_df, pick(pl.concat(found), priority, SMALL)])
+        if raw_df.height:
+            # dirty or cut minutes: their partials from raw rows, the other added-up ones kept
+            parts = [added_df.lazy().join(raw_df.lazy(), left_on=slot, right_on="m", how="anti")]
+            raw_parts = self._raw_partials(q, sources, raw_df["m"])
+            if raw_parts is not None:
+                parts.append(raw_parts.select(names))
+            added_picked = pick(pl.concat(parts), priority, SMALL)
+        answer = pl.concat([alone_df, added_picked])
+        if key is not None:
+            self._results.put(key, (answer,), [f.name for f in (*sources.settled, *sources.loose)])
+        return answer
 
-    def _file_minutes(
+    def _user_spans(
+        self, q: Query, sources: Sources
+    ) -> tuple[list[pl.DataFrame], list[int | None]]:
+        """(the user's spanned partials of each unflushed frame that holds rows of theirs,
+        the serials of those partials: None for one that could not be kept)."""
+        users = self._spans[q.metric]
+        kept, missing, marks = users.split(sources.unflushed, q.user_id)
+        serials: list[int | None] = [*marks]
+        if missing:
+            plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
+            made = pl.collect_all(plans, engine=SMALL, optimizations=PLAIN)
+            for frame, spans in zip(missing, made, strict=True):
+                serial = users.keep(frame, q.user_id, spans)
+                if spans.height:
+                    kept.append(spans)
+                    serials.append(serial)
+        return [df for df in kept if df.height], sorted(serials, key=lambda n: n or 0)
+
+    def _files_key(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(spans, picks) of every minute ``q``'s listed files hold for its user (and
-        device): one exact, clean ``SPANNED`` row per (minute, device), and the minute's
-        pick. Computed once per set of files (see ``FileAnswers``), whatever the range."""
-        files = [*sources.settled, *sources.loose]
-        key = (
+    ) -> tuple[object, ...]:
+        """What the answer from ``q``'s listed files alone depends on, whatever the range."""
+        return (
             q.metric,
             q.user_id,
             q.device_id,
@@ -141,6 +158,15 @@ class MinutePath:
             tuple(f.name for f in sources.settled),
             tuple(f.name for f in sources.loose),
         )
+
+    def _file_minutes(
+        self, q: Query, sources: Sources, priority: Mapping[str, int] | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(spans, picks) of every minute ``q``'s listed files hold for its user (and
+        device): one exact, clean ``SPANNED`` row per (minute, device), and the minute's
+        pick. Computed once per set of files (see ``FileAnswers``), whatever the range."""
+        files = [*sources.settled, *sources.loose]
+        key = self._files_key(q, sources, priority)
         kept = self._answers.get(key)
         if kept is not None:
             spans, picks = kept
@@ -224,7 +250,7 @@ class MinutePath:
         """The user's spanned partials of the unflushed rows (kept per frame, see
         ``UserSpans``) and of a shared table's rows (computed per query)."""
         spans = self._spans[q.metric]
-        kept, missing = spans.split(sources.unflushed, q.user_id)
+        kept, missing, _ = spans.split(sources.unflushed, q.user_id)
         plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
         if sources.shared is not None:
             plans.append(spanned(query_rows(q, sources.shared)))

@@ -13,6 +13,7 @@ its raw rows and de-duplicates them, as the plain path does for every minute.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,12 +138,14 @@ class UserSpans:
 
     Frames are immutable and held here while listed, so a frame seen again is the same
     object; ``Tiers`` keeps the old rows of a growing buffer in the same frames, so a
-    query derives only from the rows that arrived since the query before it.
+    query derives only from the rows that arrived since the query before it. Each kept
+    summary has a serial number, never reused: the same serials name the same rows.
     """
 
     def __init__(self, budget_bytes: int = 16 * 1024 * 1024) -> None:
         self._frames: dict[int, pl.DataFrame] = {}  # holding them keeps their ids unique
-        self._kept: dict[tuple[int, str], pl.DataFrame] = {}
+        self._kept: dict[tuple[int, str], tuple[int, pl.DataFrame]] = {}
+        self._serials = itertools.count(1)
         self._bytes = 0
         # many users queried within one flush interval: the oldest kept partials go first
         self._budget = budget_bytes
@@ -150,31 +153,35 @@ class UserSpans:
 
     def split(
         self, frames: list[pl.DataFrame], user_id: str
-    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
-        """(the user's kept spanned partials, the frames not summarised for the user yet);
-        frames no longer listed are forgotten."""
+    ) -> tuple[list[pl.DataFrame], list[pl.DataFrame], list[int]]:
+        """(the user's kept spanned partials, the frames not summarised for the user yet,
+        the serials of the kept partials that hold rows); frames no longer listed are
+        forgotten."""
         with self._lock:
             listed = {id(f): f for f in frames}
             if listed.keys() != self._frames.keys():
                 self._kept = {k: v for k, v in self._kept.items() if k[0] in listed}
-                self._bytes = sum(int(v.estimated_size()) for v in self._kept.values())
+                self._bytes = sum(int(v[1].estimated_size()) for v in self._kept.values())
                 self._frames = listed
             kept = [self._kept.get((id(f), user_id)) for f in frames]
-        return [k for k in kept if k is not None], [
-            f for f, k in zip(frames, kept, strict=True) if k is None
-        ]
+        found = [k for k in kept if k is not None]
+        missing = [f for f, k in zip(frames, kept, strict=True) if k is None]
+        return [df for _, df in found], missing, [n for n, df in found if df.height]
 
-    def keep(self, frame: pl.DataFrame, user_id: str, spans: pl.DataFrame) -> None:
-        """``spans``: ``user_id``'s spanned partials of ``frame`` (see ``plan``)."""
+    def keep(self, frame: pl.DataFrame, user_id: str, spans: pl.DataFrame) -> int | None:
+        """Keep ``spans``, ``user_id``'s spanned partials of ``frame`` (see ``plan``); their
+        serial, or None when they are not kept (the frame is no longer listed)."""
         size = int(spans.estimated_size())
         with self._lock:
-            if self._frames.get(id(frame)) is not frame or (id(frame), user_id) in self._kept:
-                return
-            self._kept[(id(frame), user_id)] = spans
+            if self._frames.get(id(frame)) is not frame:
+                return None
+            serial = next(self._serials)
+            self._kept[(id(frame), user_id)] = (serial, spans)
             self._bytes += size
             while self._bytes > self._budget and self._kept:
                 oldest = next(iter(self._kept))
-                self._bytes -= int(self._kept.pop(oldest).estimated_size())
+                self._bytes -= int(self._kept.pop(oldest)[1].estimated_size())
+            return serial if (id(frame), user_id) in self._kept else None
 
     @staticmethod
     def plan(frame: pl.DataFrame, user_id: str) -> pl.LazyFrame:

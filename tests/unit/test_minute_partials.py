@@ -154,19 +154,21 @@ def test_a_frame_is_summarised_once_per_user_while_it_is_listed() -> None:
     rng = random.Random(1)
     spans = UserSpans()
     first, second = rows(rng, 1, 50, BASE, DAY, 1_000), rows(rng, 100, 50, BASE, DAY, 1_000)
-    assert spans.split([first], "u1") == ([], [first])
+    assert spans.split([first], "u1") == ([], [first], [])
     made = UserSpans.plan(first, "u1").collect()
     want = spanned(first.filter(pl.col("user_id") == "u1").lazy()).collect()
     assert made.sort("device_id", "minute").equals(want.sort("device_id", "minute"))
-    spans.keep(first, "u1", made)
-    kept, missing = spans.split([first, second], "u1")
-    assert (kept, missing) == ([made], [second])
-    assert spans.split([first, second], "u2") == ([], [first, second])  # per user
-    spans.keep(second, "u1", UserSpans.plan(second, "u1").collect())
-    assert spans.split([second], "u1")[1] == []  # ``first`` flushed: forgotten ...
-    assert spans.split([first], "u1") == ([], [first])  # ... and summarised again if seen
-    spans.keep(rows(rng, 200, 5, BASE, DAY, 1_000), "u1", made)  # not listed: not kept
-    assert len(spans.split([first], "u1")[0]) == 0
+    serial = spans.keep(first, "u1", made)
+    assert serial is not None
+    assert spans.split([first, second], "u1") == ([made], [second], [serial])
+    assert spans.split([first, second], "u2") == ([], [first, second], [])  # per user
+    later = spans.keep(second, "u1", UserSpans.plan(second, "u1").collect())
+    assert later is not None
+    assert later > serial  # serials are never reused
+    assert spans.split([second], "u1")[1:] == ([], [later])  # ``first`` flushed: forgotten ...
+    assert spans.split([first], "u1") == ([], [first], [])  # ... and summarised again if seen
+    # a frame no longer listed is not kept
+    assert spans.keep(rows(rng, 200, 5, BASE, DAY, 1_000), "u1", made) is None
 
 
 def test_kept_partials_stay_within_their_budget_oldest_dropped_first() -> None:
@@ -177,14 +179,53 @@ def test_kept_partials_stay_within_their_budget_oldest_dropped_first() -> None:
     spans.split([frame], "u1")
     users = [f"x{i}" for i in range(5)]
     for user in users:
-        spans.keep(frame, user, one)
-    assert [spans.split([frame], user)[0] == [] for user in users] == [
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
+        assert spans.keep(frame, user, one) is not None
+    kept = [spans.split([frame], user)[0] != [] for user in users]
+    assert kept == [False, False, True, True, True]
+
+
+def test_an_answer_is_kept_until_the_users_unflushed_rows_or_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = store_with_every_source(tmp_path, 5)
+    buffer = Buffer()
+    settings = Settings(data_dir=tmp_path)
+    merged, plain = Reader(settings, store, buffer), Reader(settings, store, buffer, merging=False)
+    computed: list[int] = []
+    original = pl.collect_all
+
+    def counted(plans: Any, **kwargs: Any) -> Any:
+        plans = list(plans)
+        computed.append(len(plans))
+        return original(plans, **kwargs)
+
+    monkeypatch.setattr(pl, "collect_all", counted)
+    q = Query("heart_rate", "u1", BASE, BASE + 2 * DAY)
+    seq = 70_000
+
+    def add(user: str, ts: int) -> None:
+        nonlocal seq
+        seq += 1
+        buffer.add("heart_rate", Rows([user], ["phone"], [ts], [99.0]), seq)
+
+    def check() -> None:
+        assert json_body(merged, q) == json_body(plain, q)
+
+    many = [BASE + DAY + 5 * 3_600_000 + k * 1_000 for k in range(50)]
+    buffer.add("heart_rate", Rows(["u1"] * 50, ["phone"] * 50, many, [70.0] * 50), seq)
+    seq += 50
+    check()
+    answers = len([n for n in computed if n == 4])  # the merge plan's four outputs
+    for k in range(3):  # another user's readings: the same answer (u1's frame unchanged)
+        add("u2", BASE + k * 1_000)
+        check()
+    assert len([n for n in computed if n == 4]) == answers
+    add("u1", BASE + DAY + 7 * 3_600_000)  # the user's own: computed again
+    check()
+    assert len([n for n in computed if n == 4]) == answers + 1
+    store.publish({"heart_rate": rows(random.Random(9), 80_000, 50, BASE, DAY, 60_000)})
+    check()  # a new file: computed again
+    assert len([n for n in computed if n == 4]) == answers + 2
 
 
 def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> None:
@@ -229,7 +270,8 @@ def test_the_minutes_of_a_set_of_files_are_computed_once_whatever_the_range(
     original = FileAnswers.put
 
     def counted(self: FileAnswers, key: tuple[object, ...], *args: Any) -> None:
-        kept.append(key)
+        if isinstance(key[0], str):  # the files' minutes (not an answer over a range)
+            kept.append(key)
         original(self, key, *args)
 
     monkeypatch.setattr(FileAnswers, "put", counted)

@@ -147,13 +147,18 @@ def timed_queries(port: int, path: str, count: int, want: list[tuple[str, float]
     return timed_targets(port, [(path, want)] * count)
 
 
+def naive(moment: datetime) -> datetime:
+    """``moment`` (UTC) as the rows' zone-less timestamps hold it."""
+    return moment.replace(tzinfo=None)
+
+
 def moving_targets(rows: pl.DataFrame, count: int) -> list[tuple[str, list[tuple[str, float]]]]:
     """``count`` 1-day ranges ending where the day does, each starting a minute later than
     the one before (no two queries alike), with their expected buckets."""
     end = FRESH_DAY + timedelta(days=1)
     starts = [FRESH_DAY + timedelta(minutes=k + 1) for k in range(count)]
     return [
-        (series_path(DAY_USER, start, end), expected(rows.filter(pl.col("ts") >= start)))
+        (series_path(DAY_USER, start, end), expected(rows.filter(pl.col("ts") >= naive(start))))
         for start in starts
     ]
 

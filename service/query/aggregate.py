@@ -127,17 +127,6 @@ def pick(
     return per_device.sort(key).filter(slot.ne_missing(slot.shift(1)))
 
 
-def pick_plan(
-    parts: pl.LazyFrame, priority: Mapping[str, int] | None, names: list[str]
-) -> pl.LazyFrame:
-    """``pick`` as a plan (``names``: the columns kept): the best device's row per slot, by
-    rank, then by id."""
-    if priority is None:
-        return parts.select(names)
-    ranked = parts.with_columns(rank(priority)).sort("slot", "rank", "device_id")
-    return ranked.unique("slot", keep="first", maintain_order=True).select(names)
-
-
 def device_order(devices: list[str]) -> pl.Expr:
     """Each row's device's position in ``devices``."""
     device = pl.col("device_id")

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import polars as pl
 
-from service.query.aggregate import PLAIN, SMALL, combine, pick, pick_plan, slot_partials
+from service.query.aggregate import PLAIN, SMALL, combine, pick, slot_partials
 from service.query.minutes import (
     SPANNED,
     UserSpans,
@@ -46,14 +46,14 @@ class MinutePath:
         self._spans = {name: UserSpans(budget_bytes // 4) for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 4)
-        # answers per range over files and the unflushed rows named by their serials
-        self._results = FileAnswers(budget_bytes // 4)
+        # the merged minutes of files and the unflushed rows named by their serials
+        self._merged = FileAnswers(budget_bytes // 4)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""
         self._loose.keep(listed)
         self._answers.keep(listed)
-        self._results.keep(listed)
+        self._merged.keep(listed)
 
     def partials(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
@@ -69,63 +69,83 @@ class MinutePath:
             return self._partials(q, sources, priority, self._unflushed_spans(q, sources))
         return self._over_files(q, sources, priority)
 
-    # longer than 40 lines: one plan, collected once, so its steps share one pass of the
-    # engine (each collect of a small frame costs ~0.1-0.2 ms whatever it does)
     def _over_files(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> pl.DataFrame:
-        """``q`` over listed files and unflushed rows: the files' picks for every whole
-        minute no unflushed row touches; the files' minutes and the unflushed rows' merged
-        for the minutes they share; raw rows for the dirty minutes among those and for the
-        minutes the range cuts."""
+        """``q`` over listed files and unflushed rows: per whole minute of the range, the
+        files' pick where no unflushed row of the user lies, else the merged minute's (see
+        ``_merged_minutes``); raw rows for the minutes the range cuts."""
         spans, picked = self._file_minutes(q, sources, priority)
+        touched, merged = self._merged_minutes(q, sources, priority, spans)
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
-        minute = pl.col("minute").dt.epoch("ms")
-        near = (minute >= q.start_ms // MINUTE_MS * MINUTE_MS) & (minute < q.end_ms)
-        if q.device_id is not None:
-            near = near & (pl.col("device_id") == q.device_id)
-        whole = (minute >= first) & (minute < stop)
-        unflushed, marks = self._user_spans(q, sources)
-        # the same files and the same unflushed rows of the user: the same answer
-        key = None if None in marks else (self._files_key(q, sources, priority), q, *marks)
-        found = self._results.get(key) if key is not None else None
-        if found is not None:
-            return found[0]
-        fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in unflushed)])
-        fresh = fresh.filter(near)
-        # the minutes of unflushed rows, and those the range cuts (it starts or ends in)
-        cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
-        touched = pl.concat(
-            [fresh.select(minute.alias("m")), pl.Series("m", cut, pl.Int64).to_frame().lazy()]
-        ).unique()
         slot = pl.col("slot").dt.epoch("ms")
+        inside = (slot >= first) & (slot < stop)
+        names = _names(q)
         alone = (
             picked.lazy()
-            .filter((slot >= first) & (slot < stop))
-            .join(touched, left_on=slot, right_on="m", how="anti")
+            .filter(inside)
+            .join(touched.lazy(), left_on=slot, right_on="m", how="anti")
         )
-        mine = spans.lazy().join(touched, left_on=minute, right_on="m", how="semi")
-        ordered = flag_meetings(pl.concat([mine, fresh]))
-        raw = ordered.filter(pl.col("bad") | ~whole).select(minute.alias("m")).unique()
-        added = add_up(ordered).select(minute_partials())
-        names = _names(q)
-        alone_df, raw_df, added_df, added_picked = pl.collect_all(
-            [alone.select(names), raw, added.select(names), pick_plan(added, priority, names)],
+        found = pl.collect_all(
+            [alone.select(names), merged.lazy().filter(inside).select(names)],
             engine=SMALL,
             optimizations=PLAIN,
         )
-        if raw_df.height:
-            # dirty or cut minutes: their partials from raw rows, the other added-up ones kept
-            parts = [added_df.lazy().join(raw_df.lazy(), left_on=slot, right_on="m", how="anti")]
-            raw_parts = self._raw_partials(q, sources, raw_df["m"])
-            if raw_parts is not None:
-                parts.append(raw_parts.select(names))
-            added_picked = pick(pl.concat(parts), priority, SMALL)
-        answer = pl.concat([alone_df, added_picked])
+        # the minutes the range cuts (it starts or ends in one): raw rows within the range
+        cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
+        if cut:
+            raw = self._raw_partials(q, sources, pl.Series(cut, dtype=pl.Int64).unique())
+            if raw is not None:
+                found.append(pick(raw.select(names), priority, SMALL))
+        return pl.concat(found)
+
+    # longer than 40 lines: one plan collected once for the merge, then the dirty minutes'
+    # raw rows; split, each part would need the other's frames
+    def _merged_minutes(
+        self,
+        q: Query,
+        sources: Sources,
+        priority: Mapping[str, int] | None,
+        spans: pl.DataFrame,
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(``m``: every minute holding an unflushed row of the user (epoch ms), the picks of
+        those minutes): the files' minutes (``spans``) and the unflushed rows' merged, raw
+        rows de-duplicated for the dirty ones. Kept per set of files and the serials of the
+        user's unflushed partials (see ``UserSpans``): whatever the range, and while other
+        users' readings arrive."""
+        unflushed, marks = self._user_spans(q, sources)
+        key = None if None in marks else (self._files_key(q, sources, priority), *marks)
+        kept = self._merged.get(key) if key is not None else None
+        if kept is not None:
+            touched_df, picks = kept
+            return touched_df, picks
+        minute = pl.col("minute").dt.epoch("ms")
+        fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in unflushed)])
+        if q.device_id is not None:
+            fresh = fresh.filter(pl.col("device_id") == q.device_id)
+        touched = fresh.select(minute.alias("m")).unique()
+        mine = spans.lazy().join(touched, left_on=minute, right_on="m", how="semi")
+        ordered = flag_meetings(pl.concat([mine, fresh]))
+        dirty = ordered.filter(pl.col("bad")).select(minute.alias("m")).unique()
+        added = add_up(ordered).select(minute_partials())
+        touched_df, dirty_df, added_df = pl.collect_all(
+            [touched, dirty, added], engine=SMALL, optimizations=PLAIN
+        )
+        slot = pl.col("slot").dt.epoch("ms")
+        parts = [added_df.lazy().join(dirty_df.lazy(), left_on=slot, right_on="m", how="anti")]
+        if dirty_df.height:
+            low, high = int(dirty_df["m"].min()), int(dirty_df["m"].max()) + MINUTE_MS  # type: ignore[arg-type]
+            whole = replace(q, start_ms=low, end_ms=high, extremes=True)
+            raw = self._raw_partials(whole, sources, dirty_df["m"])
+            if raw is not None:
+                parts.append(raw.select(added_df.columns))
+        picks = pick(pl.concat(parts), priority, SMALL)
         if key is not None:
-            self._results.put(key, (answer,), [f.name for f in (*sources.settled, *sources.loose)])
-        return answer
+            self._merged.put(
+                key, (touched_df, picks), [f.name for f in (*sources.settled, *sources.loose)]
+            )
+        return touched_df, picks
 
     def _user_spans(
         self, q: Query, sources: Sources

@@ -184,7 +184,7 @@ def test_kept_partials_stay_within_their_budget_oldest_dropped_first() -> None:
     assert kept == [False, False, True, True, True]
 
 
-def test_an_answer_is_kept_until_the_users_unflushed_rows_or_files_change(
+def test_merged_minutes_are_kept_until_the_users_unflushed_rows_or_files_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, _ = store_with_every_source(tmp_path, 5)
@@ -200,7 +200,6 @@ def test_an_answer_is_kept_until_the_users_unflushed_rows_or_files_change(
         return original(plans, **kwargs)
 
     monkeypatch.setattr(pl, "collect_all", counted)
-    q = Query("heart_rate", "u1", BASE, BASE + 2 * DAY)
     seq = 70_000
 
     def add(user: str, ts: int) -> None:
@@ -208,24 +207,30 @@ def test_an_answer_is_kept_until_the_users_unflushed_rows_or_files_change(
         seq += 1
         buffer.add("heart_rate", Rows([user], ["phone"], [ts], [99.0]), seq)
 
-    def check() -> None:
+    def merges() -> int:
+        return computed.count(3)  # the merge plan's three outputs
+
+    def check(start: int = BASE) -> None:
+        q = Query("heart_rate", "u1", start, BASE + 2 * DAY)
         assert json_body(merged, q) == json_body(plain, q)
 
     many = [BASE + DAY + 5 * 3_600_000 + k * 1_000 for k in range(50)]
     buffer.add("heart_rate", Rows(["u1"] * 50, ["phone"] * 50, many, [70.0] * 50), seq)
     seq += 50
     check()
-    answers = len([n for n in computed if n == 4])  # the merge plan's four outputs
-    for k in range(3):  # another user's readings: the same answer (u1's frame unchanged)
+    before = merges()
+    assert before == 1
+    for k in range(3):  # another user's readings, other ranges: the same merged minutes
         add("u2", BASE + k * 1_000)
-        check()
-    assert len([n for n in computed if n == 4]) == answers
-    add("u1", BASE + DAY + 7 * 3_600_000)  # the user's own: computed again
+        check(BASE + (k + 1) * 60_000)
+        check(BASE + (k + 1) * 60_000 + 30_000)  # a cut minute: raw rows, nothing merged
+    assert merges() == before
+    add("u1", BASE + DAY + 7 * 3_600_000)  # the user's own: merged again
     check()
-    assert len([n for n in computed if n == 4]) == answers + 1
+    assert merges() == before + 1
     store.publish({"heart_rate": rows(random.Random(9), 80_000, 50, BASE, DAY, 60_000)})
-    check()  # a new file: computed again
-    assert len([n for n in computed if n == 4]) == answers + 2
+    check()  # a new file: merged again
+    assert merges() == before + 2
 
 
 def test_a_dirty_minute_is_read_from_the_file_that_holds_it(tmp_path: Path) -> None:

@@ -30,10 +30,13 @@ from service.query.minutes import (
 )
 from service.query.rollups import FileAnswers, RollupCache
 from service.query.sources import Query, Sources, query_rows, scan, settled_rows
-from service.schema import METRICS, MINUTE_MS, ROLLUP_SCHEMA
+from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 
+# files spanning at most this long have their minutes kept per set of files (a month at
+# two devices: ~90,000 rows, ~6 MB); a longer series merges per query, as it did before
+KEPT_SPAN_MS = 32 * DAY_MS
 _NO_SPANS = pl.DataFrame(schema=SPANNED)  # built once: an empty frame of many columns costs
 
 
@@ -61,10 +64,12 @@ class MinutePath:
         """``q``'s partials per (minute, device): the sources' per-minute partials added up
         where they are exact (see ``query.minutes``), raw rows de-duplicated for the dirty
         minutes and for the partial minutes at the edges of the range."""
+        files = [*sources.settled, *sources.loose]
         if (
             sources.shared is not None
             or sources.shared_days
-            or not (sources.settled or sources.loose)
+            or not files
+            or max(f.max_ts for f in files) - min(f.min_ts for f in files) > KEPT_SPAN_MS
         ):
             return self._partials(q, sources, priority, self._unflushed_spans(q, sources))
         return self._over_files(q, sources, priority)

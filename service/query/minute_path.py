@@ -72,16 +72,24 @@ class MinutePath:
             or max(f.max_ts for f in files) - min(f.min_ts for f in files) > KEPT_SPAN_MS
         ):
             return self._partials(q, sources, priority, self._unflushed_spans(q, sources))
-        return self._over_files(q, sources, priority)
+        unflushed = self._user_spans(q, sources)
+        if not (sources.loose or unflushed[0]):
+            # compacted days alone: their rollups go straight to the pick, nothing to keep
+            return self._partials(q, sources, priority, [])
+        return self._over_files(q, sources, priority, unflushed)
 
     def _over_files(
-        self, q: Query, sources: Sources, priority: Mapping[str, int] | None
+        self,
+        q: Query,
+        sources: Sources,
+        priority: Mapping[str, int] | None,
+        unflushed: tuple[list[pl.DataFrame], list[int | None]],
     ) -> pl.DataFrame:
         """``q`` over listed files and unflushed rows: per whole minute of the range, the
         files' pick where no unflushed row of the user lies, else the merged minute's (see
         ``_merged_minutes``); raw rows for the minutes the range cuts."""
         spans, picked = self._file_minutes(q, sources, priority)
-        touched, merged = self._merged_minutes(q, sources, priority, spans)
+        touched, merged = self._merged_minutes(q, sources, priority, spans, *unflushed)
         first = -(-q.start_ms // MINUTE_MS) * MINUTE_MS  # the first whole minute
         stop = q.end_ms // MINUTE_MS * MINUTE_MS  # and the end of the last one
         slot = pl.col("slot").dt.epoch("ms")
@@ -113,13 +121,14 @@ class MinutePath:
         sources: Sources,
         priority: Mapping[str, int] | None,
         spans: pl.DataFrame,
+        unflushed: list[pl.DataFrame],
+        marks: list[int | None],
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(``m``: every minute holding an unflushed row of the user (epoch ms), the picks of
         those minutes): the files' minutes (``spans``) and the unflushed rows' merged, raw
         rows de-duplicated for the dirty ones. Kept per set of files and the serials of the
         user's unflushed partials (see ``UserSpans``): whatever the range, and while other
-        users' readings arrive."""
-        unflushed, marks = self._user_spans(q, sources)
+        users' readings arrive. ``unflushed``, ``marks``: see ``_user_spans``."""
         key = None if None in marks else (self._files_key(q, sources, priority), *marks)
         kept = self._merged.get(key) if key is not None else None
         if kept is not None:

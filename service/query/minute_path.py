@@ -48,9 +48,9 @@ class MinutePath:
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
         self._spans = {name: UserSpans(budget_bytes // 4) for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
-        self._answers = FileAnswers(budget_bytes // 4)
+        self._answers = FileAnswers(budget_bytes // 8)
         # the merged minutes of files and the unflushed rows named by their serials
-        self._merged = FileAnswers(budget_bytes // 4)
+        self._merged = FileAnswers(budget_bytes // 8)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""

@@ -50,6 +50,13 @@ def rows(rng: random.Random, seq0: int, n: int, start: int, span: int, step: int
     )
 
 
+def buffer_rows(buffer: Buffer, frame: pl.DataFrame, first_seq: int) -> None:
+    """``frame``'s rows (``ROW_SCHEMA``) added to ``buffer`` from ``first_seq`` on."""
+    users, devices = frame["user_id"].to_list(), frame["device_id"].to_list()
+    ts, values = frame["ts"].dt.epoch("ms").to_list(), frame["value"].to_list()
+    buffer.add("heart_rate", Rows(users, devices, ts, values), first_seq)
+
+
 def store_with_every_source(tmp_path: Path, seed: int) -> tuple[Store, Buffer]:
     """Day 0 compacted (with rollups), then level-0 fragments over days 0-1 and unflushed
     rows over both; coarse timestamps so identities repeat between and within sources."""
@@ -70,16 +77,7 @@ def store_with_every_source(tmp_path: Path, seed: int) -> tuple[Store, Buffer]:
     buffer = Buffer()
     extra = rows(rng, seq, 150, BASE + DAY // 8, DAY, 20_000)
     extra = pl.concat([extra, extra.head(10).with_columns(pl.col("seq") + 1_000)])  # twice
-    buffer.add(
-        "heart_rate",
-        Rows(
-            extra["user_id"].to_list(),
-            extra["device_id"].to_list(),
-            extra["ts"].dt.epoch("ms").to_list(),
-            extra["value"].to_list(),
-        ),
-        seq,
-    )
+    buffer_rows(buffer, extra, seq)
     return store, buffer
 
 
@@ -262,16 +260,7 @@ def test_the_minutes_of_a_set_of_files_are_computed_once_whatever_the_range(
     store, full = store_with_every_source(tmp_path, 3)
     buffer = Buffer()
     others = full.snapshot("heart_rate")[0].filter(pl.col("user_id") == "u2")
-    buffer.add(
-        "heart_rate",
-        Rows(
-            others["user_id"].to_list(),
-            others["device_id"].to_list(),
-            others["ts"].dt.epoch("ms").to_list(),
-            others["value"].to_list(),
-        ),
-        50_000,
-    )
+    buffer_rows(buffer, others, 50_000)
     settings = Settings.from_env({"HR_DATA_DIR": str(tmp_path), "HR_DEVICE_PRIORITY": "ring:1"})
     merged = Reader(settings, store, buffer)
     plain = Reader(settings, store, buffer, merging=False)

@@ -34,8 +34,8 @@ from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 
-# files spanning at most this long have their minutes kept per set of files (a month at
-# two devices: ~90,000 rows, ~6 MB); a longer series merges per query, as it did before
+# a series within at most this many UTC days has its files' minutes kept (a month at two
+# devices: ~90,000 rows, ~6 MB); a longer one merges per query, as it did before
 KEPT_SPAN_MS = 32 * DAY_MS
 _NO_SPANS = pl.DataFrame(schema=SPANNED)  # built once: an empty frame of many columns costs
 
@@ -46,11 +46,11 @@ class MinutePath:
         self._directory = store.fragment_dir
         self._rollups = rollups
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
-        self._spans = {name: UserSpans(budget_bytes // 4) for name in METRICS}
+        self._spans = {name: UserSpans(budget_bytes // 32) for name in METRICS}
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 8)
         # the merged minutes of files and the unflushed rows named by their serials
-        self._merged = FileAnswers(budget_bytes // 8)
+        self._merged = FileAnswers(budget_bytes // 16)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""
@@ -69,7 +69,7 @@ class MinutePath:
             sources.shared is not None
             or sources.shared_days
             or not files
-            or max(f.max_ts for f in files) - min(f.min_ts for f in files) > KEPT_SPAN_MS
+            or _days(q)[1] - _days(q)[0] > KEPT_SPAN_MS
         ):
             return self._partials(q, sources, priority, self._unflushed_spans(q, sources))
         unflushed = self._user_spans(q, sources)
@@ -127,15 +127,18 @@ class MinutePath:
         """(``m``: every minute holding an unflushed row of the user (epoch ms), the picks of
         those minutes): the files' minutes (``spans``) and the unflushed rows' merged, raw
         rows de-duplicated for the dirty ones. Kept per set of files and the serials of the
-        user's unflushed partials (see ``UserSpans``): whatever the range, and while other
-        users' readings arrive. ``unflushed``, ``marks``: see ``_user_spans``."""
+        user's unflushed partials (see ``UserSpans``): for any range within the same UTC
+        days, and while other users' readings arrive. ``unflushed``, ``marks``: see
+        ``_user_spans``."""
         key = None if None in marks else (self._files_key(q, sources, priority), *marks)
         kept = self._merged.get(key) if key is not None else None
         if kept is not None:
             touched_df, picks = kept
             return touched_df, picks
         minute = pl.col("minute").dt.epoch("ms")
+        lo, hi = _days(q)
         fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in unflushed)])
+        fresh = fresh.filter((minute >= lo) & (minute < hi))
         if q.device_id is not None:
             fresh = fresh.filter(pl.col("device_id") == q.device_id)
         touched = fresh.select(minute.alias("m")).unique()
@@ -182,8 +185,10 @@ class MinutePath:
     def _files_key(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> tuple[object, ...]:
-        """What the answer from ``q``'s listed files alone depends on, whatever the range."""
+        """What the minutes of ``q``'s listed files depend on: any range within the same
+        UTC days has the same."""
         return (
+            *_days(q),
             q.metric,
             q.user_id,
             q.device_id,
@@ -198,19 +203,19 @@ class MinutePath:
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(spans, picks) of every minute ``q``'s listed files hold for its user (and
         device): one exact, clean ``SPANNED`` row per (minute, device), and the minute's
-        pick. Computed once per set of files (see ``FileAnswers``), whatever the range."""
+        pick. Computed once per set of files (see ``FileAnswers``) for the range's UTC days."""
         files = [*sources.settled, *sources.loose]
         key = self._files_key(q, sources, priority)
         kept = self._answers.get(key)
         if kept is not None:
             spans, picks = kept
             return spans, picks
-        lo = min(f.min_ts for f in files) // MINUTE_MS * MINUTE_MS
-        hi = (max(f.max_ts for f in files) // MINUTE_MS + 1) * MINUTE_MS
+        lo, hi = _days(q)  # the range's whole UTC days: a window moving within reuses them
         whole = replace(q, start_ms=lo, end_ms=hi, extremes=True)
         alone = replace(sources, unflushed=[])
         rollups, per_file = self._file_partials(whole, alone)
-        parts = gather(rollups, per_file)
+        minute = pl.col("minute").dt.epoch("ms")
+        parts = gather(rollups, per_file).filter((minute >= lo) & (minute < hi))
         if q.device_id is not None:
             parts = parts.filter(pl.col("device_id") == q.device_id)
         out, dirty = merge(parts.collect(engine=SMALL), spans=True)
@@ -326,6 +331,11 @@ class MinutePath:
 
     def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
         return query_rows(q, scan(self._directory, files))
+
+
+def _days(q: Query) -> tuple[int, int]:
+    """The start of the UTC day ``q`` starts in, the end of the one it ends in (epoch ms)."""
+    return q.start_ms // DAY_MS * DAY_MS, -(-q.end_ms // DAY_MS) * DAY_MS
 
 
 def _names(q: Query) -> list[str]:

@@ -19,18 +19,20 @@ import polars as pl
 from service.query.aggregate import PLAIN, SMALL, combine, pick, slot_partials
 from service.query.minutes import (
     SPANNED,
-    UserSpans,
+    UnflushedSpans,
     add_up,
     file_partials,
+    files_key,
     flag_meetings,
     gather,
     merge,
     minute_partials,
     spanned,
+    utc_days,
 )
 from service.query.rollups import FileAnswers, RollupCache
 from service.query.sources import Query, Sources, query_rows, scan, settled_rows
-from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA
+from service.schema import DAY_MS, MINUTE_MS, ROLLUP_SCHEMA
 from service.storage.fragments import FragmentInfo, rollup_name
 from service.storage.store import Store
 
@@ -46,7 +48,7 @@ class MinutePath:
         self._directory = store.fragment_dir
         self._rollups = rollups
         self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
-        self._spans = {name: UserSpans(budget_bytes // 32) for name in METRICS}
+        self._unflushed = UnflushedSpans(budget_bytes // 32)
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 8)
         # the merged minutes of files and the unflushed rows named by their serials
@@ -69,10 +71,10 @@ class MinutePath:
             sources.shared is not None
             or sources.shared_days
             or not files
-            or _days(q)[1] - _days(q)[0] > KEPT_SPAN_MS
+            or utc_days(q)[1] - utc_days(q)[0] > KEPT_SPAN_MS
         ):
-            return self._partials(q, sources, priority, self._unflushed_spans(q, sources))
-        unflushed = self._user_spans(q, sources)
+            return self._partials(q, sources, priority, self._unflushed.with_shared(q, sources))
+        unflushed = self._unflushed.of_user(q, sources)
         if not (sources.loose or unflushed[0]):
             # compacted days alone: their rollups go straight to the pick, nothing to keep
             return self._partials(q, sources, priority, [])
@@ -129,14 +131,14 @@ class MinutePath:
         rows de-duplicated for the dirty ones. Kept per set of files and the serials of the
         user's unflushed partials (see ``UserSpans``): for any range within the same UTC
         days, and while other users' readings arrive. ``unflushed``, ``marks``: see
-        ``_user_spans``."""
-        key = None if None in marks else (self._files_key(q, sources, priority), *marks)
+        ``UnflushedSpans.of_user``."""
+        key = None if None in marks else (files_key(q, sources, priority), *marks)
         kept = self._merged.get(key) if key is not None else None
         if kept is not None:
             touched_df, picks = kept
             return touched_df, picks
         minute = pl.col("minute").dt.epoch("ms")
-        lo, hi = _days(q)
+        lo, hi = utc_days(q)
         fresh = pl.concat([_NO_SPANS.lazy(), *(df.lazy() for df in unflushed)])
         fresh = fresh.filter((minute >= lo) & (minute < hi))
         if q.device_id is not None:
@@ -164,40 +166,6 @@ class MinutePath:
             )
         return touched_df, picks
 
-    def _user_spans(
-        self, q: Query, sources: Sources
-    ) -> tuple[list[pl.DataFrame], list[int | None]]:
-        """(the user's spanned partials of each unflushed frame that holds rows of theirs,
-        the serials of those partials: None for one that could not be kept)."""
-        users = self._spans[q.metric]
-        kept, missing, marks = users.split(sources.unflushed, q.user_id)
-        serials: list[int | None] = [*marks]
-        if missing:
-            plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
-            made = pl.collect_all(plans, engine=SMALL, optimizations=PLAIN)
-            for frame, spans in zip(missing, made, strict=True):
-                serial = users.keep(frame, q.user_id, spans)
-                if spans.height:
-                    kept.append(spans)
-                    serials.append(serial)
-        return [df for df in kept if df.height], sorted(serials, key=lambda n: n or 0)
-
-    def _files_key(
-        self, q: Query, sources: Sources, priority: Mapping[str, int] | None
-    ) -> tuple[object, ...]:
-        """What the minutes of ``q``'s listed files depend on: any range within the same
-        UTC days has the same."""
-        return (
-            *_days(q),
-            q.metric,
-            q.user_id,
-            q.device_id,
-            q.erased_before,
-            priority is not None,
-            tuple(f.name for f in sources.settled),
-            tuple(f.name for f in sources.loose),
-        )
-
     def _file_minutes(
         self, q: Query, sources: Sources, priority: Mapping[str, int] | None
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -205,12 +173,12 @@ class MinutePath:
         device): one exact, clean ``SPANNED`` row per (minute, device), and the minute's
         pick. Computed once per set of files (see ``FileAnswers``) for the range's UTC days."""
         files = [*sources.settled, *sources.loose]
-        key = self._files_key(q, sources, priority)
+        key = files_key(q, sources, priority)
         kept = self._answers.get(key)
         if kept is not None:
             spans, picks = kept
             return spans, picks
-        lo, hi = _days(q)  # the range's whole UTC days: a window moving within reuses them
+        lo, hi = utc_days(q)  # the range's whole UTC days: a window moving within reuses them
         whole = replace(q, start_ms=lo, end_ms=hi, extremes=True)
         alone = replace(sources, unflushed=[])
         rollups, per_file = self._file_partials(whole, alone)
@@ -285,19 +253,6 @@ class MinutePath:
                 found.append(raw_parts.select(out.columns))
         return pick(pl.concat(found).select(_names(q)), priority, SMALL)
 
-    def _unflushed_spans(self, q: Query, sources: Sources) -> list[pl.DataFrame]:
-        """The user's spanned partials of the unflushed rows (kept per frame, see
-        ``UserSpans``) and of a shared table's rows (computed per query)."""
-        spans = self._spans[q.metric]
-        kept, missing, _ = spans.split(sources.unflushed, q.user_id)
-        plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
-        if sources.shared is not None:
-            plans.append(spanned(query_rows(q, sources.shared)))
-        made = pl.collect_all(plans, engine=SMALL) if plans else []
-        for frame, spans_of_frame in zip(missing, made, strict=False):
-            spans.keep(frame, q.user_id, spans_of_frame)
-        return [*kept, *made]
-
     def _raw_partials(
         self, q: Query, sources: Sources, raw: pl.Series, *, spans: bool = False
     ) -> pl.LazyFrame | None:
@@ -331,11 +286,6 @@ class MinutePath:
 
     def _file_rows(self, q: Query, files: list[FragmentInfo]) -> pl.LazyFrame:
         return query_rows(q, scan(self._directory, files))
-
-
-def _days(q: Query) -> tuple[int, int]:
-    """The start of the UTC day ``q`` starts in, the end of the one it ends in (epoch ms)."""
-    return q.start_ms // DAY_MS * DAY_MS, -(-q.end_ms // DAY_MS) * DAY_MS
 
 
 def _names(q: Query) -> list[str]:

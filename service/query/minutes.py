@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
-from service.query.aggregate import SMALL
-from service.schema import MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.query.aggregate import PLAIN, SMALL
+from service.query.sources import Query, Sources, query_rows
+from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
 
 # the columns of a source's partials: ROLLUP_SCHEMA (without the user) plus the spans
 SPANNED: dict[str, pl.DataType] = {
@@ -187,3 +188,60 @@ class UserSpans:
     def plan(frame: pl.DataFrame, user_id: str) -> pl.LazyFrame:
         """The plan of ``user_id``'s spanned partials of ``frame`` (``SPANNED`` columns)."""
         return spanned(frame.lazy().filter(pl.col("user_id") == user_id))
+
+
+class UnflushedSpans:
+    """A worker's ``UserSpans``, one per metric: a query's view of the unflushed rows as
+    the user's spanned partials."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._spans = {name: UserSpans(budget_bytes) for name in METRICS}
+
+    def of_user(self, q: Query, sources: Sources) -> tuple[list[pl.DataFrame], list[int | None]]:
+        """(the user's spanned partials of each unflushed frame that holds rows of theirs,
+        the serials of those partials: None for one that could not be kept)."""
+        users = self._spans[q.metric]
+        kept, missing, marks = users.split(sources.unflushed, q.user_id)
+        serials: list[int | None] = [*marks]
+        if missing:
+            plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
+            made = pl.collect_all(plans, engine=SMALL, optimizations=PLAIN)
+            for frame, spans in zip(missing, made, strict=True):
+                serial = users.keep(frame, q.user_id, spans)
+                if spans.height:
+                    kept.append(spans)
+                    serials.append(serial)
+        return [df for df in kept if df.height], sorted(serials, key=lambda n: n or 0)
+
+    def with_shared(self, q: Query, sources: Sources) -> list[pl.DataFrame]:
+        """The user's spanned partials of the unflushed rows (kept per frame) and of a
+        shared table's rows (computed per query)."""
+        spans = self._spans[q.metric]
+        kept, missing, _ = spans.split(sources.unflushed, q.user_id)
+        plans = [UserSpans.plan(frame, q.user_id) for frame in missing]
+        if sources.shared is not None:
+            plans.append(spanned(query_rows(q, sources.shared)))
+        made = pl.collect_all(plans, engine=SMALL) if plans else []
+        for frame, spans_of_frame in zip(missing, made, strict=False):
+            spans.keep(frame, q.user_id, spans_of_frame)
+        return [*kept, *made]
+
+
+def utc_days(q: Query) -> tuple[int, int]:
+    """The start of the UTC day ``q`` starts in, the end of the one it ends in (epoch ms)."""
+    return q.start_ms // DAY_MS * DAY_MS, -(-q.end_ms // DAY_MS) * DAY_MS
+
+
+def files_key(q: Query, sources: Sources, priority: Mapping[str, int] | None) -> Hashable:
+    """What the minutes of ``q``'s listed files depend on: any range within the same UTC
+    days has the same."""
+    return (
+        *utc_days(q),
+        q.metric,
+        q.user_id,
+        q.device_id,
+        q.erased_before,
+        priority is not None,
+        tuple(f.name for f in sources.settled),
+        tuple(f.name for f in sources.loose),
+    )

@@ -97,9 +97,10 @@ Answer = tuple[pl.DataFrame, ...]
 
 
 class FileAnswers:
-    """Query answers computed from immutable files alone, each under a key that names its
-    files: kept until one of those files leaves the manifest, or the least recently used
-    once they hold more than ``budget_bytes``."""
+    """Frames a query derived from immutable files (and from unflushed rows named by serial
+    numbers that never repeat), each under a key that names all it was derived from: kept
+    until one of its files leaves the manifest, or the least recently used once they hold
+    more than ``budget_bytes``."""
 
     def __init__(self, budget_bytes: int) -> None:
         self._budget = budget_bytes

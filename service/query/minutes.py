@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from service.query.aggregate import PLAIN, SMALL
+from service.query.rollups import frame_bytes
 from service.query.sources import Query, Sources, query_rows
 from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
 
@@ -162,7 +163,7 @@ class UserSpans:
             listed = {id(f): f for f in frames}
             if listed.keys() != self._frames.keys():
                 self._kept = {k: v for k, v in self._kept.items() if k[0] in listed}
-                self._bytes = sum(int(v[1].estimated_size()) for v in self._kept.values())
+                self._bytes = sum(frame_bytes(v[1]) for v in self._kept.values())
                 self._frames = listed
             kept = [self._kept.get((id(f), user_id)) for f in frames]
         found = [k for k in kept if k is not None]
@@ -172,7 +173,7 @@ class UserSpans:
     def keep(self, frame: pl.DataFrame, user_id: str, spans: pl.DataFrame) -> int | None:
         """Keep ``spans``, ``user_id``'s spanned partials of ``frame`` (see ``plan``); their
         serial, or None when they are not kept (the frame is no longer listed)."""
-        size = int(spans.estimated_size())
+        size = frame_bytes(spans)  # an empty frame's columns too
         with self._lock:
             if self._frames.get(id(frame)) is not frame:
                 return None
@@ -181,7 +182,7 @@ class UserSpans:
             self._bytes += size
             while self._bytes > self._budget and self._kept:
                 oldest = next(iter(self._kept))
-                self._bytes -= int(self._kept.pop(oldest)[1].estimated_size())
+                self._bytes -= frame_bytes(self._kept.pop(oldest)[1])
             return serial if (id(frame), user_id) in self._kept else None
 
     @staticmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from service.errors import Unavailable
+from service.query.rollups import frame_bytes
 from service.schema import ROW_SCHEMA
 from service.storage.quarantine import READ_ERRORS
 from service.storage.store import SharedTable
@@ -48,7 +49,7 @@ class FileUsers:
                 self._files.move_to_end(name)
                 return found
         ids = self._scan(name).select(pl.col("user_id").unique().sort()).collect().to_series()
-        size = int(ids.estimated_size())
+        size = frame_bytes(ids.to_frame())
         if size > self._budget:
             return ids
         with self._lock:
@@ -57,7 +58,7 @@ class FileUsers:
                 self._bytes += size
             while self._bytes > self._budget:
                 _, old = self._files.popitem(last=False)
-                self._bytes -= int(old.estimated_size())
+                self._bytes -= frame_bytes(old.to_frame())
         return ids
 
     def keep(self, listed: Container[str]) -> None:
@@ -65,7 +66,7 @@ class FileUsers:
         hundred: kept, they would fill the budget with ids nobody asks for again)."""
         with self._lock:
             for name in [n for n in self._files if n not in listed]:
-                self._bytes -= int(self._files.pop(name).estimated_size())
+                self._bytes -= frame_bytes(self._files.pop(name).to_frame())
 
 
 def any_missing(ids: list[pl.Series], among: list[pl.Series]) -> bool:

@@ -24,7 +24,7 @@ from service.query import minute_path
 from service.query.buckets import Shape
 from service.query.minutes import UserSpans, gather, merge, spanned
 from service.query.reader import Reader
-from service.query.rollups import FileAnswers
+from service.query.rollups import FileAnswers, frame_bytes
 from service.query.series import json_body
 from service.query.sources import Query
 from service.schema import ROW_SCHEMA, Rows
@@ -177,7 +177,7 @@ def test_kept_partials_stay_within_their_budget_oldest_dropped_first() -> None:
     rng = random.Random(2)
     frame = rows(rng, 1, 400, BASE, DAY, 1_000)
     one = UserSpans.plan(frame, "u1").collect()
-    spans = UserSpans(budget_bytes=int(one.estimated_size()) * 3)
+    spans = UserSpans(budget_bytes=frame_bytes(one) * 3)
     spans.split([frame], "u1")
     users = [f"x{i}" for i in range(5)]
     for user in users:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from service.query.rollups import RollupCache
+from service.query.rollups import ByUser, RollupCache, frame_bytes
 from service.schema import ROLLUP_SCHEMA
 
 
@@ -44,7 +45,7 @@ def test_the_least_recently_used_files_leave_past_the_budget(tmp_path: Path) -> 
     names = [f"{i}.rollup.parquet" for i in range(4)]
     for name in names:
         write(tmp_path, name, ["u1", "u2"], 600)
-    one = int(pl.read_parquet(tmp_path / names[0]).estimated_size())
+    one = ByUser(pl.read_parquet(tmp_path / names[0])).size
     cache = RollupCache(tmp_path, 2 * one + one // 2)  # room for two files
     for name in names:
         cache.user_rows(name, "u1")
@@ -69,3 +70,18 @@ def test_files_the_manifest_no_longer_lists_leave_the_cache(tmp_path: Path) -> N
     for name in (names[0], names[2]):
         with pytest.raises(FileNotFoundError):
             cache.user_rows(name, "u1")
+
+
+def test_a_files_size_counts_its_columns_and_its_users_index(tmp_path: Path) -> None:
+    # a fragment's partials can hold one row per user: the per-user index then weighs more
+    # than the data, and a frame of few rows more than its ``estimated_size``
+    users = [f"user-{i:05d}" for i in range(2_000)]
+    frame = write(tmp_path, "a.rollup.parquet", users, 1)
+    loaded = ByUser(frame)
+    assert frame_bytes(frame) >= frame.estimated_size() + 700 * frame.width
+    assert loaded.size >= frame_bytes(frame) + sum(map(sys.getsizeof, users)) + 100 * len(users)
+    cache = RollupCache(tmp_path, loaded.size - 1)  # over the budget alone: not kept
+    cache.user_rows("a.rollup.parquet", users[0])
+    (tmp_path / "a.rollup.parquet").unlink()
+    with pytest.raises(FileNotFoundError):
+        cache.user_rows("a.rollup.parquet", users[0])

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 
 import service.query.users as users_module
+from service.query.rollups import frame_bytes
 from service.query.user_ids import FileUsers, merged
 from service.query.users import Page, UserIndex
 from service.schema import HEART_RATE, Rows, rows_frame
@@ -44,7 +45,7 @@ def test_merged_is_the_sorted_distinct_union(union: list[str], parts: list[list[
 def test_file_ids_are_kept_within_the_budget(tmp_path: Path) -> None:
     store = store_with(tmp_path, ("b", "a", "b"), ("c", "d"), ("e", "f"))
     names = [f.name for f in store.manifest.read().fragments]
-    one = int(FileUsers(store.fragment_dir, 1 << 20).ids(names[0]).estimated_size())
+    one = frame_bytes(FileUsers(store.fragment_dir, 1 << 20).ids(names[0]).to_frame())
     cache = FileUsers(store.fragment_dir, 2 * one + one // 2)  # room for two files
     assert cache.ids(names[0]).to_list() == ["a", "b"]
     cache.ids(names[1])

@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 _METRICS_PREFIX = "hr-prometheus-"
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
 # held (flock) by the master and, through fork, its workers: while any of them lives,
 # the directory is in use; once the lock is free, every process writing there is gone
 _OWNER_LOCK = ".owner.lock"
@@ -163,6 +164,10 @@ def post_fork(server, worker):
     # Polars reads this once at import: share the cores between the workers
     cores = os.cpu_count() or 1
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(1, cores // server.cfg.workers)))
+    # Polars' allocator (jemalloc) otherwise keeps freed pages until the same arena is
+    # busy again: a query's working memory then stays resident; a background thread
+    # returns pages idle for a second (read once, when Polars is first imported)
+    os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
     # lets a worker notice that the master died (kill -9) and stop gracefully
     os.environ["HR_MASTER_PID"] = str(server.pid)
 

@@ -23,17 +23,19 @@ from service.schema import ROLLUP_SCHEMA
 
 # what a frame holds beyond ``estimated_size`` (measured with Polars 2.1 over thousands of
 # frames such as the caches keep, in a fresh process): ~730 bytes per column however few
-# rows (buffers, arrays and their headers), and about half as much again over the data
-# from a group-by's allocations; a 1-row partial of 9 columns takes ~6.6 KB, not the 62
-# bytes it estimates
+# rows (buffers, arrays and their headers), and up to half as much again as the data for
+# frames of up to ~10,000 rows (allocation slack); a 1-row partial of 9 columns takes
+# ~6.6 KB, not the 62 bytes it estimates, while a 144,000-row rollup takes what it estimates
 _COLUMN_BYTES = 768
+_SLACK_BYTES = 512 * 1024
 # a dict entry per user in ``ByUser.spans``: the tuple, its two integers and the slot
 _SPAN_ENTRY_BYTES = 56 + 2 * 32 + 32
 
 
 def frame_bytes(frame: pl.DataFrame) -> int:
     """The memory ``frame`` keeps alive, as the caches count it against their budgets."""
-    return int(frame.estimated_size()) * 3 // 2 + _COLUMN_BYTES * frame.width
+    data = int(frame.estimated_size())
+    return data + min(data // 2, _SLACK_BYTES) + _COLUMN_BYTES * frame.width
 
 
 class ByUser:
@@ -56,9 +58,12 @@ class ByUser:
         users = sum(map(sys.getsizeof, self.spans)) + _SPAN_ENTRY_BYTES * len(self.spans)
         self.size = frame_bytes(frame) + sys.getsizeof(self.spans) + users
 
-    def user_rows(self, user_id: str) -> pl.DataFrame:
+    def user_rows(self, user_id: str, *, copy: bool = False) -> pl.DataFrame:
+        """The user's rows: a slice, which keeps the whole frame alive, or a ``copy``."""
         start, count = self.spans.get(user_id, (0, 0))
-        return self.frame.slice(start, count)
+        if not copy:
+            return self.frame.slice(start, count)
+        return self.frame[range(start, start + count)] if count else self.frame.clear()
 
 
 def read_rollup(path: Path) -> pl.DataFrame:
@@ -82,18 +87,35 @@ class RollupCache:
         self._lock = threading.Lock()
 
     def user_rows(self, name: str, user_id: str) -> pl.DataFrame:
-        """The rows of ``user_id`` in the frame of file ``name`` (sorted by user: a slice)."""
-        return self._load(name).user_rows(user_id)
+        """The rows of ``user_id`` in the frame of file ``name`` (sorted by user).
 
-    def _load(self, name: str) -> ByUser:
+        A file read now gives a copy of them: a query over more files than the budget
+        holds evicts the ones it read first, and a slice of each would keep every file's
+        whole frame alive until the query ends (~110 KB for each fragment's partials under
+        ``ops/soak``, hundreds of fragments a query). A file found here gives a slice:
+        what those keep alive is bounded by the budget."""
+        loaded, found = self._load(name)
+        return loaded.user_rows(user_id, copy=not found)
+
+    def found(self, name: str, user_id: str) -> pl.DataFrame | None:
+        """``user_rows`` of a file found here, else None (nothing is read)."""
+        with self._lock:
+            loaded = self._files.get(name)
+            if loaded is None:
+                return None
+            self._files.move_to_end(name)
+        return loaded.user_rows(user_id)
+
+    def _load(self, name: str) -> tuple[ByUser, bool]:
+        """The file's frame, and whether it was already here."""
         with self._lock:
             loaded = self._files.get(name)
             if loaded is not None:
                 self._files.move_to_end(name)
-                return loaded
+                return loaded, True
         loaded = ByUser(self._read(self._directory / name))
         if loaded.size > self._budget:
-            return loaded
+            return loaded, False
         with self._lock:
             if name not in self._files:
                 self._files[name] = loaded
@@ -101,7 +123,7 @@ class RollupCache:
             while self._bytes > self._budget:
                 _, old = self._files.popitem(last=False)
                 self._bytes -= old.size
-        return loaded
+        return loaded, False
 
     def keep(self, listed: Container[str]) -> None:
         """Drop every cached file not in ``listed`` (the manifest's files)."""

@@ -85,3 +85,29 @@ def test_a_files_size_counts_its_columns_and_its_users_index(tmp_path: Path) -> 
     (tmp_path / "a.rollup.parquet").unlink()
     with pytest.raises(FileNotFoundError):
         cache.user_rows("a.rollup.parquet", users[0])
+
+
+def test_a_file_read_for_a_query_gives_a_copy_a_cached_one_a_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a slice keeps its whole frame alive: one from a file just read would keep it after
+    # the cache evicts it, for as long as the query runs
+    frame = write(tmp_path, "a.rollup.parquet", ["u1", "u2", "u3"], 30)
+    copies: list[bool] = []
+    original = ByUser.user_rows
+
+    def noted(self: ByUser, user_id: str, *, copy: bool = False) -> pl.DataFrame:
+        copies.append(copy)
+        return original(self, user_id, copy=copy)
+
+    monkeypatch.setattr(ByUser, "user_rows", noted)
+    cache = RollupCache(tmp_path, 64 * 1024 * 1024)
+    for user in ("u2", "u2", "u0"):
+        want = frame.filter(pl.col("user_id") == user)
+        assert cache.user_rows("a.rollup.parquet", user).equals(want)
+    assert copies == [True, False, False]
+    nothing_kept = RollupCache(tmp_path, 0)
+    for user in ("u3", "u3", "u0"):
+        want = frame.filter(pl.col("user_id") == user)
+        assert nothing_kept.user_rows("a.rollup.parquet", user).equals(want)
+    assert copies[3:] == [True, True, True]

@@ -17,11 +17,11 @@ from dataclasses import replace
 import polars as pl
 
 from service.query.aggregate import PLAIN, SMALL, combine, pick, slot_partials
-from service.query.loose import LoosePartials
 from service.query.minutes import (
     SPANNED,
     UnflushedSpans,
     add_up,
+    file_partials,
     files_key,
     flag_meetings,
     gather,
@@ -44,18 +44,15 @@ _NO_SPANS = pl.DataFrame(schema=SPANNED)  # built once: an empty frame of many c
 
 class MinutePath:
     def __init__(self, store: Store, rollups: RollupCache, budget_bytes: int) -> None:
-        """Its caches share ``budget_bytes``: half for the partials of not-yet-compacted
-        files, a quarter for a user's file minutes, an eighth for their merges with
-        unflushed rows, a thirty-second per metric for unflushed partials."""
         self._store = store
         self._directory = store.fragment_dir
         self._rollups = rollups
-        self._loose = LoosePartials(store.fragment_dir, budget_bytes // 2)
+        self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
         self._unflushed = UnflushedSpans(budget_bytes // 32)
         # the spans and picks of a user's files (see ``_file_minutes``)
-        self._answers = FileAnswers(budget_bytes // 4)
+        self._answers = FileAnswers(budget_bytes // 8)
         # the merged minutes of files and the unflushed rows named by their serials
-        self._merged = FileAnswers(budget_bytes // 8)
+        self._merged = FileAnswers(budget_bytes // 16)
 
     def keep(self, listed: Container[str]) -> None:
         """Forget the partials of files the manifest no longer lists."""
@@ -207,7 +204,7 @@ class MinutePath:
         in the order of ``sources.settled`` and ``sources.loose``."""
         return (
             [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled],
-            self._loose.of_user(q.user_id, sources.loose),
+            [self._loose.user_rows(f.name, q.user_id) for f in sources.loose],
         )
 
     # longer than 40 lines: the one place deciding, per minute, between sources' partials

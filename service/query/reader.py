@@ -53,11 +53,9 @@ class Reader:
         self._store = store
         self._buffer = buffer
         self._tails = {name: TailReader(name) for name in METRICS}
-        # the worker's query caches share ``rollup_cache_bytes``: half for rollup files,
-        # the rest for the minute path's (see ``MinutePath``)
-        budget = settings.rollup_cache_bytes
-        self._rollups = RollupCache(store.fragment_dir, budget // 2)
-        self._minutes = MinutePath(store, self._rollups, budget // 2)
+        self._rollups = RollupCache(store.fragment_dir, settings.rollup_cache_bytes)
+        # the spanned partials of not-yet-compacted fragments (see ``query.minutes``)
+        self._minutes = MinutePath(store, self._rollups, settings.rollup_cache_bytes)
         self._merging = merging
         self._caches_checked = -1  # the manifest generation the caches were kept to
 

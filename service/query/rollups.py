@@ -97,15 +97,6 @@ class RollupCache:
         loaded, found = self._load(name)
         return loaded.user_rows(user_id, copy=not found)
 
-    def found(self, name: str, user_id: str) -> pl.DataFrame | None:
-        """``user_rows`` of a file found here, else None (nothing is read)."""
-        with self._lock:
-            loaded = self._files.get(name)
-            if loaded is None:
-                return None
-            self._files.move_to_end(name)
-        return loaded.user_rows(user_id)
-
     def _load(self, name: str) -> tuple[ByUser, bool]:
         """The file's frame, and whether it was already here."""
         with self._lock:

@@ -20,7 +20,7 @@ import pytest
 
 from service.config import Settings
 from service.ingest.buffer import Buffer
-from service.query import loose, minute_path
+from service.query import minute_path
 from service.query.buckets import Shape
 from service.query.minutes import UserSpans, gather, merge, spanned
 from service.query.reader import Reader
@@ -94,19 +94,11 @@ def close(a: object, b: object) -> bool:
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("priority", ["", "ring:1,phone:2"])
 @pytest.mark.parametrize("kept", [True, False], ids=["files-kept", "per-query"])
-@pytest.mark.parametrize("made", [4, 1, 0], ids=["made", "some-scanned", "scanned"])
 def test_the_partial_path_answers_like_the_plain_path(
-    tmp_path: Path,
-    seed: int,
-    priority: str,
-    kept: bool,
-    made: int,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, seed: int, priority: str, kept: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not kept:  # files spanning longer than KEPT_SPAN_MS merge per query
         monkeypatch.setattr(minute_path, "KEPT_SPAN_MS", 0)
-    # the fragments' partials made per query; the other missing ones come from a scan
-    monkeypatch.setattr(loose, "MADE_PER_QUERY", made)
     store, buffer = store_with_every_source(tmp_path, seed)
     settings = Settings.from_env({"HR_DATA_DIR": str(tmp_path), "HR_DEVICE_PRIORITY": priority})
     merged = Reader(settings, store, buffer)

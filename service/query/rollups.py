@@ -23,19 +23,18 @@ from service.schema import ROLLUP_SCHEMA
 
 # what a frame holds beyond ``estimated_size`` (measured with Polars 2.1 over thousands of
 # frames such as the caches keep, in a fresh process): ~730 bytes per column however few
-# rows (buffers, arrays and their headers), and up to half as much again as the data for
-# frames of up to ~10,000 rows (allocation slack); a 1-row partial of 9 columns takes
-# ~6.6 KB, not the 62 bytes it estimates, while a 144,000-row rollup takes what it estimates
+# rows (buffers, arrays and their headers); a 1-row partial of 9 columns takes ~6.6 KB, not
+# the 62 bytes it estimates. (Frames of up to ~10,000 rows also hold up to half their data
+# again in allocation slack; counting it made ops/bench's uncompacted store thrash the
+# cache, 1-day queries 15 -> 211 ms, so the budget's default keeps what it always held.)
 _COLUMN_BYTES = 768
-_SLACK_BYTES = 512 * 1024
 # a dict entry per user in ``ByUser.spans``: the tuple, its two integers and the slot
 _SPAN_ENTRY_BYTES = 56 + 2 * 32 + 32
 
 
 def frame_bytes(frame: pl.DataFrame) -> int:
     """The memory ``frame`` keeps alive, as the caches count it against their budgets."""
-    data = int(frame.estimated_size())
-    return data + min(data // 2, _SLACK_BYTES) + _COLUMN_BYTES * frame.width
+    return int(frame.estimated_size()) + _COLUMN_BYTES * frame.width
 
 
 class ByUser:

@@ -25,8 +25,8 @@ from service.schema import ROLLUP_SCHEMA
 # frames such as the caches keep, in a fresh process): ~730 bytes per column however few
 # rows (buffers, arrays and their headers); a 1-row partial of 9 columns takes ~6.6 KB, not
 # the 62 bytes it estimates. (Frames of up to ~10,000 rows also hold up to half their data
-# again in allocation slack; counting it made ops/bench's uncompacted store thrash the
-# cache, 1-day queries 15 -> 211 ms, so the budget's default keeps what it always held.)
+# again in allocation slack. Counting it made ops/bench's uncompacted store overflow the
+# loose-partials cache, a query run taking ~100 s instead of ~10 s: it is left out.)
 _COLUMN_BYTES = 768
 # a dict entry per user in ``ByUser.spans``: the tuple, its two integers and the slot
 _SPAN_ENTRY_BYTES = 56 + 2 * 32 + 32

@@ -21,11 +21,12 @@ from service.auth.keys import KeysError
 from service.backup import BackupError, backup
 from service.compaction_process import run_pass, stop_on_term
 from service.config import ConfigError, Settings
+from service.partials import SPANS_SCHEMA
 from service.schema import DAY_MS, METRICS, ROLLUP_SCHEMA, ROW_SCHEMA
 from service.storage import erasure
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import is_held, private_lock
-from service.storage.fragments import FragmentInfo, rollup_name
+from service.storage.fragments import FragmentInfo, rollup_name, spans_name
 from service.storage.quarantine import quarantined
 from service.storage.recovery import replay_orphans
 from service.storage.store import Store
@@ -65,9 +66,11 @@ def verify(store: Store) -> list[str]:
                 f"range [{f.user_lo!r}, {f.user_hi!r})"
             )
         if f.rollup:
-            problems += _verify_rollup(store, f)
+            problems += _verify_counts(store, f, rollup_name(f.name))
+        if f.spans:
+            problems += _verify_counts(store, f, spans_name(f.name), SPANS_SCHEMA)
     for r in snapshot.rollups:  # a day past raw retention: only its rollup is left
-        problems += _verify_rollup(store, r, r.name)
+        problems += _verify_counts(store, r, r.name)
     problems += _verify_ranges(snapshot.fragments) + erasure.leftovers(store)
     return problems + _unlisted(store, listed | {name for name, _ in snapshot.retired})
 
@@ -103,11 +106,13 @@ def _verify_ranges(fragments: tuple[FragmentInfo, ...]) -> list[str]:
     return problems
 
 
-def _verify_rollup(store: Store, f: FragmentInfo, name: str | None = None) -> list[str]:
-    name = name or rollup_name(f.name)
+def _verify_counts(
+    store: Store, f: FragmentInfo, name: str, schema: dict[str, pl.DataType] = ROLLUP_SCHEMA
+) -> list[str]:
+    """A rollup or spans file ``name`` must count the readings of its file ``f``."""
     try:
         counted = (
-            pl.scan_parquet(store.fragment_dir / name, schema=ROLLUP_SCHEMA)
+            pl.scan_parquet(store.fragment_dir / name, schema=schema)
             .select(pl.col("count").sum())
             .collect()
             .item()
@@ -115,7 +120,7 @@ def _verify_rollup(store: Store, f: FragmentInfo, name: str | None = None) -> li
     except (OSError, pl.exceptions.PolarsError) as exc:
         return [f"{name}: unreadable ({str(exc).splitlines()[0]})"]
     if counted != f.rows:
-        return [f"{name}: counts {counted} readings, its day file has {f.rows}"]
+        return [f"{name}: counts {counted} readings, its file has {f.rows}"]
     return []
 
 

@@ -2,11 +2,11 @@
 raw rows read only where they must be (see ``query.minutes`` for when partials add up).
 
 Sources and what each gives: a compacted day file its rollup (cached by ``RollupCache``),
-a not-yet-compacted fragment its spanned partials (computed once per worker, cached under
-the file's name), an unflushed frame its user's spanned partials (kept per frame and user,
-see ``UserSpans``), a shared table's rows theirs per query. The files' minutes, merged and
-picked, are kept per set of files (``FileAnswers``): a query merges only the minutes the
-unflushed rows touch.
+a not-yet-compacted fragment its spanned partials (read from its spans file, or computed
+once per worker for a flushed one; cached under the file's name), an unflushed frame its
+user's spanned partials (kept per frame and user, see ``UserSpans``), a shared table's rows
+theirs per query. The files' minutes, merged and picked, are kept per set of files
+(``FileAnswers``): a query merges only the minutes the unflushed rows touch.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ from dataclasses import replace
 
 import polars as pl
 
+from service.partials import SPANNED, spanned
 from service.query.aggregate import PLAIN, SMALL, combine, pick, slot_partials
 from service.query.minutes import (
-    SPANNED,
     UnflushedSpans,
     add_up,
-    file_partials,
     files_key,
     flag_meetings,
     gather,
+    loose_partials,
     merge,
     minute_partials,
-    spanned,
     utc_days,
 )
 from service.query.rollups import FileAnswers, RollupCache
@@ -47,7 +46,7 @@ class MinutePath:
         self._store = store
         self._directory = store.fragment_dir
         self._rollups = rollups
-        self._loose = RollupCache(store.fragment_dir, budget_bytes, file_partials)
+        self._loose = RollupCache(store.fragment_dir, budget_bytes, loose_partials)
         self._unflushed = UnflushedSpans(budget_bytes // 32)
         # the spans and picks of a user's files (see ``_file_minutes``)
         self._answers = FileAnswers(budget_bytes // 8)

@@ -14,52 +14,38 @@ its raw rows and de-duplicates them, as the plain path does for every minute.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import polars as pl
 
+from service.partials import SPANNED, SPANS_SCHEMA, file_partials, spanned
 from service.query.aggregate import PLAIN, SMALL
 from service.query.rollups import frame_bytes
 from service.query.sources import Query, Sources, query_rows
-from service.schema import DAY_MS, METRICS, MINUTE_MS, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.schema import DAY_MS, METRICS, MINUTE_MS
+from service.storage.fragments import spans_name
+from service.storage.quarantine import READ_ERRORS
 
-# the columns of a source's partials: ROLLUP_SCHEMA (without the user) plus the spans
-SPANNED: dict[str, pl.DataType] = {
-    **{k: v for k, v in ROLLUP_SCHEMA.items() if k != "user_id"},
-    "lo": pl.Int64(),
-    "hi": pl.Int64(),
-    "clean": pl.Boolean(),
-}
+log = logging.getLogger("service.query")
+
 ROLLUP_COLUMNS = ["device_id", "minute", "sum", "count", "min", "max"]
 _VALUES = ("sum", "count", "min", "max")
 
 
-def spanned(rows: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFrame:
-    """``ROW_SCHEMA`` rows (not de-duplicated) -> per (``*by``, device, minute) partials with
-    spans, sorted by ``by`` then minute."""
-    ts, value = pl.col("ts"), pl.col("value")
-    keys = [*by, "device_id", ts.dt.truncate("1m").alias("minute")]
-    return (
-        rows.group_by(keys)
-        .agg(
-            value.sum().alias("sum"),
-            pl.len().cast(pl.Int64).alias("count"),
-            value.min().alias("min"),
-            value.max().alias("max"),
-            ts.min().dt.epoch("ms").alias("lo"),
-            ts.max().dt.epoch("ms").alias("hi"),
-            (ts.n_unique() == pl.len()).alias("clean"),
-        )
-        .sort(*by, "minute")
-    )
-
-
-def file_partials(path: Path) -> pl.DataFrame:
-    """Every user's spanned partials of one fragment file, sorted by user (cacheable: a
-    fragment never changes under its name)."""
-    return spanned(pl.scan_parquet(path, schema=ROW_SCHEMA), ("user_id",)).collect()
+def loose_partials(path: Path) -> pl.DataFrame:
+    """A not-yet-compacted fragment's spanned partials, every user's: its spans file where a
+    merge wrote one (see ``storage.compaction``), else computed from all its rows (a flushed
+    file; or a spans file that cannot be read, which costs only the shortcut)."""
+    try:
+        return pl.read_parquet(path.with_name(spans_name(path.name)), schema=SPANS_SCHEMA)
+    except FileNotFoundError:
+        pass
+    except READ_ERRORS:
+        log.warning("spans file of %s unreadable; computing from its rows", path.name)
+    return file_partials(path)
 
 
 def gather(rollups: list[pl.DataFrame], spans: list[pl.DataFrame]) -> pl.LazyFrame:

@@ -13,7 +13,9 @@ own level-2 file. A day's level-2 files have disjoint user ranges covering every
 one-user query reads exactly one of them. Each level-2 file gets a per-minute rollup
 (see ``fragments``) from the same de-duplicated rows, so queries read 1 row per device
 and minute instead of up to 60 (or 600 at 10 Hz) for every minute nothing fresher has
-touched.
+touched. Each level-1 file gets a spans file (see ``fragments``): the per-minute partials a
+query takes from a not-yet-compacted file, which it would otherwise compute from every row
+of the file (up to ``max_rows``) each time its worker's cache has let them go.
 
 One compactor runs at a time across all processes (a non-blocking file lock elects it).
 Each merge is one manifest change that lists the outputs and retires the inputs; retired
@@ -35,11 +37,17 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from service.config import Settings
-from service.partials import partials
-from service.schema import DAY_MS, IDENTITY, ROLLUP_SCHEMA, ROW_SCHEMA
+from service.partials import rollup, spans_of
+from service.schema import DAY_MS, IDENTITY, ROW_SCHEMA
 from service.storage.compaction_policy import TOP_LEVEL, by_day, day_due, level0_due
 from service.storage.files import is_held, private_lock, unlink_quietly
-from service.storage.fragments import FragmentInfo, rollup_name, write_rollup
+from service.storage.fragments import (
+    FragmentInfo,
+    rollup_name,
+    spans_name,
+    write_rollup,
+    write_spans,
+)
 from service.storage.orphans import sweep
 from service.storage.quarantine import merge_readable
 from service.storage.retention import Retention, demoted_days, must_merge
@@ -170,16 +178,6 @@ def _dedupe_sorted(lf: pl.LazyFrame, report: Report) -> pl.DataFrame:
     return latest.select(*ROW_SCHEMA).sort("user_id", "ts")
 
 
-def rollup(rows: pl.DataFrame) -> pl.DataFrame:
-    """De-duplicated rows -> ``ROLLUP_SCHEMA`` rows sorted by (user_id, minute)."""
-    return (
-        partials(rows.lazy(), ("user_id", "device_id"), extremes=True)
-        .select(pl.col(name).cast(dtype) for name, dtype in ROLLUP_SCHEMA.items())
-        .sort("user_id", "minute", "device_id")
-        .collect()
-    )
-
-
 def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], *, report: Report) -> None:
     # de-duplicated while streaming from the files: only the surviving rows are held
     rows = _dedupe_sorted(_scan(store, files), report)
@@ -187,7 +185,10 @@ def _merge_level0(store: Store, metric: str, files: list[FragmentInfo], *, repor
     outputs: list[FragmentInfo] = []
     try:
         for part in rows.with_columns(day).partition_by("day", maintain_order=True):
-            outputs.append(store.write(part.drop("day"), metric, 1))
+            part = part.drop("day")
+            outputs.append(store.write(part, metric, 1))
+            # what a query would compute from the whole file on every cache miss
+            outputs[-1] = write_spans(spans_of(part), store.fragment_dir, outputs[-1])
     except BaseException:
         _unlink(store, outputs)
         raise
@@ -245,7 +246,7 @@ def _in_range(lo: str | None, hi: str | None) -> pl.Expr:
 
 
 def _unlink(store: Store, infos: list[FragmentInfo]) -> None:
-    names = [name for f in infos for name in (f.name, rollup_name(f.name))]
+    names = [name for f in infos for name in (f.name, rollup_name(f.name), spans_name(f.name))]
     unlink_quietly([store.fragment_dir / name for name in names])
 
 

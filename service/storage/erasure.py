@@ -28,12 +28,13 @@ from pathlib import Path
 import polars as pl
 from filelock import Timeout
 
+from service.partials import rollup, spans_of
 from service.schema import DAY_MS, IDENTITY, METRICS, ROW_SCHEMA
 from service.storage import erased_rollups
-from service.storage.compaction import compaction_lock, rollup
+from service.storage.compaction import compaction_lock
 from service.storage.compaction_policy import TOP_LEVEL
 from service.storage.files import unlink_quietly
-from service.storage.fragments import FragmentInfo, write_rollup
+from service.storage.fragments import FragmentInfo, is_companion, write_rollup, write_spans
 from service.storage.manifest import Snapshot
 from service.storage.orphans import sweep
 from service.storage.quarantine import READ_ERRORS
@@ -198,6 +199,8 @@ def _rewrite(
         out = replace(store.write(rows, f.metric, f.level), user_lo=lo, user_hi=hi)
         if f.rollup:
             out = write_rollup(rollup(rows), store.fragment_dir, out)
+        if f.spans:
+            out = write_spans(spans_of(rows), store.fragment_dir, out)
         outputs.append(out)
     try:
         store.manifest.commit(add=outputs, remove=[r.name for r in removed], retire=True)
@@ -255,7 +258,7 @@ def _unlisted_users(store: Store, stones: tuple[Tombstone, ...]) -> set[str]:
     named.update(name for name, _ in snapshot.retired)
     found: set[str] = set()
     for path in store.fragment_dir.glob("frag-*.parquet"):
-        if path.name in named or path.name.endswith(".rollup.parquet"):
+        if path.name in named or is_companion(path.name):
             continue
         for t in stones:
             try:
@@ -274,8 +277,8 @@ def leftovers(store: Store) -> list[str]:
         return []
     problems = []
     for path in sorted(store.fragment_dir.glob("frag-*.parquet")):
-        if path.name.endswith(".rollup.parquet"):
-            continue  # a rollup follows its day file: ``verify`` compares their counts
+        if is_companion(path.name):
+            continue  # a rollup or spans file follows its file: ``verify`` compares counts
         try:
             hit = [t.user_id for t in stones if _path_holds_erased(path, [t])]
         except READ_ERRORS:

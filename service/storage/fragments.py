@@ -14,6 +14,9 @@ bound; lower levels, and day files written before ranges existed, have no bounds
 A fully compacted day file may carry a companion rollup, ``<name>.rollup.parquet``
 (``ROLLUP_SCHEMA``: per user, device and UTC minute the sum, count, min and max of its
 de-duplicated readings, sorted by (user_id, minute)); its manifest entry says so.
+A level-1 file may carry a companion spans file, ``<name>.spans.parquet`` (``SPANS_SCHEMA``
+of ``partials``: its rows' spanned partials, what a query would otherwise compute from the
+whole file); its entry says so too.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class FragmentInfo:
     rollup: bool = False  # a per-minute rollup file accompanies it
     user_lo: str | None = None  # the user ids it may hold: user_lo <= id < user_hi
     user_hi: str | None = None
+    spans: bool = False  # a spans file accompanies it
 
     def holds(self, user_id: str) -> bool:
         """Whether rows of ``user_id`` may be in this file."""
@@ -56,11 +60,21 @@ class FragmentInfo:
     @property
     def files(self) -> tuple[str, ...]:
         """The names of every file this entry owns."""
-        return (self.name, rollup_name(self.name)) if self.rollup else (self.name,)
+        rollup = (rollup_name(self.name),) if self.rollup else ()
+        return (self.name, *rollup, *((spans_name(self.name),) if self.spans else ()))
 
 
 def rollup_name(name: str) -> str:
     return name.removesuffix(".parquet") + ".rollup.parquet"
+
+
+def spans_name(name: str) -> str:
+    return name.removesuffix(".parquet") + ".spans.parquet"
+
+
+def is_companion(name: str) -> bool:
+    """Whether the file ``name`` accompanies a fragment (a rollup or spans file)."""
+    return name.endswith((".rollup.parquet", ".spans.parquet"))
 
 
 def fragment_name(worker: str, seq: int) -> str:
@@ -87,6 +101,13 @@ def write_rollup(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> Frag
     name = rollup_name(of.name)
     _write_new(frame, directory, name, ROLLUP_ROW_GROUP)
     return replace(of, rollup=True)
+
+
+def write_spans(frame: pl.DataFrame, directory: Path, of: FragmentInfo) -> FragmentInfo:
+    """Write ``frame`` (``SPANS_SCHEMA``, sorted by user) as the spans file of ``of``; the
+    new entry."""
+    _write_new(frame, directory, spans_name(of.name), ROLLUP_ROW_GROUP)
+    return replace(of, spans=True)
 
 
 def _write_new(frame: pl.DataFrame, directory: Path, name: str, row_group: int) -> None:

@@ -3,19 +3,19 @@
 File: ``manifest.json`` beside ``manifest.json.lock``. Content:
 ``{"version": 1, "generation": n,
    "fragments": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
-                  "user_lo", "user_hi"}, ...],
+                  "user_lo", "user_hi", "spans"}, ...],
    "retired": [{"name", "at"}, ...],
    "rollups": [{"name", "metric", "rows", "min_ts", "max_ts", "level", "rollup",
-                "user_lo", "user_hi"}, ...],
+                "user_lo", "user_hi", "spans"}, ...],
    "tombstones": [{"user_id", "before", "at", "done"}, ...]}``
 with times in epoch ms (inclusive) and ``at`` in epoch seconds. ``level`` is 0 for a
 flushed fragment and grows with each compaction that rewrote its rows; ``rollup`` says a
-per-minute rollup file accompanies the entry (retired with it); ``user_lo``/``user_hi``
-bound the user ids of a level-2 file (null: unbounded). A tombstone erases a user's rows
-with ``seq`` below ``before`` (see ``tombstones``); ``at`` and ``done`` (null until no
-file holds such a row) are epoch seconds. Retired files are
-no longer read by new queries; they are deleted after a grace period so that queries
-already running never lose a file under them.
+per-minute rollup file accompanies the entry (retired with it), ``spans`` likewise a spans
+file of a level-1 entry (see ``fragments``); ``user_lo``/``user_hi`` bound the user ids of
+a level-2 file (null: unbounded). A tombstone erases a user's rows with ``seq`` below
+``before`` (see ``tombstones``); ``at`` and ``done`` (null until no file holds such a row)
+are epoch seconds. Retired files are no longer read by new queries; they are deleted after
+a grace period so that queries already running never lose a file under them.
 
 ``rollups`` lists the days whose raw readings retention dropped (see ``retention``): each
 entry is the level-2 entry it was, named by its rollup file (``<frag>.rollup.parquet``, the
@@ -57,6 +57,7 @@ class _Entry(msgspec.Struct):
     rollup: bool = False
     user_lo: str | None = None
     user_hi: str | None = None
+    spans: bool = False
 
 
 class _Retired(msgspec.Struct):
@@ -257,5 +258,14 @@ def _parse(data: bytes) -> Snapshot:
 
 def _info(e: _Entry) -> FragmentInfo:
     return FragmentInfo(
-        e.name, e.metric, e.rows, e.min_ts, e.max_ts, e.level, e.rollup, e.user_lo, e.user_hi
+        e.name,
+        e.metric,
+        e.rows,
+        e.min_ts,
+        e.max_ts,
+        e.level,
+        e.rollup,
+        e.user_lo,
+        e.user_hi,
+        e.spans,
     )

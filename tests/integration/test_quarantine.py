@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -96,39 +97,58 @@ def unlisted(root: Path) -> set[str]:
     doc = manifest(root)
     named = {r["name"] for r in doc["retired"]}
     for f in doc["fragments"]:
+        stem = f["name"].removesuffix(".parquet")
         named.add(f["name"])
         if f["rollup"]:
-            named.add(f["name"].removesuffix(".parquet") + ".rollup.parquet")
+            named.add(f"{stem}.rollup.parquet")
+        if f.get("spans"):
+            named.add(f"{stem}.spans.parquet")
     return names - named
 
 
-def kill_mid_merge(root: Path) -> bool:
-    """Run a full compaction that writes many files before its one commit (small merge
-    steps) and SIGKILL it once several of them exist; False if it finished first."""
+def has_spans(names: set[str]) -> bool:
+    return any(name.endswith(".spans.parquet") for name in names)
+
+
+def kill_mid_merge(
+    root: Path, *, full: bool = True, when: Callable[[set[str]], bool] = lambda n: len(n) >= 4
+) -> bool:
+    """Run a compaction in small merge steps (with ``full``, a day merge that writes many
+    files before its one commit) and SIGKILL it once its unlisted files meet ``when``;
+    False if it finished first."""
     child = subprocess.Popen(
         [
             *(sys.executable, "-m", "service.maintenance", "--data-dir", str(root), "compact"),
-            *("--full", "--grace-s", "3600", "--max-rows", "1000"),
+            *(("--full",) if full else ()),
+            *("--grace-s", "3600", "--max-rows", "1000"),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
     try:
         while child.poll() is None:
-            if len(unlisted(root)) >= 4:
+            if when(unlisted(root)):
                 child.send_signal(signal.SIGKILL)
                 break
-            time.sleep(0.005)
+            time.sleep(0.001)
     finally:
         status = child.wait(timeout=120)
     return status == -signal.SIGKILL
 
 
-def test_the_pass_after_a_killed_compaction_removes_its_leftovers(tmp_path: Path) -> None:
-    for attempt in range(3):  # the process may finish before the poll sees its files
+@pytest.mark.parametrize("phase", ["day merge", "level-0 merge"])
+def test_the_pass_after_a_killed_compaction_removes_its_leftovers(
+    tmp_path: Path, phase: str
+) -> None:
+    for attempt in range(5):  # the process may finish before the poll sees its files
         root = tmp_path / f"data{attempt}"
-        rows = seed(root)
-        if kill_mid_merge(root):
+        if phase == "day merge":
+            rows = seed(root)
+            killed = kill_mid_merge(root)
+        else:  # killed between a level-1 file's spans file and the commit listing both
+            rows = seed(root, files=64)
+            killed = kill_mid_merge(root, full=False, when=has_spans) and has_spans(unlisted(root))
+        if killed:
             break
     else:
         pytest.fail("the compaction process always finished before it could be killed")

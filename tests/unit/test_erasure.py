@@ -19,6 +19,7 @@ from service.schema import ROW_SCHEMA, Rows, rows_frame
 from service.storage import erasure
 from service.storage.compaction import compact, compact_all
 from service.storage.compaction_policy import TOP_LEVEL, has_work
+from service.storage.fragments import is_companion
 from service.storage.store import Store
 from service.storage.tombstones import Tombstone, live
 from service.storage.wal import SegmentWriter, encode_frame, lock_path, segment_path
@@ -53,7 +54,7 @@ def tombstone(store: Store, user_id: str, before: int) -> None:
 
 def all_rows(store: Store) -> pl.DataFrame:
     """Every row of every Parquet day file in ``fragments/``, listed or not."""
-    paths = [p for p in store.fragment_dir.glob("frag-*.parquet") if "rollup" not in p.name]
+    paths = [p for p in store.fragment_dir.glob("frag-*.parquet") if not is_companion(p.name)]
     return pl.read_parquet(paths, schema=ROW_SCHEMA) if paths else pl.DataFrame(schema=ROW_SCHEMA)
 
 

@@ -20,9 +20,10 @@ import pytest
 
 from service.config import Settings
 from service.ingest.buffer import Buffer
+from service.partials import spanned
 from service.query import minute_path
 from service.query.buckets import Shape
-from service.query.minutes import UserSpans, gather, merge, spanned
+from service.query.minutes import UserSpans, gather, merge
 from service.query.reader import Reader
 from service.query.rollups import FileAnswers, frame_bytes
 from service.query.series import json_body

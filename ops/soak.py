@@ -61,6 +61,7 @@ def soak_server(root: Path, workers: int) -> Server:
     port = free_port()
     argv = gunicorn_argv(port, workers)
     env = server_env(root / "data")
+    env.update({k[5:]: v for k, v in os.environ.items() if k.startswith("SOAK_")})
     return Server(argv, env, port, workers, root / "service.log", root / "data", "service-soak")
 
 

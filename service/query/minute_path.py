@@ -202,8 +202,8 @@ class MinutePath:
         """The user's rollup rows of each compacted file, and partials of each loose one,
         in the order of ``sources.settled`` and ``sources.loose``."""
         return (
-            [self._rollups.user_rows(rollup_name(f.name), q.user_id) for f in sources.settled],
-            [self._loose.user_rows(f.name, q.user_id) for f in sources.loose],
+            self._rollups.files_rows([rollup_name(f.name) for f in sources.settled], q.user_id),
+            self._loose.files_rows([f.name for f in sources.loose], q.user_id),
         )
 
     # longer than 40 lines: the one place deciding, per minute, between sources' partials

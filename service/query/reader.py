@@ -100,7 +100,7 @@ class Reader:
         listed = self._store.rollups(q.metric, q.start_ms, q.end_ms, q.user_id)
         if not listed:
             return self._store.table_retained(q.metric, q.start_ms, q.end_ms, q.user_id)
-        rows = pl.concat([self._rollups.user_rows(f.name, q.user_id) for f in listed])
+        rows = pl.concat(self._rollups.files_rows([f.name for f in listed], q.user_id))
         return retained_until(listed), rows
 
     def _retained(self, q: Query, boundary: int, rolled: pl.DataFrame) -> pl.DataFrame | None:

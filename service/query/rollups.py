@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Callable, Container, Hashable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -86,34 +86,59 @@ class RollupCache:
         self._lock = threading.Lock()
 
     def user_rows(self, name: str, user_id: str) -> pl.DataFrame:
-        """The rows of ``user_id`` in the frame of file ``name`` (sorted by user).
+        """The rows of ``user_id`` in the frame of file ``name`` (sorted by user)."""
+        return self.files_rows([name], user_id)[0]
 
-        A file read now gives a copy of them: a query over more files than the budget
-        holds evicts the ones it read first, and a slice of each would keep every file's
-        whole frame alive until the query ends (~110 KB for each fragment's partials under
+    def files_rows(self, names: Sequence[str], user_id: str) -> list[pl.DataFrame]:
+        """The rows of ``user_id`` in the frame of each file of ``names``: one query's files.
+
+        A file of the query never pushes another of its files out. When they do not all
+        fit, those kept stay and the rest are read for this query alone, so the next query
+        over the same files reads only the rest; evicting the least recently used would
+        read every file each time (each pushing out the one needed next).
+
+        A file read now gives a copy of the user's rows: a slice keeps the file's whole
+        frame alive until the query ends (~110 KB for each fragment's partials under
         ``ops/soak``, hundreds of fragments a query). A file found here gives a slice:
         what those keep alive is bounded by the budget."""
-        loaded, found = self._load(name)
-        return loaded.user_rows(user_id, copy=not found)
+        protected = set(names)
+        found = []
+        for name in names:
+            loaded, kept = self._load(name, protected)
+            found.append(loaded.user_rows(user_id, copy=not kept))
+        return found
 
-    def _load(self, name: str) -> tuple[ByUser, bool]:
-        """The file's frame, and whether it was already here."""
+    def _load(self, name: str, protected: Container[str]) -> tuple[ByUser, bool]:
+        """The file's frame, and whether it was already here; kept if room can be made
+        without evicting a ``protected`` file."""
         with self._lock:
             loaded = self._files.get(name)
             if loaded is not None:
                 self._files.move_to_end(name)
                 return loaded, True
         loaded = ByUser(self._read(self._directory / name))
-        if loaded.size > self._budget:
-            return loaded, False
         with self._lock:
-            if name not in self._files:
+            if name not in self._files and self._make_room(loaded.size, protected):
                 self._files[name] = loaded
                 self._bytes += loaded.size
-            while self._bytes > self._budget:
-                _, old = self._files.popitem(last=False)
-                self._bytes -= old.size
         return loaded, False
+
+    def _make_room(self, size: int, protected: Container[str]) -> bool:
+        """Evict the least recently used files outside ``protected`` until ``size`` more
+        bytes fit the budget; False, evicting nothing, if they cannot. Holds the lock."""
+        excess = self._bytes + size - self._budget
+        victims = []
+        for name, kept in self._files.items():  # least recently used first
+            if excess <= 0:
+                break
+            if name not in protected:
+                victims.append(name)
+                excess -= kept.size
+        if excess > 0:
+            return False
+        for name in victims:
+            self._bytes -= self._files.pop(name).size
+        return True
 
     def keep(self, listed: Container[str]) -> None:
         """Drop every cached file not in ``listed`` (the manifest's files)."""

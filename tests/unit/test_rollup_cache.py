@@ -56,6 +56,37 @@ def test_the_least_recently_used_files_leave_past_the_budget(tmp_path: Path) -> 
         cache.user_rows(names[0], "u1")  # evicted: read from disk again
 
 
+def counting(calls: list[str]):
+    def read(path: Path) -> pl.DataFrame:
+        calls.append(path.name)
+        return pl.read_parquet(path, schema=ROLLUP_SCHEMA)
+
+    return read
+
+
+def test_a_query_over_more_files_than_fit_keeps_those_that_fit(tmp_path: Path) -> None:
+    names = [f"{i}.rollup.parquet" for i in range(5)]
+    frames = {name: write(tmp_path, name, ["u1", "u2"], 600) for name in names}
+    one = ByUser(frames[names[0]]).size
+    reads: list[str] = []
+    cache = RollupCache(tmp_path, 3 * one + one // 2, counting(reads))  # room for three
+    for _ in range(3):  # the same query again and again, a dashboard's refresh
+        found = cache.files_rows(names, "u2")
+        assert [
+            f.equals(frames[n].filter(pl.col("user_id") == "u2"))
+            for n, f in zip(names, found, strict=True)
+        ] == [True] * 5
+    # the first query read every file and kept three; each later one read only the other
+    # two (least recently used eviction would read all five every time: each file would
+    # push out the one the query needs next)
+    assert len(reads) == 5 + 2 + 2
+    assert reads[5:] == names[3:] * 2
+    reads.clear()
+    cache.files_rows(names[3:], "u1")  # another query: its files push out older ones
+    cache.files_rows(names[3:], "u1")
+    assert reads == names[3:]
+
+
 def test_files_the_manifest_no_longer_lists_leave_the_cache(tmp_path: Path) -> None:
     names = [f"{i}.rollup.parquet" for i in range(3)]
     for name in names:

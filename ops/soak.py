@@ -11,6 +11,8 @@ Python) against a temporary data dir and keeps, all at once for the whole durati
   and Berlin, ``/summary`` and ``/users`` over the hour and day being written;
 - ``--streams`` event streams on the written users, opened again when dropped.
 
+The server runs with its defaults (``--set HR_NAME=VALUE`` changes one, to compare).
+
 Every ``--every`` seconds it prints each worker's resident memory (VmRSS) and peak (VmHWM),
 the manifest's fragments and the open streams; at the end each load's requests, the peak
 per worker and PASS or FAIL against 300 MB (exit status 1 on FAIL). Traffic goes to
@@ -51,17 +53,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--query-threads", type=int, default=2, help="query loops (2; 0: none)")
     p.add_argument("--streams", type=int, default=100, help="open event streams (100)")
     p.add_argument("--workers", type=int, help="gunicorn workers (default: as ops/serve)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="HR_NAME=VALUE",
+        help="a setting for the server instead of its default (repeatable)",
+    )
     a = p.parse_args(argv)
     if a.duration < 1 or a.every < 1:
         p.error("--duration and --every must be at least 1")
+    if any(not item.startswith("HR_") or "=" not in item for item in a.set):
+        p.error("--set takes HR_NAME=VALUE")
     return a
 
 
-def soak_server(root: Path, workers: int) -> Server:
+def soak_server(root: Path, workers: int, settings: dict[str, str]) -> Server:
     port = free_port()
     argv = gunicorn_argv(port, workers)
-    env = server_env(root / "data")
-    env.update({k[5:]: v for k, v in os.environ.items() if k.startswith("SOAK_")})
+    env = server_env(root / "data", settings)
     return Server(argv, env, port, workers, root / "service.log", root / "data", "service-soak")
 
 
@@ -69,7 +79,8 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     workers = args.workers or max(2, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="hr-soak-") as tmp:
-        server = soak_server(Path(tmp), workers)
+        settings = dict(item.split("=", 1) for item in args.set)
+        server = soak_server(Path(tmp), workers, settings)
         results: dict[str, WrkResult | str] = {}
 
         def load(name: str, connections: int) -> None:

@@ -74,11 +74,11 @@ def rollup(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def spans_of(rows: pl.DataFrame) -> pl.DataFrame:
+def spans_of(rows: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Every user's spanned partials of ``rows`` (``SPANS_SCHEMA``), sorted by user."""
     return spanned(rows.lazy(), ("user_id",)).collect()
 
 
 def file_partials(path: Path) -> pl.DataFrame:
     """Every user's spanned partials of one fragment file (``SPANS_SCHEMA``), sorted by user."""
-    return spanned(pl.scan_parquet(path, schema=ROW_SCHEMA), ("user_id",)).collect()
+    return spans_of(pl.scan_parquet(path, schema=ROW_SCHEMA))

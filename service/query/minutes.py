@@ -41,11 +41,11 @@ def loose_partials(path: Path) -> pl.DataFrame:
     file; or a spans file that cannot be read, which costs only the shortcut)."""
     try:
         return pl.read_parquet(path.with_name(spans_name(path.name)), schema=SPANS_SCHEMA)
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError:  # a flushed file: it has none
+        return file_partials(path)
     except READ_ERRORS:
         log.warning("spans file of %s unreadable; computing from its rows", path.name)
-    return file_partials(path)
+        return file_partials(path)
 
 
 def gather(rollups: list[pl.DataFrame], spans: list[pl.DataFrame]) -> pl.LazyFrame:

@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from array import array
 from collections.abc import Iterable
 
 import anyio
 
 from service import metrics
 from service.ingest.health import TaskHealth
-from service.live.feed import ChangeFeed, Changes, Reading
+from service.live.feed import ChangeFeed, Changes, Readings
 from service.live.recent import Recent, eligible
 from service.live.table_watch import TableWatch
 from service.live.updates import (
@@ -205,7 +206,11 @@ class Hub:
         watched = set(self._users)
         changes = await anyio.to_thread.run_sync(self._feed.collect, own, watched)
         for key, rows in (await self._from_table(watched)).items():
-            changes.setdefault(key, []).extend(rows)
+            held = changes.get(key)
+            if held is None:
+                changes[key] = rows
+            else:
+                held.extend(rows)
         if not changes:
             return
         topics = {
@@ -239,16 +244,23 @@ class Hub:
         return found
 
     @staticmethod
-    def _changed(topic: Topic, rows: list[Reading]) -> tuple[list[int], int, int]:
+    def _changed(topic: Topic, rows: Readings) -> tuple[list[int], int, int]:
         """(changed bucket starts, newest stamp, oldest stamp) of ``topic`` in ``rows``."""
-        mine = [r for r in rows if topic.device_id is None or r[0] == topic.device_id]
-        if not mine:
+        code = rows.code(topic.device_id)
+        if code is None or not rows:
             return [], 0, 0
-        seqs = [r[3] for r in mine]
-        return sorted({topic.bucket(r[1]) for r in mine}), max(seqs), min(seqs)
+        if code == -1:
+            stamps, seqs = rows.ts, rows.seq
+        else:
+            mine = [i for i, c in enumerate(rows.device) if c == code]
+            stamps = array("q", (rows.ts[i] for i in mine))
+            seqs = array("q", (rows.seq[i] for i in mine))
+        if not seqs:
+            return [], 0, 0
+        return sorted({topic.bucket(t) for t in stamps}), max(seqs), min(seqs)
 
     def _compute(
-        self, topics: dict[Topic, tuple[list[Reading], Recent | None]]
+        self, topics: dict[Topic, tuple[Readings, Recent | None]]
     ) -> dict[Topic, tuple[list[Update], int, int]]:
         """Each topic's changed buckets, from its recent rows where they hold them."""
         now_ms = time.time_ns() // 1_000_000

@@ -24,7 +24,7 @@ import logging
 
 import polars as pl
 
-from service.live.feed import Reading
+from service.live.feed import Readings
 from service.live.updates import HOUR_MS, RESUME_ERRORS, Topic, Update, as_updates
 from service.query.aggregate import SMALL, combine, dedupe, priority_partials
 from service.query.buckets import STATS, Shape
@@ -64,7 +64,7 @@ class Recent:
         self.ready = False  # loaded: the rows answer the buckets from ``lo`` on
         self.dropped = False  # too many rows, or a failed load: the query answers
         self._frame = pl.DataFrame(schema=ROW_SCHEMA)
-        self._added: list[Reading] = []
+        self._added = Readings()
 
     def load(self, reader: Reader) -> None:
         """Read the topic's rows from ``lo`` on (blocking); the readings added so far stay.
@@ -78,13 +78,13 @@ class Recent:
     def reload(self, reader: Reader, now_ms: int) -> None:
         """Read the rows again (after an erase of the user): every reading added so far
         was acknowledged, so storage holds it."""
-        self.ready, self._added = False, []
+        self.ready, self._added = False, Readings()
         self.lo = self.topic.bucket(now_ms - RECENT_MS)
         self.load(reader)
 
     def drop(self) -> None:
         self.ready, self.dropped = False, True
-        self._frame, self._added = pl.DataFrame(schema=ROW_SCHEMA), []
+        self._frame, self._added = pl.DataFrame(schema=ROW_SCHEMA), Readings()
 
     def _read(self, reader: Reader) -> None:
         erased = reader.erased_before(self.topic.user_id)
@@ -104,13 +104,12 @@ class Recent:
     def covers(self, start: int) -> bool:
         return start >= self.lo
 
-    def add(self, readings: list[Reading]) -> None:
+    def add(self, readings: Readings) -> None:
         """The feed's readings of the topic's user (any device; those of other devices, and
         those before ``lo``, are left out)."""
         if self.dropped:
             return
-        device, lo = self.topic.device_id, self.lo
-        self._added += [r for r in readings if r[1] >= lo and device in (None, r[0])]
+        self._added.extend(readings.picked(self.topic.device_id, self.lo))
         if self.rows > MAX_ROWS:
             self.drop()
 
@@ -140,14 +139,14 @@ class Recent:
 
     def _joined(self) -> pl.DataFrame:
         if self._added:
-            added, self._added = self._added, []
+            added, self._added = self._added, Readings()
             new = pl.DataFrame(
                 {
                     "user_id": [self.topic.user_id] * len(added),
-                    "device_id": [r[0] for r in added],
-                    "ts": [r[1] for r in added],
-                    "value": [r[2] for r in added],
-                    "seq": [r[3] for r in added],
+                    "device_id": added.device_ids(),
+                    "ts": added.ts.tolist(),
+                    "value": added.value.tolist(),
+                    "seq": added.seq.tolist(),
                 },
                 schema=ROW_SCHEMA,
             )

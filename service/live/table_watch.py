@@ -17,7 +17,7 @@ from collections.abc import Collection
 
 import polars as pl
 
-from service.live.feed import Changes
+from service.live.feed import Changes, note
 from service.storage.store import Commit, SharedTable
 
 CHECK_S = 1.0  # a cross-machine reading is visible after its machine's flush anyway
@@ -70,7 +70,7 @@ class TableWatch:
             .collect()
         )
         for user, device, ts, value, seq in rows.iter_rows():
-            changes.setdefault((metric, user), []).append((device, ts, value, seq))
+            note(changes, (metric, user), (device, ts, value, seq))
 
 
 def _added(commit: Commit) -> tuple[tuple[str, str], ...]:

@@ -20,7 +20,7 @@ import pytest
 from service.config import Settings
 from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
-from service.live.feed import ChangeFeed, Reading
+from service.live.feed import ChangeFeed, Readings
 from service.live.hub import Hub
 from service.live.recent import Recent, eligible
 from service.live.updates import Topic, buckets
@@ -42,18 +42,19 @@ def as_rows(frame: pl.DataFrame) -> Rows:
     )
 
 
-def readings(frame: pl.DataFrame, user: str) -> list[Reading]:
+def readings(frame: pl.DataFrame, user: str) -> Readings:
     """The feed's readings of ``user`` in ``frame``."""
     mine = frame.filter(pl.col("user_id") == user)
-    return list(
-        zip(
-            mine["device_id"].to_list(),
-            mine["ts"].dt.epoch("ms").to_list(),
-            mine["value"].to_list(),
-            mine["seq"].to_list(),
-            strict=True,
-        )
-    )
+    out = Readings()
+    for reading in zip(
+        mine["device_id"].to_list(),
+        mine["ts"].dt.epoch("ms").to_list(),
+        mine["value"].to_list(),
+        mine["seq"].to_list(),
+        strict=True,
+    ):
+        out.append(*reading)
+    return out
 
 
 class World:
@@ -133,7 +134,8 @@ def test_an_erase_reloads_the_rows_and_older_buckets_go_to_the_query(tmp_path: P
     world.seq += 41
     for frame in (fresh, old):
         world.add(frame)
-    changed = readings(fresh, "u1") + readings(old, "u1")
+    changed = readings(fresh, "u1")
+    changed.extend(readings(old, "u1"))
     computed = hub._compute({topic: (changed, recent)})
     starts = sorted({topic.bucket(r[1]) for r in changed})
     assert starts[0] < recent.lo <= starts[1]

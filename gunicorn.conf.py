@@ -5,6 +5,7 @@ imports the service or Polars: state is created in each worker after fork. (The 
 imports the worker class, ``service.connections``: settings and errors only, no state.)
 """
 
+import ctypes
 import fcntl
 import os
 import shutil
@@ -14,6 +15,12 @@ import tempfile
 
 _METRICS_PREFIX = "hr-prometheus-"
 JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+# glibc's malloc in each worker, by mallopt parameter: at most two arenas (one per worker
+# thread by default, each keeping its own freed space) and a fixed mmap threshold (a
+# freed large buffer goes back to the system at once, instead of raising the threshold
+# until request bodies and WAL reads fragment the heap); each yields to its MALLOC_*_
+# variable when that is set
+GLIBC_MALLOPT = {"MALLOC_ARENA_MAX": (-8, 2), "MALLOC_MMAP_THRESHOLD_": (-3, 128 * 1024)}
 # held (flock) by the master and, through fork, its workers: while any of them lives,
 # the directory is in use; once the lock is free, every process writing there is gone
 _OWNER_LOCK = ".owner.lock"
@@ -168,8 +175,19 @@ def post_fork(server, worker):
     # busy again: a query's working memory then stays resident; a background thread
     # returns pages idle for a second (read once, when Polars is first imported)
     os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
+    _tune_malloc()
     # lets a worker notice that the master died (kill -9) and stop gracefully
     os.environ["HR_MASTER_PID"] = str(server.pid)
+
+
+def _tune_malloc():
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc only: elsewhere the defaults stay
+    except (OSError, AttributeError):
+        return
+    for variable, (parameter, value) in GLIBC_MALLOPT.items():
+        if variable not in os.environ:
+            mallopt(parameter, value)
 
 
 def child_exit(server, worker):

@@ -73,3 +73,37 @@ def test_a_dead_servers_metrics_directory_is_removed_at_start_and_a_live_ones_ke
         for directory in (dead, live, unknown, created):
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+_MALLOPT = (
+    "import ctypes, json, runpy\n"
+    "calls = []\n"
+    "class Libc:\n"
+    "    def mallopt(self, parameter, value):\n"
+    "        calls.append([parameter, value])\n"
+    "        return 1\n"
+    "ctypes.CDLL = lambda name: Libc()\n"
+    "runpy.run_path('gunicorn.conf.py')['_tune_malloc']()\n"
+    "print(json.dumps(calls))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, [[-8, 2], [-3, 131072]]),  # M_ARENA_MAX, M_MMAP_THRESHOLD
+        ({"MALLOC_ARENA_MAX": "4"}, [[-3, 131072]]),  # glibc read the variable itself
+    ],
+)
+def test_each_worker_tunes_glibc_malloc_unless_the_environment_does(
+    env: dict[str, str], expected: list[list[int]], tmp_path: Path
+) -> None:
+    full = (
+        {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        | env
+        | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _MALLOPT], cwd=ROOT, env=full, capture_output=True, check=True
+    )
+    assert json.loads(done.stdout) == expected

@@ -46,6 +46,10 @@ log = logging.getLogger("service.live")
 
 # buckets a stream may have waiting unsent; a client that falls this far behind is dropped
 MAX_PENDING = 10_000
+# streams whose first events are computed at once: under ``ops/soak`` two dozen dropped
+# streams came back together, each computing hours of 1-second buckets in its own thread
+# (a worker's peak went from 346 to 470 MB); two cores gain nothing from more than one
+OPENING_AT_ONCE = 1
 TABLE_TASK = "table watch"  # its failures are counted and shown by /ready like any task's
 
 # (event id, bucket JSON, the oldest sequence stamp behind it)
@@ -116,6 +120,7 @@ class Hub:
         feed.watched = self._users  # the feed keeps only these users' readings
         self._table = TableWatch(store.shared_table())  # other machines' flushes
         self._task: asyncio.Task[None] | None = None
+        self._opening = anyio.CapacityLimiter(OPENING_AT_ONCE)
 
     @property
     def open_streams(self) -> int:
@@ -151,9 +156,12 @@ class Hub:
                 await anyio.to_thread.run_sync(self._feed.resume)
                 await self._resume_table()
             stamp = time.time_ns()
-            first = await anyio.to_thread.run_sync(self._first, topic, since_ns, stamp)
+            opening = self._opening
+            first = await anyio.to_thread.run_sync(
+                self._first, topic, since_ns, stamp, limiter=opening
+            )
             if recent is not None:
-                await anyio.to_thread.run_sync(recent.load, self._reader)
+                await anyio.to_thread.run_sync(recent.load, self._reader, limiter=opening)
         except BaseException:
             self.close(stream)
             raise

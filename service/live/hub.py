@@ -214,11 +214,7 @@ class Hub:
         watched = set(self._users)
         changes = await anyio.to_thread.run_sync(self._feed.collect, own, watched)
         for key, rows in (await self._from_table(watched)).items():
-            held = changes.get(key)
-            if held is None:
-                changes[key] = rows
-            else:
-                held.extend(rows)
+            changes.setdefault(key, Readings()).extend(rows)
         if not changes:
             return
         topics = {
@@ -262,9 +258,7 @@ class Hub:
         else:
             mine = [i for i, c in enumerate(rows.device) if c == code]
             stamps = array("q", (rows.ts[i] for i in mine))
-            seqs = array("q", (rows.seq[i] for i in mine))
-        if not seqs:
-            return [], 0, 0
+            seqs = array("q", (rows.seq[i] for i in mine))  # not empty: the device has one
         return sorted({topic.bucket(t) for t in stamps}), max(seqs), min(seqs)
 
     def _compute(

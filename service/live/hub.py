@@ -6,8 +6,7 @@ second the other machines' commits to the shared table: ``table_watch``), and fo
 topic touched computes its changed buckets once (``updates.buckets``, in a thread) and
 hands them to every stream of that topic. A stream costs work only when its user's
 readings change; a reading nobody watches costs one set lookup. A slow tick delays the
-next one, which then takes more changes at once: the work is per changed topic, not per
-reading.
+next one, which takes more changes at once: the work is per changed topic, not reading.
 
 Event ids are nanosecond stamps, increasing per stream: the newest sequence stamp of the
 readings behind the event (or the connect time for the first hour's buckets). A resume
@@ -46,9 +45,8 @@ log = logging.getLogger("service.live")
 
 # buckets a stream may have waiting unsent; a client that falls this far behind is dropped
 MAX_PENDING = 10_000
-# streams whose first events are computed at once: under ``ops/soak`` two dozen dropped
-# streams came back together, each computing hours of 1-second buckets in its own thread
-# (a worker's peak went from 346 to 470 MB); two cores gain nothing from more than one
+# streams whose first events are computed at once: two dozen dropped together under
+# ``ops/soak`` came back together, a thread each (a worker went from 346 to 470 MB)
 OPENING_AT_ONCE = 1
 TABLE_TASK = "table watch"  # its failures are counted and shown by /ready like any task's
 
@@ -78,9 +76,13 @@ class Stream:
             elif not first:
                 self._pending[bucket] = (data, newest, held[2] or oldest)
         if len(self._pending) > MAX_PENDING:
-            log.warning("a stream of %s fell behind; closing it", self.topic.metric)
-            self.closed = True
+            self.fall_behind()
         self._wake.set()
+
+    def fall_behind(self) -> None:
+        """Too many buckets to send: the client resumes on a new connection."""
+        log.warning("a stream of %s fell behind; closing it", self.topic.metric)
+        self.close()
 
     def close(self) -> None:
         self.closed = True
@@ -165,7 +167,10 @@ class Hub:
         except BaseException:
             self.close(stream)
             raise
-        stream.push(first, stamp, 0, first=True)
+        if first is None:
+            stream.fall_behind()
+        else:
+            stream.push(first, stamp, 0, first=True)
         return stream
 
     def close(self, stream: Stream) -> None:
@@ -185,13 +190,13 @@ class Hub:
         if not self._streams:
             self._feed.active = False  # the segments stay open: ``resume`` reads on from there
 
-    def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update]:
+    def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update] | None:
+        """The first events; None for a resume with more than ``MAX_PENDING`` buckets."""
         now_ms = now_ns // 1_000_000
         if since_ns is not None and now_ms - since_ns // 1_000_000 <= HOUR_MS:
             try:
-                return buckets(
-                    self._reader, topic, changed_since(self._reader, self._store, topic, since_ns)
-                )
+                starts = changed_since(self._reader, self._store, topic, since_ns)
+                return buckets(self._reader, topic, starts) if len(starts) <= MAX_PENDING else None
             except RESUME_ERRORS:
                 log.info("resume scan failed; sending the last hour instead", exc_info=True)
         return last_hour(self._reader, topic, now_ms)
@@ -223,9 +228,12 @@ class Hub:
             for topic in self._users.get(key, ())
         }
         computed = await anyio.to_thread.run_sync(self._compute, topics)
-        for topic, (updates, newest, oldest) in computed.items():
+        for topic, found in computed.items():
             for stream in self._streams.get(topic, ()):
-                stream.push(updates, newest, oldest)
+                if found is None:
+                    stream.fall_behind()
+                else:
+                    stream.push(*found)
 
     async def _resume_table(self) -> None:
         try:
@@ -263,15 +271,19 @@ class Hub:
 
     def _compute(
         self, topics: dict[Topic, tuple[Readings, Recent | None]]
-    ) -> dict[Topic, tuple[list[Update], int, int]]:
-        """Each topic's changed buckets, from its recent rows where they hold them."""
+    ) -> dict[Topic, tuple[list[Update], int, int] | None]:
+        """Each topic's changed buckets, from its recent rows where they hold them; None
+        for more than ``MAX_PENDING`` (its streams are dropped, the work spared)."""
         now_ms = time.time_ns() // 1_000_000
-        computed = {}
+        computed: dict[Topic, tuple[list[Update], int, int] | None] = {}
         for topic, (readings, recent) in topics.items():
             starts, newest, oldest = self._changed(topic, readings)
             if recent is not None:
                 recent.add(readings)
             if not starts:
+                continue
+            if len(starts) > MAX_PENDING:
+                computed[topic] = None
                 continue
             erased = self._reader.erased_before(topic.user_id)
             if recent is not None and recent.ready and erased != recent.erased_before:

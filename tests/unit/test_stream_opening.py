@@ -1,4 +1,5 @@
-"""Streams opened together compute their first events one at a time."""
+"""Streams opened together compute their first events one at a time, and a topic with
+more changed buckets than a stream may have waiting is dropped without computing them."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from service.config import Settings
 from service.ingest.health import TaskHealth
 from service.live import hub as hub_module
-from service.live.feed import ChangeFeed
-from service.live.hub import Hub
+from service.live.feed import ChangeFeed, Readings
+from service.live.hub import Hub, Stream
 from service.live.updates import Topic
-from tests.unit.test_stream_recent import World
+from tests.unit.test_stream_recent import NOW, World
 
 
 def test_streams_opened_together_compute_their_first_events_one_at_a_time(
@@ -57,3 +59,33 @@ def test_streams_opened_together_compute_their_first_events_one_at_a_time(
 
     assert anyio.run(open_all) == calls == len(topics)
     assert most == hub_module.OPENING_AT_ONCE == 1
+
+
+def seconds(n: int) -> Readings:
+    """``n`` readings in ``n`` different seconds."""
+    out = Readings()
+    for i in range(n):
+        out.append("watch", NOW + i * 1_000, 70.0, 100_000 + i)
+    return out
+
+
+def test_a_topic_changed_beyond_what_a_stream_may_hold_is_dropped_uncomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, 6, Settings(data_dir=tmp_path))
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    topic = Topic("heart_rate", "u1", None, "1s")
+    monkeypatch.setattr(hub_module, "MAX_PENDING", 5)
+    computed = hub._compute({topic: (seconds(5), None)})  # at the limit: computed
+    found = computed[topic]
+    assert found is not None
+    assert found[1:] == (100_004, 100_000)  # the newest and oldest stamps of the change
+
+    def refuse(*args: object) -> list:
+        raise AssertionError("buckets computed for streams that are dropped anyway")
+
+    monkeypatch.setattr(hub_module, "buckets", refuse)
+    assert hub._compute({topic: (seconds(6), None)}) == {topic: None}
+    stream = Stream(topic)
+    stream.fall_behind()
+    assert anyio.run(stream.next, 0.01) is None  # its response ends; the client resumes

@@ -285,13 +285,11 @@ class Hub:
             if len(starts) > MAX_PENDING:
                 computed[topic] = None
                 continue
-            erased = self._reader.erased_before(topic.user_id)
-            if recent is not None and recent.ready and erased != recent.erased_before:
-                recent.reload(self._reader, now_ms)  # an erase: rows left storage
+            if recent is not None and recent.ready:
+                recent.settle(self._reader, starts, now_ms)
             if recent is None or not recent.ready:  # (a failed reload drops the rows)
                 computed[topic] = (buckets(self._reader, topic, starts), newest, oldest)
                 continue
-            recent.trim(now_ms)
             held = [s for s in starts if recent.covers(s)]
             rest = [s for s in starts if not recent.covers(s)]
             found = recent.buckets(self._reader, held) if held else []

@@ -11,6 +11,12 @@ that range is the plain path's computation (``dedupe``, priority partials, bucke
 those rows: what a GET of the bucket answers, since a bucket's answer depends only on its
 own rows. A change further back is computed by the query, as before.
 
+The kept range follows the topic's data, not the clock: each tick it starts ``RECENT_MS``
+before the oldest changed bucket (or now, if earlier). A change before the range (a
+gateway uploading a backlog, a replay of old data) reads the rows from there on again,
+when storage holds at most ``FOLLOW_ROWS`` of them; otherwise such buckets are left to
+the query, and the next try waits ``FOLLOW_RETRY_MS``.
+
 The rows stay what a GET reads as long as rows only arrive. Rows leave storage through an
 erase (a new tombstone of the user: the hub drops the topic's rows and loads them again)
 and retention (days long past ``RECENT_MS``); a rollup answers only days past raw
@@ -35,8 +41,10 @@ from service.schema import ROW_SCHEMA
 
 log = logging.getLogger("service.live")
 
-RECENT_MS = 15 * 60_000  # the buckets kept start at most this long before now
+RECENT_MS = 15 * 60_000  # the buckets kept start this long before the oldest change
 MAX_ROWS = 200_000  # a topic with more recent rows than this is computed by the query
+FOLLOW_ROWS = 50_000  # the most rows read again to follow a change before the kept range
+FOLLOW_RETRY_MS = 60_000  # after a refused follow, changes that far back go to the query
 FAR_MS = 253_402_300_800_000  # 10000-01-01: every reading of the topic from ``lo`` on
 
 
@@ -55,7 +63,16 @@ class Recent:
     one in both is the same row (same ``seq``), which the computation de-duplicates.
     """
 
-    __slots__ = ("_added", "_frame", "dropped", "erased_before", "lo", "ready", "topic")
+    __slots__ = (
+        "_added",
+        "_follow_at",
+        "_frame",
+        "dropped",
+        "erased_before",
+        "lo",
+        "ready",
+        "topic",
+    )
 
     def __init__(self, topic: Topic, now_ms: int) -> None:
         self.topic = topic
@@ -65,6 +82,7 @@ class Recent:
         self.dropped = False  # too many rows, or a failed load: the query answers
         self._frame = pl.DataFrame(schema=ROW_SCHEMA)
         self._added = Readings()
+        self._follow_at = 0  # epoch ms: a change before ``lo`` may read the rows again
 
     def load(self, reader: Reader) -> None:
         """Read the topic's rows from ``lo`` on (blocking); the readings added so far stay.
@@ -75,12 +93,41 @@ class Recent:
             log.info("reading a stream's recent rows failed", exc_info=True)
             self.drop()
 
-    def reload(self, reader: Reader, now_ms: int) -> None:
-        """Read the rows again (after an erase of the user): every reading added so far
+    def settle(self, reader: Reader, starts: list[int], now_ms: int) -> None:
+        """Fit the kept rows to a tick's changed bucket ``starts`` (sorted; blocking): read
+        them again after an erase of the user, or from before the oldest start if it is
+        not covered (and storage holds few rows from there on); then drop the rows of
+        buckets ``RECENT_MS`` before both that start and now."""
+        if reader.erased_before(self.topic.user_id) != self.erased_before:
+            self.reload(reader, self.lo)  # an erase: rows left storage
+        elif not self.covers(starts[0]) and now_ms >= self._follow_at:
+            lo = self.topic.bucket(starts[0] - RECENT_MS)
+            if self._stored(reader, lo) <= FOLLOW_ROWS:
+                self.reload(reader, lo)
+            else:
+                self._follow_at = now_ms + FOLLOW_RETRY_MS
+        if self.ready:
+            self.trim(min(starts[0], now_ms))
+
+    def reload(self, reader: Reader, lo: int) -> None:
+        """Read the rows of the buckets from ``lo`` on again: every reading added so far
         was acknowledged, so storage holds it."""
-        self.ready, self._added = False, Readings()
-        self.lo = self.topic.bucket(now_ms - RECENT_MS)
+        self.ready, self._added, self.lo = False, Readings(), lo
         self.load(reader)
+
+    def _stored(self, reader: Reader, lo: int) -> int:
+        """How many rows of the topic storage holds from ``lo`` on (identities re-sent
+        count more than once), counted in bounded memory; a failed read counts as many."""
+        unflushed = reader.unflushed(self.topic.metric)
+        q = Query(self.topic.metric, self.topic.user_id, lo, FAR_MS, self.topic.device_id)
+        try:
+            found = [
+                rows.select(pl.len()) for rows in reader.rows(q, unflushed) if rows is not None
+            ]
+            return sum(int(n.item()) for n in pl.collect_all(found, engine="streaming"))
+        except RESUME_ERRORS:
+            log.info("counting a stream's rows failed", exc_info=True)
+            return FOLLOW_ROWS + 1
 
     def drop(self) -> None:
         self.ready, self.dropped = False, True
@@ -94,7 +141,9 @@ class Recent:
         frame = pl.DataFrame(schema=ROW_SCHEMA)
         if settled is not None or fresh is not None:
             frame = combine(settled, fresh).collect()
-        if not self.dropped:  # ``add`` may drop it meanwhile, on the watcher's thread
+        if frame.height > MAX_ROWS:
+            self.drop()
+        elif not self.dropped:  # ``add`` may drop it meanwhile, on the watcher's thread
             self._frame, self.erased_before, self.ready = frame, erased, True
 
     @property
@@ -130,9 +179,9 @@ class Recent:
         )
         return updates(reader, self.topic, rows)
 
-    def trim(self, now_ms: int) -> None:
-        """Drop the rows of buckets starting more than ``RECENT_MS`` before ``now_ms``."""
-        lo = self.topic.bucket(now_ms - RECENT_MS)
+    def trim(self, at_ms: int) -> None:
+        """Drop the rows of buckets starting more than ``RECENT_MS`` before ``at_ms``."""
+        lo = self.topic.bucket(at_ms - RECENT_MS)
         if lo > self.lo:
             self.lo = lo
             self._frame = self._joined().filter(pl.col("ts").dt.epoch("ms") >= lo)

@@ -22,7 +22,7 @@ from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
 from service.live.feed import ChangeFeed, Readings
 from service.live.hub import Hub
-from service.live.recent import Recent, eligible
+from service.live.recent import RECENT_MS, Recent, eligible
 from service.live.updates import Topic, buckets
 from service.query.reader import Reader
 from service.schema import Rows
@@ -117,7 +117,10 @@ def test_recent_rows_answer_every_bucket_as_the_query(
     assert recent.buckets(world.reader, starts)  # the comparison holds buckets at all
 
 
-def test_an_erase_reloads_the_rows_and_older_buckets_go_to_the_query(tmp_path: Path) -> None:
+def test_an_erase_reloads_the_rows_and_older_buckets_go_to_the_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.live.recent.FOLLOW_ROWS", -1)  # never follow back
     settings = Settings(data_dir=tmp_path)
     world = World(tmp_path, 3, settings)
     topic = Topic("heart_rate", "u1", None, "1m")
@@ -167,3 +170,53 @@ def test_a_topic_past_its_row_limit_is_left_to_the_query(
     assert not recent.ready
     assert recent.rows == 0
     assert not eligible(Topic("heart_rate", "u1", None, "1d"))
+
+
+def test_changes_of_old_data_move_the_kept_rows_back_to_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream opened now on a user whose readings are stamped in the past (a backlog
+    upload): the first change reads the rows from before it, later ones move the range
+    forward with the data, and every bucket is the query's, computed without it."""
+    world = World(tmp_path, 5, Settings(data_dir=tmp_path))
+    topic = Topic("heart_rate", "u1", None, "1s")
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    recent = Recent(topic, time.time_ns() // 1_000_000)
+    recent.load(world.reader)
+    assert recent.ready and recent.rows == 0
+    monkeypatch.setattr("service.live.hub.buckets", None)  # the query is not called
+    for start in (NOW - 30_000, NOW + 900_000, NOW + 1_900_000):
+        batch = world.batch(100, start, 60_000).with_columns(pl.lit("u1").alias("user_id"))
+        world.add(batch)
+        changed = readings(batch, "u1")
+        computed = hub._compute({topic: (changed, recent)})
+        starts = sorted({topic.bucket(r[1]) for r in changed})
+        assert recent.lo == topic.bucket(starts[0] - RECENT_MS)
+        assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
+    everything = starts_of(topic, recent.lo, NOW + 2_000_000)
+    assert recent.buckets(world.reader, everything) == buckets(world.reader, topic, everything)
+    assert recent.rows < world.seq  # the rows before the range were let go
+
+
+def test_a_follow_past_its_row_limit_leaves_old_changes_to_the_query_for_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.live.recent.FOLLOW_ROWS", 10)
+    world = World(tmp_path, 6, Settings(data_dir=tmp_path))
+    topic = Topic("heart_rate", "u1", None, "1m")
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    now = time.time_ns() // 1_000_000
+    recent = Recent(topic, now)
+    recent.load(world.reader)
+    counted: list[int] = []
+    stored = Recent._stored
+    monkeypatch.setattr(Recent, "_stored", lambda r, *a: counted.append(1) or stored(r, *a))
+    for _ in range(2):
+        batch = world.batch(50, NOW - 60_000, 60_000).with_columns(pl.lit("u1").alias("user_id"))
+        world.add(batch)
+        changed = readings(batch, "u1")
+        computed = hub._compute({topic: (changed, recent)})
+        starts = sorted({topic.bucket(r[1]) for r in changed})
+        assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
+        assert recent.lo == topic.bucket(now - RECENT_MS)
+    assert counted == [1]  # the second tick did not count again

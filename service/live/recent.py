@@ -3,13 +3,13 @@
 Computed by the series query, each changed bucket costs the query's fixed work: the
 unflushed rows and the not-yet-compacted files of the metric searched for one user,
 about 11 ms a bucket under single-POST load, whatever the bucket holds. Instead, the hub
-keeps per watched topic its raw rows of every bucket from ``RECENT_MS`` ago on: loaded once
+keeps per watched topic its raw rows of every bucket from a recent start on: loaded once
 through the plain path's own reader (``Reader.rows``, de-duplicated), then grown by the
 readings the change feed brings (every reading of a watched user any worker, or another
 machine, acknowledges: see ``live.feed`` and ``live.table_watch``). A changed bucket in
 that range is the plain path's computation (``dedupe``, priority partials, buckets) over
 those rows: what a GET of the bucket answers, since a bucket's answer depends only on its
-own rows. A change further back is computed by the query, as before.
+own rows. A change further back is computed by the query, unless the range follows it.
 
 The kept range follows the topic's data, not the clock: each tick it starts ``RECENT_MS``
 before the oldest changed bucket (or now, if earlier). A change before the range (a

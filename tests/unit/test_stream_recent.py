@@ -169,6 +169,10 @@ def test_a_topic_past_its_row_limit_is_left_to_the_query(
     assert recent.dropped
     assert not recent.ready
     assert recent.rows == 0
+    loaded = Recent(Topic("heart_rate", "u1", None, "1m"), NOW)
+    loaded.load(world.reader)  # storage alone holds more than the limit from ``lo`` on
+    assert loaded.dropped
+    assert not loaded.ready
     assert not eligible(Topic("heart_rate", "u1", None, "1d"))
 
 
@@ -183,7 +187,8 @@ def test_changes_of_old_data_move_the_kept_rows_back_to_them(
     hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
     recent = Recent(topic, time.time_ns() // 1_000_000)
     recent.load(world.reader)
-    assert recent.ready and recent.rows == 0
+    assert recent.ready
+    assert recent.rows == 0
     monkeypatch.setattr("service.live.hub.buckets", None)  # the query is not called
     for start in (NOW - 30_000, NOW + 900_000, NOW + 1_900_000):
         batch = world.batch(100, start, 60_000).with_columns(pl.lit("u1").alias("user_id"))

@@ -14,7 +14,9 @@ import sys
 import tempfile
 
 _METRICS_PREFIX = "hr-prometheus-"
-JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+# Polars' allocator: two arenas (by default four a core, and a query's reads run on a dozen
+# of Polars' I/O threads, spread over the arenas, each keeping its own partly used pages)
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2"
 # glibc's malloc in each worker, by mallopt parameter: at most two arenas (one per worker
 # thread by default, each keeping its own freed space) and a fixed mmap threshold (a
 # freed large buffer goes back to the system at once, instead of raising the threshold

@@ -107,3 +107,29 @@ def test_each_worker_tunes_glibc_malloc_unless_the_environment_does(
         [sys.executable, "-c", _MALLOPT], cwd=ROOT, env=full, capture_output=True, check=True
     )
     assert json.loads(done.stdout) == expected
+
+
+_POLARS = "import polars as pl; pl.DataFrame({'a': [1, 2]}).sum()"
+
+
+def test_polars_allocator_takes_the_workers_settings(tmp_path: Path) -> None:
+    """What ``post_fork`` gives Polars' jemalloc is read by it: its statistics, printed at
+    exit, show two arenas and the background thread (eight arenas on 2 cores otherwise)."""
+    conf = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy; print(runpy.run_path('gunicorn.conf.py')['JEMALLOC_CONF'])",
+        ],
+        cwd=ROOT,
+        env=os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.strip()
+    env = os.environ | {"_RJEM_MALLOC_CONF": conf + ",stats_print:true"}
+    done = subprocess.run(
+        [sys.executable, "-c", _POLARS], env=env, capture_output=True, check=True, text=True
+    )
+    assert "opt.narenas: 2\n" in done.stderr
+    assert "opt.background_thread: true" in done.stderr

@@ -167,10 +167,7 @@ class Hub:
         except BaseException:
             self.close(stream)
             raise
-        if first is None:
-            stream.fall_behind()
-        else:
-            stream.push(first, stamp, 0, first=True)
+        stream.push(first, stamp, 0, first=True)
         return stream
 
     def close(self, stream: Stream) -> None:
@@ -190,13 +187,17 @@ class Hub:
         if not self._streams:
             self._feed.active = False  # the segments stay open: ``resume`` reads on from there
 
-    def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update] | None:
-        """The first events; None for a resume with more than ``MAX_PENDING`` buckets."""
+    def _first(self, topic: Topic, since_ns: int | None, now_ns: int) -> list[Update]:
+        """The first events: a resume's changed buckets, else (no id, an id over an hour
+        old, or more than ``MAX_PENDING`` buckets to re-send) the last hour's."""
         now_ms = now_ns // 1_000_000
         if since_ns is not None and now_ms - since_ns // 1_000_000 <= HOUR_MS:
             try:
                 starts = changed_since(self._reader, self._store, topic, since_ns)
-                return buckets(self._reader, topic, starts) if len(starts) <= MAX_PENDING else None
+                if len(starts) <= MAX_PENDING:
+                    return buckets(self._reader, topic, starts)
+                # refusing it would only bring the client back with the same id
+                log.info("a resume of %d buckets; sending the last hour instead", len(starts))
             except RESUME_ERRORS:
                 log.info("resume scan failed; sending the last hour instead", exc_info=True)
         return last_hour(self._reader, topic, now_ms)

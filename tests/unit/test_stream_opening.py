@@ -15,7 +15,7 @@ from service.ingest.health import TaskHealth
 from service.live import hub as hub_module
 from service.live.feed import ChangeFeed, Readings
 from service.live.hub import Hub, Stream
-from service.live.updates import Topic
+from service.live.updates import Topic, buckets, changed_since, last_hour
 from tests.unit.test_stream_recent import NOW, World
 
 
@@ -89,3 +89,28 @@ def test_a_topic_changed_beyond_what_a_stream_may_hold_is_dropped_uncomputed(
     stream = Stream(topic)
     stream.fall_behind()
     assert anyio.run(stream.next, 0.01) is None  # its response ends; the client resumes
+
+
+def test_a_resume_with_more_buckets_than_a_stream_may_hold_gets_the_last_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(tmp_path, 7, Settings(data_dir=tmp_path))
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    topic = Topic("heart_rate", "u1", None, "1m")
+    since_ns = NOW * 1_000_000
+    world.seq = since_ns + 1  # readings stamped after the event id the client resumes from
+    world.add(world.batch(600, NOW - 2 * 86_400_000, 86_400_000))  # a day back-filled
+    now_ns = since_ns + 2_000_000_000
+    hour = last_hour(world.reader, topic, now_ns // 1_000_000)
+    changed = changed_since(world.reader, world.store, topic, since_ns)
+    assert len(changed) > len(hour) > 0
+
+    assert hub._first(topic, since_ns, now_ns) == buckets(world.reader, topic, changed)
+    monkeypatch.setattr(hub_module, "MAX_PENDING", len(hour))
+    assert hub._first(topic, since_ns, now_ns) == hour  # before: refused, and again on retry
+
+    monkeypatch.setattr(hub_module.time, "time_ns", lambda: now_ns)  # the stream's "now"
+    stream = anyio.run(hub.open, topic, since_ns)
+    events = anyio.run(stream.next, 0.01)
+    assert events is not None
+    assert [data for _, data, _ in events] == [data for _, data in hour]

@@ -58,6 +58,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = cast("asyncio.Transport", OneSendPerTurn(transport, self.loop))
         self._in_head = False
         self._head_bytes = 0  # of the reads that ended inside the current header block
         self._head_timer: asyncio.TimerHandle | None = None
@@ -153,6 +154,67 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(
             LINGER_S, self.timeout_keep_alive_handler
         )
+
+
+class OneSendPerTurn:
+    """A transport whose writes of one turn of the event loop leave in one system call.
+
+    uvicorn writes a response's head and its body separately, each at once: two sends,
+    two packets, two wake-ups of the client. Here a write is held until the end of the
+    turn (``call_soon``), so the head and body of a response go out together; whatever
+    ends the stream (``close``, ``write_eof``) sends what is held first. Over
+    ``HOLD_BYTES`` held, everything goes at once: a large body is not copied to be
+    joined, and the transport's flow control sees it as before."""
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    HOLD_BYTES = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self.send_held)
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes > self.HOLD_BYTES:
+            self.send_held()
+
+    def send_held(self) -> None:
+        held, size = self._held, self._held_bytes
+        if not held:
+            return
+        self._held, self._held_bytes = [], 0
+        if self._transport.is_closing():
+            return  # as a write to a closing transport: dropped
+        if len(held) == 1:
+            self._transport.write(held[0])
+        elif size <= self.HOLD_BYTES:
+            self._transport.write(b"".join(held))
+        else:
+            self._transport.writelines(held)  # one vectored write, no copy
+
+    def write_eof(self) -> None:
+        self.send_held()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.send_held()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held, self._held_bytes = [], 0
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._held_bytes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _headers_too_large() -> HeadersTooLarge:

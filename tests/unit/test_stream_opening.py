@@ -19,11 +19,18 @@ from service.live.updates import Topic, buckets, changed_since, last_hour
 from tests.unit.test_stream_recent import NOW, World
 
 
+def world_and_hub(tmp_path: Path, seed: int) -> tuple[World, Hub]:
+    """A store around ``NOW`` and a hub over it (not started: ticks are called directly)."""
+    world = World(tmp_path, seed, Settings(data_dir=tmp_path))
+    return world, Hub(
+        world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1
+    )
+
+
 def test_streams_opened_together_compute_their_first_events_one_at_a_time(
     tmp_path: Path,
 ) -> None:
-    world = World(tmp_path, 5, Settings(data_dir=tmp_path))
-    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    _, hub = world_and_hub(tmp_path, 5)
     first = hub._first
     running, most, calls = 0, 0, 0
     lock = threading.Lock()
@@ -72,8 +79,7 @@ def seconds(n: int) -> Readings:
 def test_a_topic_changed_beyond_what_a_stream_may_hold_is_dropped_uncomputed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(tmp_path, 6, Settings(data_dir=tmp_path))
-    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    _, hub = world_and_hub(tmp_path, 6)
     topic = Topic("heart_rate", "u1", None, "1s")
     monkeypatch.setattr(hub_module, "MAX_PENDING", 5)
     computed = hub._compute({topic: (seconds(5), None)})  # at the limit: computed
@@ -94,8 +100,7 @@ def test_a_topic_changed_beyond_what_a_stream_may_hold_is_dropped_uncomputed(
 def test_a_resume_with_more_buckets_than_a_stream_may_hold_gets_the_last_hour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = World(tmp_path, 7, Settings(data_dir=tmp_path))
-    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    world, hub = world_and_hub(tmp_path, 7)
     topic = Topic("heart_rate", "u1", None, "1m")
     since_ns = NOW * 1_000_000
     world.seq = since_ns + 1  # readings stamped after the event id the client resumes from

@@ -15,7 +15,9 @@ The kept range follows the topic's data, not the clock: each tick it starts ``RE
 before the oldest changed bucket (or now, if earlier). A change before the range (a
 gateway uploading a backlog, a replay of old data) reads the rows from there on again,
 when storage holds at most ``FOLLOW_ROWS`` of them; otherwise such buckets are left to
-the query, and the next try waits ``FOLLOW_RETRY_MS``.
+the query, and the next try waits ``FOLLOW_RETRY_MS``. A change that far back also holds
+the range there for ``FOLLOW_RETRY_MS``: the ticks of a live device between a backlog's
+do not let go of the rows its next tick needs, to read them again.
 
 The rows stay what a GET reads as long as rows only arrive. Rows leave storage through an
 erase (a new tombstone of the user: the hub drops the topic's rows and loads them again)
@@ -67,6 +69,7 @@ class Recent:
         "_added",
         "_follow_at",
         "_frame",
+        "_held",
         "dropped",
         "erased_before",
         "lo",
@@ -83,6 +86,7 @@ class Recent:
         self._frame = pl.DataFrame(schema=ROW_SCHEMA)
         self._added = Readings()
         self._follow_at = 0  # epoch ms: a change before ``lo`` may read the rows again
+        self._held = (0, 0)  # the oldest start of the last old change, and until when
 
     def load(self, reader: Reader) -> None:
         """Read the topic's rows from ``lo`` on (blocking); the readings added so far stay.
@@ -97,7 +101,8 @@ class Recent:
         """Fit the kept rows to a tick's changed bucket ``starts`` (sorted; blocking): read
         them again after an erase of the user, or from before the oldest start if it is
         not covered (and storage holds few rows from there on); then drop the rows of
-        buckets ``RECENT_MS`` before both that start and now."""
+        buckets ``RECENT_MS`` before both that start and now (and before the last change
+        that far back, for ``FOLLOW_RETRY_MS`` after it)."""
         if reader.erased_before(self.topic.user_id) != self.erased_before:
             self.reload(reader, self.lo)  # an erase: rows left storage
         elif not self.covers(starts[0]) and now_ms >= self._follow_at:
@@ -107,7 +112,12 @@ class Recent:
             else:
                 self._follow_at = now_ms + FOLLOW_RETRY_MS
         if self.ready:
-            self.trim(min(starts[0], now_ms))
+            at = min(starts[0], now_ms)
+            if at < now_ms - RECENT_MS:
+                self._held = (at, now_ms + FOLLOW_RETRY_MS)
+            elif now_ms < self._held[1]:
+                at = min(at, self._held[0])
+            self.trim(at)
 
     def reload(self, reader: Reader, lo: int) -> None:
         """Read the rows of the buckets from ``lo`` on again: every reading added so far

@@ -22,7 +22,7 @@ from service.ingest.buffer import Buffer
 from service.ingest.health import TaskHealth
 from service.live.feed import ChangeFeed, Readings
 from service.live.hub import Hub
-from service.live.recent import RECENT_MS, Recent, eligible
+from service.live.recent import FOLLOW_RETRY_MS, RECENT_MS, Recent, eligible
 from service.live.updates import Topic, buckets
 from service.query.reader import Reader
 from service.schema import Rows
@@ -225,3 +225,33 @@ def test_a_follow_past_its_row_limit_leaves_old_changes_to_the_query_for_a_while
         assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
         assert recent.lo == topic.bucket(now - RECENT_MS)
     assert counted == [1]  # the second tick did not count again
+
+
+def test_a_live_device_between_a_backlogs_ticks_keeps_the_backlogs_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's watch sends live readings while a phone uploads old ones, in alternate
+    ticks: the rows read to follow the backlog stay for its next tick, and are let go
+    once no old change has come for ``FOLLOW_RETRY_MS``."""
+    world = World(tmp_path, 8, Settings(data_dir=tmp_path))
+    topic = Topic("heart_rate", "u1", None, "1m")
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    now = time.time_ns() // 1_000_000
+    recent = Recent(topic, now)
+    recent.load(world.reader)
+    reloads: list[int] = []
+    reload = Recent.reload
+    monkeypatch.setattr(Recent, "reload", lambda r, *a: reloads.append(a[1]) or reload(r, *a))
+    for start in (NOW, now - 30_000, NOW + 60_000, now - 20_000, NOW + 120_000):
+        batch = world.batch(40, start, 30_000).with_columns(pl.lit("u1").alias("user_id"))
+        world.add(batch)
+        changed = readings(batch, "u1")
+        computed = hub._compute({topic: (changed, recent)})
+        starts = sorted({topic.bucket(r[1]) for r in changed})
+        assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
+    assert reloads == [topic.bucket(NOW - RECENT_MS)]  # read once, for the first old tick
+    assert recent.lo == topic.bucket(NOW + 120_000 - RECENT_MS)
+
+    later = now + 2 * FOLLOW_RETRY_MS  # live readings only, for longer than the hold
+    recent.settle(world.reader, [topic.bucket(later)], later)
+    assert recent.lo == topic.bucket(later - RECENT_MS)

@@ -16,8 +16,8 @@ before the oldest changed bucket (or now, if earlier). A change before the range
 gateway uploading a backlog, a replay of old data) reads the rows from there on again,
 when storage holds at most ``FOLLOW_ROWS`` of them; otherwise such buckets are left to
 the query, and the next try waits ``FOLLOW_RETRY_MS``. A change that far back also holds
-the range there for ``FOLLOW_RETRY_MS``: the ticks of a live device between a backlog's
-do not let go of the rows its next tick needs, to read them again.
+the range there for ``FOLLOW_RETRY_MS``, so the ticks of a live device between a
+backlog's do not drop the rows that the backlog's next tick would read again.
 
 The rows stay what a GET reads as long as rows only arrive. Rows leave storage through an
 erase (a new tombstone of the user: the hub drops the topic's rows and loads them again)

@@ -203,27 +203,41 @@ def test_changes_of_old_data_move_the_kept_rows_back_to_them(
     assert recent.rows < world.seq  # the rows before the range were let go
 
 
+def watched_now(tmp_path: Path, seed: int) -> tuple[World, Hub, Recent, int]:
+    """A ``1m`` topic of ``u1`` opened now (its range before the world's readings) and loaded,
+    the hub that computes it, and now in epoch ms."""
+    world = World(tmp_path, seed, Settings(data_dir=tmp_path))
+    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
+    now = time.time_ns() // 1_000_000
+    recent = Recent(Topic("heart_rate", "u1", None, "1m"), now)
+    recent.load(world.reader)
+    return world, hub, recent, now
+
+
+def tick_as_the_query(
+    world: World, hub: Hub, recent: Recent, start: int, n: int, span: int = 60_000
+) -> None:
+    """One tick of ``n`` new readings of ``u1`` from ``start`` on: every computed bucket is
+    the series query's."""
+    batch = world.batch(n, start, span).with_columns(pl.lit("u1").alias("user_id"))
+    world.add(batch)
+    changed = readings(batch, "u1")
+    computed = hub._compute({recent.topic: (changed, recent)})
+    starts = sorted({recent.topic.bucket(r[1]) for r in changed})
+    assert sorted(computed[recent.topic][0]) == buckets(world.reader, recent.topic, starts)
+
+
 def test_a_follow_past_its_row_limit_leaves_old_changes_to_the_query_for_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("service.live.recent.FOLLOW_ROWS", 10)
-    world = World(tmp_path, 6, Settings(data_dir=tmp_path))
-    topic = Topic("heart_rate", "u1", None, "1m")
-    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
-    now = time.time_ns() // 1_000_000
-    recent = Recent(topic, now)
-    recent.load(world.reader)
+    world, hub, recent, now = watched_now(tmp_path, 6)
     counted: list[int] = []
     stored = Recent._stored
     monkeypatch.setattr(Recent, "_stored", lambda r, *a: counted.append(1) or stored(r, *a))
     for _ in range(2):
-        batch = world.batch(50, NOW - 60_000, 60_000).with_columns(pl.lit("u1").alias("user_id"))
-        world.add(batch)
-        changed = readings(batch, "u1")
-        computed = hub._compute({topic: (changed, recent)})
-        starts = sorted({topic.bucket(r[1]) for r in changed})
-        assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
-        assert recent.lo == topic.bucket(now - RECENT_MS)
+        tick_as_the_query(world, hub, recent, NOW - 60_000, 50)
+        assert recent.lo == recent.topic.bucket(now - RECENT_MS)
     assert counted == [1]  # the second tick did not count again
 
 
@@ -233,22 +247,13 @@ def test_a_live_device_between_a_backlogs_ticks_keeps_the_backlogs_rows(
     """A user's watch sends live readings while a phone uploads old ones, in alternate
     ticks: the rows read to follow the backlog stay for its next tick, and are let go
     once no old change has come for ``FOLLOW_RETRY_MS``."""
-    world = World(tmp_path, 8, Settings(data_dir=tmp_path))
-    topic = Topic("heart_rate", "u1", None, "1m")
-    hub = Hub(world.reader, world.store, ChangeFeed(world.store.wal_dir, "w1"), TaskHealth(), 0.1)
-    now = time.time_ns() // 1_000_000
-    recent = Recent(topic, now)
-    recent.load(world.reader)
+    world, hub, recent, now = watched_now(tmp_path, 8)
+    topic = recent.topic
     reloads: list[int] = []
     reload = Recent.reload
     monkeypatch.setattr(Recent, "reload", lambda r, *a: reloads.append(a[1]) or reload(r, *a))
     for start in (NOW, now - 30_000, NOW + 60_000, now - 20_000, NOW + 120_000):
-        batch = world.batch(40, start, 30_000).with_columns(pl.lit("u1").alias("user_id"))
-        world.add(batch)
-        changed = readings(batch, "u1")
-        computed = hub._compute({topic: (changed, recent)})
-        starts = sorted({topic.bucket(r[1]) for r in changed})
-        assert sorted(computed[topic][0]) == buckets(world.reader, topic, starts)
+        tick_as_the_query(world, hub, recent, start, 40, span=30_000)
     assert reloads == [topic.bucket(NOW - RECENT_MS)]  # read once, for the first old tick
     assert recent.lo == topic.bucket(NOW + 120_000 - RECENT_MS)
 

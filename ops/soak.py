@@ -14,8 +14,9 @@ Python) against a temporary data dir and keeps, all at once for the whole durati
 The server runs with its defaults (``--set HR_NAME=VALUE`` changes one, to compare).
 
 Every ``--every`` seconds it prints each worker's resident memory (VmRSS) and peak (VmHWM),
-the manifest's fragments and the open streams; at the end each load's requests, the peak
-per worker and PASS or FAIL against 300 MB (exit status 1 on FAIL). Traffic goes to
+the manifest's fragments and the open streams; at the end each load's requests, the writes
+the service answered other than 2xx and what it logged as warnings or errors (from its
+log), the peak per worker and PASS or FAIL against 300 MB (exit status 1 on FAIL). Traffic goes to
 127.0.0.1 only and stops by itself; the server is stopped with SIGTERM and the temporary
 directory removed.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -114,6 +116,7 @@ def main(argv: list[str]) -> int:
             watch.sample(elapsed)  # the last word on each worker's peak
         print()
         report(results, queries, streams, elapsed)
+        report_problems(*problems(Path(tmp) / "service.log"))
         return watch.verdict(workers)
 
 
@@ -205,6 +208,38 @@ def report(
         f" reopens), {streams.reconnects} dropped and reopened, {streams.refused} refused,"
         f" {streams.events:,} events"
     )
+
+
+def problems(log: Path) -> tuple[Counter[str], Counter[str]]:
+    """From the service's JSON log: its answers other than 2xx to writes, by status and
+    route, and its warnings and errors, by logger and message (numbers masked), so that a
+    run's refused writes say what they were before the log goes with the data directory."""
+    answers: Counter[str] = Counter()
+    logged: Counter[str] = Counter()
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            # most lines are 2xx access lines: skipped before parsing
+            if '"status":2' in line or not ('"status":' in line or '"level":"' in line):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            status = entry.get("status") if isinstance(entry, dict) else None
+            if isinstance(status, int):
+                if entry.get("method") == "POST" and status >= 300:
+                    answers[f"{status} POST {entry.get('route') or entry.get('path')}"] += 1
+            elif isinstance(entry, dict) and entry.get("level") in ("warning", "error"):
+                message = re.sub(r"\d+", "N", str(entry.get("message", "")))[:100]
+                logged[f"{entry['level']} {entry.get('logger')}: {message}"] += 1
+    return answers, logged
+
+
+def report_problems(answers: Counter[str], logged: Counter[str]) -> None:
+    for what, n in sorted(answers.items()):
+        print(f"writes answered {what}: {n:,}")
+    for what, n in logged.most_common(10):
+        print(f"logged {n:,} times: {what}")
 
 
 def compactor_peak_mb(server: Server) -> float | None:

@@ -18,6 +18,11 @@ import polars as pl
 from service.schema import Rows, rows_frame
 from service.tiers import Tiers
 
+# rows converted to a frame as soon as this many are waiting, by the ``add`` that makes
+# them so (on the event loop, ~1 ms): converting a whole flush (25,000 rows) in the flush's
+# thread held the GIL for 15-50 ms under load, and every request waited that long
+CONVERT_ROWS = 8_192
+
 
 @dataclass(slots=True)
 class _Columns:
@@ -30,6 +35,8 @@ class _Columns:
     def extend(self, rows: Rows, first_seq: int) -> None:
         self.rows.extend(rows)
         self.seq.extend(range(first_seq, first_seq + len(rows)))
+        if len(self.seq) - self.tiers.rows >= CONVERT_ROWS:
+            self.frames()
 
     def frames(self) -> list[pl.DataFrame]:
         """Every row, as the few immutable frames of ``Tiers``."""

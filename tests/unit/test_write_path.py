@@ -157,9 +157,8 @@ def test_flushing_rows_stay_visible_until_listed() -> None:
     assert sum(df.height for df in buffer.snapshot("heart_rate")) == 2
 
 
-def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
-    monkeypatch,
-) -> None:
+def conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the buffer's row-to-frame conversions from now on, in order."""
     converted: list[int] = []
     real = buffer_module.rows_frame
 
@@ -168,6 +167,13 @@ def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
         return real(rows_, seq)
 
     monkeypatch.setattr(buffer_module, "rows_frame", counting)
+    return converted
+
+
+def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
+    monkeypatch,
+) -> None:
+    converted = conversions(monkeypatch)
     buffer, expected, seq = Buffer(), [], 1
     for i in range(40):  # many small additions, each read at once
         batch = rows(3, start=10 * i)
@@ -184,6 +190,28 @@ def test_a_buffered_row_is_converted_to_a_frame_once_however_often_it_is_read(
             expected = []
     assert sum(converted) == 40 * 3
     assert buffer.snapshot("heart_rate")[0] is buffer.snapshot("heart_rate")[0]
+
+
+def test_rows_are_converted_as_they_arrive_so_a_flush_converts_only_the_rest(
+    monkeypatch,
+) -> None:
+    # a flush's thread converting all its rows at once held the GIL, and so every
+    # request of the worker, for tens of milliseconds
+    converted = conversions(monkeypatch)
+    buffer, plain, seq = Buffer(), [], 1
+    for i in range(25):  # 25 batches of 1,000 readings, none of them read
+        batch = rows(1000, start=1000 * i)
+        buffer.add("heart_rate", batch, seq)
+        plain.append(rows_frame(batch, range(seq, seq + 1000)))
+        seq += 1000
+    assert converted, "nothing was converted as the rows arrived"
+    assert max(converted) < buffer_module.CONVERT_ROWS + 1000
+    assert sum(converted) > 25_000 - buffer_module.CONVERT_ROWS
+    converted.clear()
+    buffer.begin_flush()
+    frame = buffer.flushing_frames()["heart_rate"]
+    assert sum(converted) < buffer_module.CONVERT_ROWS  # the flush converts only the rest
+    assert frame.equals(pl.concat(plain))  # the same frame as converting all at once
 
 
 def dead_worker_wal(store: Store, worker: str, n: int) -> Path:

@@ -26,33 +26,25 @@ CONVERT_ROWS = 8_192
 
 @dataclass(slots=True)
 class _Columns:
-    rows: Rows = field(default_factory=Rows)
+    # the rows not converted yet, and their sequence numbers; once converted, a row's
+    # Python objects go (a generation holds up to ``flush_rows`` rows twice otherwise)
+    pending: Rows = field(default_factory=Rows)
     seq: list[int] = field(default_factory=list)
     # the rows converted so far, as frames: each row is converted once, however many
     # queries read the buffer (rebuilding 25,000 rows cost a query ~10 ms of GIL)
     tiers: Tiers = field(default_factory=Tiers)
 
     def extend(self, rows: Rows, first_seq: int) -> None:
-        self.rows.extend(rows)
+        self.pending.extend(rows)
         self.seq.extend(range(first_seq, first_seq + len(rows)))
-        if len(self.seq) - self.tiers.rows >= CONVERT_ROWS:
+        if len(self.seq) >= CONVERT_ROWS:
             self.frames()
 
     def frames(self) -> list[pl.DataFrame]:
         """Every row, as the few immutable frames of ``Tiers``."""
-        done, rows = self.tiers.rows, self.rows
-        if done < len(self.seq):
-            self.tiers.append(
-                rows_frame(
-                    Rows(
-                        rows.user_id[done:],
-                        rows.device_id[done:],
-                        rows.ts[done:],
-                        rows.value[done:],
-                    ),
-                    self.seq[done:],
-                )
-            )
+        if self.seq:
+            self.tiers.append(rows_frame(self.pending, self.seq))
+            self.pending, self.seq = Rows(), []
         return self.tiers.frames
 
     def frame(self) -> pl.DataFrame:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Container, Hashable, Sequence
 from pathlib import Path
@@ -28,8 +30,6 @@ from service.schema import ROLLUP_SCHEMA
 # again in allocation slack. Counting it made ops/bench's uncompacted store overflow the
 # loose-partials cache, a query run taking ~100 s instead of ~10 s: it is left out.)
 _COLUMN_BYTES = 768
-# a dict entry per user in ``ByUser.spans``: the tuple, its two integers and the slot
-_SPAN_ENTRY_BYTES = 56 + 2 * 32 + 32
 
 
 def frame_bytes(frame: pl.DataFrame) -> int:
@@ -38,28 +38,41 @@ def frame_bytes(frame: pl.DataFrame) -> int:
 
 
 class ByUser:
-    """A frame sorted by ``user_id``, with where each user's rows start and how many there are."""
+    """A frame sorted by ``user_id``, with where each user's rows start and how many there are.
 
-    __slots__ = ("frame", "size", "spans")
+    The index is the users in order and two arrays: no Python object per user and file
+    but the user's string, and that is interned, so a user listed by many cached files is
+    one string. (A dict of ``(start, count)`` tuples took ~240 bytes per user and file, more
+    than the partials themselves for a fragment of a few hundred users.)"""
+
+    __slots__ = ("counts", "frame", "size", "starts", "users")
 
     def __init__(self, frame: pl.DataFrame) -> None:
         self.frame = frame
-        spans = (
+        runs = (
             frame.select("user_id")
             .with_row_index("start")
             .group_by("user_id")
             .agg(pl.col("start").min(), pl.len())
         )
-        self.spans: dict[str, tuple[int, int]] = {
-            user: (start, count) for user, start, count in spans.iter_rows()
-        }
-        # a fragment's partials can hold one row per user: its dict then outweighs its frame
-        users = sum(map(sys.getsizeof, self.spans)) + _SPAN_ENTRY_BYTES * len(self.spans)
-        self.size = frame_bytes(frame) + sys.getsizeof(self.spans) + users
+        found = sorted(zip(runs["user_id"], runs["start"], runs["len"], strict=True))
+        self.users: list[str] = [sys.intern(user) for user, _, _ in found]
+        self.starts = array("q", [start for _, start, _ in found])
+        self.counts = array("q", [count for _, _, count in found])
+        # each string counted in full, though a user in several files shares it
+        index = sum(map(sys.getsizeof, (self.users, self.starts, self.counts)))
+        self.size = frame_bytes(frame) + index + sum(map(sys.getsizeof, self.users))
+
+    def span(self, user_id: str) -> tuple[int, int]:
+        """Where the user's rows start, and how many there are (none: ``(0, 0)``)."""
+        i = bisect_left(self.users, user_id)
+        if i < len(self.users) and self.users[i] == user_id:
+            return self.starts[i], self.counts[i]
+        return 0, 0
 
     def user_rows(self, user_id: str, *, copy: bool = False) -> pl.DataFrame:
         """The user's rows: a slice, which keeps the whole frame alive, or a ``copy``."""
-        start, count = self.spans.get(user_id, (0, 0))
+        start, count = self.span(user_id)
         if not copy:
             return self.frame.slice(start, count)
         return self.frame[range(start, start + count)] if count else self.frame.clear()

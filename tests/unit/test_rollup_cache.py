@@ -104,18 +104,37 @@ def test_files_the_manifest_no_longer_lists_leave_the_cache(tmp_path: Path) -> N
 
 
 def test_a_files_size_counts_its_columns_and_its_users_index(tmp_path: Path) -> None:
-    # a fragment's partials can hold one row per user: the per-user index then weighs more
-    # than the data, and a frame of few rows more than its ``estimated_size``
+    # a fragment's partials can hold one row per user: the per-user index then weighs as
+    # much as the data, and a frame of few rows more than its ``estimated_size``
     users = [f"user-{i:05d}" for i in range(2_000)]
     frame = write(tmp_path, "a.rollup.parquet", users, 1)
     loaded = ByUser(frame)
     assert frame_bytes(frame) >= frame.estimated_size() + 700 * frame.width
-    assert loaded.size >= frame_bytes(frame) + sum(map(sys.getsizeof, users)) + 100 * len(users)
+    # each user's string, its place in the list and its two numbers
+    assert loaded.size >= frame_bytes(frame) + sum(map(sys.getsizeof, users)) + 24 * len(users)
     cache = RollupCache(tmp_path, loaded.size - 1)  # over the budget alone: not kept
     cache.user_rows("a.rollup.parquet", users[0])
     (tmp_path / "a.rollup.parquet").unlink()
     with pytest.raises(FileNotFoundError):
         cache.user_rows("a.rollup.parquet", users[0])
+
+
+def test_the_users_index_finds_each_users_rows_and_shares_their_strings(
+    tmp_path: Path,
+) -> None:
+    users = ["b", "a", "é", "user-10", "user-9", "Z", "a b"]
+    first = ByUser(write(tmp_path, "a.rollup.parquet", users, 3))
+    again = ByUser(write(tmp_path, "b.rollup.parquet", list(reversed(users)), 2))
+    for user in users:
+        want = first.frame.filter(pl.col("user_id") == user)
+        assert want.height == 3
+        assert first.user_rows(user).equals(want)
+        assert first.user_rows(user, copy=True).equals(want)
+        assert again.user_rows(user).height == 2
+    for absent in ("", "a0", "user-1", "zz", "\uffff"):  # before, between and after them
+        assert first.user_rows(absent).height == 0
+    # a user listed by both files is one string in memory, not one per file
+    assert all(x is y for x, y in zip(first.users, again.users, strict=True))
 
 
 def test_a_file_read_for_a_query_gives_a_copy_a_cached_one_a_slice(

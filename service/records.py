@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import compress, repeat
-from operator import is_not
+from operator import attrgetter, is_not
 from typing import Any
 
 import msgspec
-from msgspec.structs import astuple
 
 from service.bodies import decode_leniently
 from service.errors import Detail, field_error
@@ -113,12 +112,13 @@ def _parse(items: list[Any], plain: bool) -> RecordsResult | None:
     the body's strings are all printable (``plain_text``)."""
     if not items:
         return RecordsResult(0)
-    # column by column, C-level passes only, no Python step per record: a request of
-    # 1,000 records of two metrics went from 15.3M to 11.9M instructions (callgrind)
-    users, devices, texts, *values = zip(*map(astuple, items), strict=True)
-    stamps = parse_timestamps_ms(list(texts))
-    ids = id_texts(users)
-    if None in stamps or not (plain or all_printable(ids, list(devices))):
+    # column by column, without a Python call per record: a list comprehension per field
+    # (as ``service.validation`` does), a C-level ``map`` per metric
+    devices = [item.device_id for item in items]
+    stamps = parse_timestamps_ms([item.timestamp for item in items])
+    ids = id_texts([item.user_id for item in items])
+    values = [list(map(attrgetter(spec.field), items)) for spec in METRICS.values()]
+    if None in stamps or not (plain or all_printable(ids, devices)):
         return None
     if _NOTHING in zip(*values, strict=True):  # a record with no metric field
         return None

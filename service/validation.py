@@ -12,13 +12,13 @@ The field checks here are shared with ``service.records`` (records of several me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from math import ceil, floor
 from typing import Annotated, Any
 
 import msgspec
-from msgspec.structs import astuple
 
 from service.bodies import decode_leniently
 from service.errors import Detail, InvalidInput, PayloadTooLarge, field_error
@@ -55,7 +55,12 @@ def _struct_types(spec: MetricSpec) -> tuple[type[msgspec.Struct], type[msgspec.
     value = value_type(spec)
     reading = msgspec.defstruct(
         f"{spec.name}_reading",
-        [("user_id", UserId), ("device_id", DeviceId), ("timestamp", str), (spec.field, value)],
+        [
+            ("user_id", UserId),
+            ("device_id", DeviceId),
+            ("timestamp", str),
+            ("value", value, msgspec.field(name=spec.field)),  # one attribute for all metrics
+        ],
         gc=False,  # strings and numbers only: no cycles, so no GC tracking per reading
     )
     batch = msgspec.defstruct(f"{spec.name}_batch", [("readings", list[reading])])  # type: ignore[valid-type]
@@ -75,7 +80,7 @@ def parse_one(body: bytes, spec: MetricSpec) -> Rows | None:
     user_id = str(item.user_id)
     if ts is None or not printable(user_id) or not printable(item.device_id):
         return None
-    return Rows([user_id], [item.device_id], [ts], [float(getattr(item, spec.field))])
+    return Rows([user_id], [item.device_id], [ts], [float(item.value)])
 
 
 def validate_one(body: bytes, spec: MetricSpec) -> Rows:
@@ -168,22 +173,24 @@ def _columns(items: list[Any], spec: MetricSpec) -> Rows:
     """Decoded readings column by column; a timestamp that does not parse is None."""
     if not items:
         return Rows()
-    # one tuple per reading, transposed: 0.89M instructions per 1,000 readings against
-    # 1.36M for an attribute lookup per field and reading (callgrind)
-    users, devices, texts, values = zip(*map(astuple, items), strict=True)
+    # a list comprehension per field: ~75 us per 1,000 readings, against ~150 us for
+    # transposing a tuple per reading (``zip(*map(astuple, items))``), though that runs
+    # fewer instructions (0.89M against 1.36M, callgrind): the transpose's argument tuple
+    # of 1,000 iterators is walked once per field
+    values = [item.value for item in items]
     return Rows(
-        id_texts(users),
-        list(devices),
-        parse_timestamps_ms(list(texts)),  # type: ignore[arg-type]
-        list(map(float, values)) if spec.integer else list(values),
+        id_texts([item.user_id for item in items]),
+        [item.device_id for item in items],
+        parse_timestamps_ms([item.timestamp for item in items]),  # type: ignore[arg-type]
+        list(map(float, values)) if spec.integer else values,
     )
 
 
-def id_texts(ids: tuple[str | int, ...]) -> list[str]:
+def id_texts(ids: Sequence[str | int]) -> list[str]:
     """User ids as text: an integer id becomes its decimal text."""
     if int in set(map(type, ids)):
         return list(map(str, ids))
-    return list(ids)  # type: ignore[arg-type]
+    return ids if isinstance(ids, list) else list(ids)  # type: ignore[arg-type]
 
 
 def _validate_batch_slowly(body: bytes, spec: MetricSpec, max_batch: int) -> BatchResult:

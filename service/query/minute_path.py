@@ -39,6 +39,7 @@ from service.storage.store import Store
 # devices: ~90,000 rows, ~6 MB); a longer one merges per query, as it did before
 KEPT_SPAN_MS = 32 * DAY_MS
 _NO_SPANS = pl.DataFrame(schema=SPANNED)  # built once: an empty frame of many columns costs
+_NO_PICKS = _NO_SPANS.select(minute_partials())
 
 
 class MinutePath:
@@ -181,6 +182,10 @@ class MinutePath:
         whole = replace(q, start_ms=lo, end_ms=hi, extremes=True)
         alone = replace(sources, unflushed=[])
         rollups, per_file = self._file_partials(whole, alone)
+        if not any(df.height for df in (*rollups, *per_file)):
+            # no file holds a row of the user in these days (a new user or device, a day
+            # not flushed yet): nothing to merge, where the plans on empty frames cost ~2.5 ms
+            return _NO_SPANS, _NO_PICKS
         minute = pl.col("minute").dt.epoch("ms")
         parts = gather(rollups, per_file).filter((minute >= lo) & (minute < hi))
         if q.device_id is not None:

@@ -35,6 +35,7 @@ from service.storage.store import Store
 BASE = 1_705_312_800_000  # 2024-01-15T10:00:00Z
 DAY = 86_400_000
 USERS = ("u1", "u2")
+NEW_USER = "u3"  # in the unflushed rows only
 DEVICES = ("watch", "phone", "ring")
 
 
@@ -79,6 +80,12 @@ def store_with_every_source(tmp_path: Path, seed: int) -> tuple[Store, Buffer]:
     extra = rows(rng, seq, 150, BASE + DAY // 8, DAY, 20_000)
     extra = pl.concat([extra, extra.head(10).with_columns(pl.col("seq") + 1_000)])  # twice
     buffer_rows(buffer, extra, seq)
+    # a user no file holds: their minutes come from the unflushed rows alone
+    new = rows(rng, seq + 2_000, 40, BASE + DAY // 8, DAY, 20_000)
+    new = new.with_columns(pl.lit(NEW_USER).alias("user_id"))
+    buffer_rows(
+        buffer, pl.concat([new, new.head(5).with_columns(pl.col("seq") + 100)]), seq + 2_000
+    )
     return store, buffer
 
 
@@ -111,7 +118,7 @@ def test_the_partial_path_answers_like_the_plain_path(
         for _ in range(3)
     ]
     shapes = [Shape(), Shape("1h", stats=("min", "max", "count")), Shape("5m", "Asia/Kolkata")]
-    for user in USERS:
+    for user in (*USERS, NEW_USER):
         for start, end in ranges:
             for device in (None, "phone"):
                 for shape in shapes:

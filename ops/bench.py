@@ -22,7 +22,10 @@ text to ``ops/results/bench-<UTC timestamp>.md``. Phases:
    (``ops/bench_fresh.py``);
 5. event-stream lag with 200 open streams under the single-POST load, and the single-POST
    rate with and without them (``ops/bench_stream.py``);
-6. single POSTs with access control off and on, a key sent to both (``ops/bench_auth.py``).
+6. single POSTs with access control off and on, a key sent to both (``ops/bench_auth.py``);
+7. only with ``--phases floor``: the write targets beside the floor of the write path, an
+   app doing only the parsing, checks and durable write no design can skip
+   (``ops/bench_floor.py``).
 
 ``--store delta`` (a table on a local path) or ``delta-s3`` (on a moto_server S3 endpoint)
 runs phases 1-3 against ``HR_STORE=delta``, each phase with a table of its own, compacted
@@ -32,8 +35,9 @@ Every load is bounded in time and goes to 127.0.0.1 only; servers are stopped wi
 
 Modules: bench_plan (options), bench_servers (the servers), bench_wrk (wrk runs and
 batch bodies), bench_writes (phases 1-2), bench_queries (phase 3), bench_fresh (phase 4),
-bench_stream (phase 5), bench_auth (phase 6), bench_table (--store), bench_machine and
-bench_report/bench_notes (the output); ops/server.py starts and stops gunicorn.
+bench_stream (phase 5), bench_auth (phase 6), bench_floor (phase 7), bench_table
+(--store), bench_machine and bench_report/bench_notes (the output); ops/server.py starts
+and stops gunicorn.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pathlib import Path
 
 from ops.bench_auth import measure_auth
 from ops.bench_common import fragment_count, log
+from ops.bench_floor import measure_floor
 from ops.bench_fresh import measure_fresh
 from ops.bench_machine import CpuWatch, machine_lines
 from ops.bench_plan import Plan, parse_args
@@ -86,6 +91,7 @@ class Outcome:
     fresh: str = ""  # the fresh-data phase's own table
     streams: str = ""  # the stream phase's own table
     auth: str = ""  # the access-control phase's own table
+    floor: str = ""  # the floor phase's own table
 
 
 def main(argv: Sequence[str]) -> int:
@@ -114,6 +120,8 @@ def main(argv: Sequence[str]) -> int:
             stream_phase(plan, tmp, logs, out)
         if "auth" in plan.phases:
             auth_phase(plan, tmp, logs, out)
+        if "floor" in plan.phases:
+            floor_phase(plan, tmp, logs, out)
     finally:
         if not plan.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -129,7 +137,9 @@ def main(argv: Sequence[str]) -> int:
         out.noise,
         out.failures,
     )
-    body = result.render() + "".join(f"\n\n{t}" for t in (out.fresh, out.streams, out.auth) if t)
+    body = result.render() + "".join(
+        f"\n\n{t}" for t in (out.fresh, out.streams, out.auth, out.floor) if t
+    )
     body += f"\n\nTotal time: {(time.monotonic() - started) / 60:.1f} min.\n"
     print(body, flush=True)
     save("\n".join(header) + "\n" + body)
@@ -215,6 +225,15 @@ def auth_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
     except Exception as exc:
         out.failures.append(f"access-control phase: {exc}")
         log(f"access-control phase failed: {exc}")
+
+
+def floor_phase(plan: Plan, tmp: Path, logs: Path, out: Outcome) -> None:
+    """Phase 7: the write targets beside the floor of the write path (``ops/bench_floor.py``)."""
+    try:
+        out.floor = measure_floor(plan, tmp, logs)
+    except Exception as exc:
+        out.failures.append(f"floor phase: {exc}")
+        log(f"floor phase failed: {exc}")
 
 
 def save(text: str) -> None:

@@ -57,15 +57,16 @@ def service_server(
     return _server(name, argv, server_env(data_dir, extra), port, plan, logs)
 
 
-def noop_server(plan: Plan, logs: Path, app: str = "app") -> Server:
-    """A ceiling of ``ops/bench_noop.py``: ``app`` (FastAPI) or ``raw`` (bare ASGI)."""
+def noop_server(plan: Plan, logs: Path, app: str = "app", data_dir: Path | None = None) -> Server:
+    """A ceiling of ``ops/bench_noop.py``: ``app`` (FastAPI), ``raw`` (bare ASGI) or
+    ``durable`` (the floor phase's; its files go to ``data_dir``)."""
     port = free_port()
     argv = [".venv/bin/gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
     if plan.workers:
         argv += ["--workers", str(plan.workers)]
     argv.append(f"ops.bench_noop:{app}")  # positional app overrides the config's wsgi_app
     return _server(
-        "noop" if app == "app" else f"noop-{app}", argv, server_env(None), port, plan, logs
+        "noop" if app == "app" else f"noop-{app}", argv, server_env(data_dir), port, plan, logs
     )
 
 

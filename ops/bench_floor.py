@@ -3,7 +3,7 @@ must do; ``./ops/bench --phases floor``.
 
 Three servers under the same gunicorn config: the bare ASGI ceiling (reads the body,
 answers 202), the floor (``ops.bench_noop:durable``: the service's parser and checks, its
-WAL frame, a group commit with fdatasync, nothing else) and the service as ``ops/serve``
+WAL frame, a group commit with fsync, nothing else) and the service as ``ops/serve``
 starts it. For single POSTs, batches at ``--batch-connections`` and at 64 connections,
 each run loads the three in turn. Where the floor misses a target, the service cannot
 meet it on this machine without a faster parser or a cheaper durable write: everything
@@ -87,7 +87,7 @@ def render(res: FloorResults, plan: Plan) -> str:
         (f"batch readings/s, {WIDE} conns", "wide", size, "", WIDE_READINGS),
     ]
     lines = [
-        "| measure (medians) | service | floor: parse, WAL frame, fdatasync | raw ASGI | "
+        "| measure (medians) | service | floor: parse, WAL frame, fsync | raw ASGI | "
         "target | floor meets it |",
         "|---|---|---|---|---|---|",
     ]
@@ -103,7 +103,11 @@ def render(res: FloorResults, plan: Plan) -> str:
             f"| {label} | {service:,.0f}{svc_share} | {floor:,.0f}{share} | {raw:,.0f} | "
             f"{target} | {'yes' if met else '**no**'} |"
         )
-    for load, label in (("single", "single POST"), ("batch", "batch"), ("wide", "batch")):
+    for load, label in (
+        ("single", "single POST (no probe)"),
+        ("batch", "batch"),
+        ("wide", "batch"),
+    ):
         conns = {"single": plan.connections, "batch": plan.batch_connections}.get(load, WIDE)
         p99s = [res.p99(load, s) for s in ("service", "floor", "raw")]
         goal = 20.0 if load == "single" else BATCH_P99_MS

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 
 from service.api.accept import batch_accepted_body
 from service.schema import HEART_RATE, Rows
-from service.storage.wal import encode_frame
+from service.storage.wal import OwnedLog, encode_frame
 from service.validation import parse_batch, parse_one
 
 _ACCEPTED = b'{"status":"accepted"}'
@@ -65,12 +65,13 @@ async def raw(
 
 
 class _Log:
-    """One append-only file per worker; a group commit: one write and fdatasync for every
-    request that queued while the previous one ran, in one thread (as the service's WAL)."""
+    """The service's own WAL segment writer (``OwnedLog``) behind a group commit: one
+    append and fsync for every request that queued while the previous one ran, in
+    one thread, as the service's ``GroupCommitter`` does (without its buffer)."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(directory / f"floor-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT, 0o600)
+        self._owned = OwnedLog(directory, f"floor{os.getpid()}")
         self._pending: list[tuple[str, Rows, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="floor-log")
@@ -93,8 +94,8 @@ class _Log:
                     future.set_result(None)
 
     def _write(self, data: bytes) -> None:
-        os.write(self._fd, data)
-        os.fdatasync(self._fd)
+        self._owned.current.append(data)
+        self._owned.current.sync()
 
 
 _LOG: list[_Log] = []  # made by the first request, in the worker (after the fork)
@@ -107,7 +108,7 @@ async def durable(
 ) -> None:
     """The write path's own work and nothing else: the service's parser and checks
     (``parse_one``, ``parse_batch``), its WAL frame, and a group commit (write and
-    fdatasync) before the 202; no buffer, flush, compaction, counters, logs or layers.
+    fsync) before the 202; no buffer, flush, compaction, counters, logs or layers.
     Files go to ``HR_DATA_DIR``. What the service adds to it is the rest of its work."""
     if scope["type"] != "http":
         await raw(scope, receive, send)

@@ -37,7 +37,7 @@ def log_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def logged(directory: Path) -> list[tuple[str, int, float]]:
-    (path,) = directory.iterdir()
+    (path,) = directory.glob("wal-*.log")
     frames, used = decode_frames(path.read_bytes())
     assert used == path.stat().st_size
     return [

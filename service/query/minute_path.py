@@ -97,16 +97,12 @@ class MinutePath:
         slot = pl.col("slot").dt.epoch("ms")
         inside = (slot >= first) & (slot < stop)
         names = _names(q)
-        alone = (
-            picked.lazy()
-            .filter(inside)
-            .join(touched.lazy(), left_on=slot, right_on="m", how="anti")
-        )
-        found = pl.collect_all(
-            [alone.select(names), merged.lazy().filter(inside).select(names)],
-            engine=SMALL,
-            optimizations=PLAIN,
-        )
+        plans = [merged.lazy().filter(inside).select(names)]
+        if picked.height:  # a join costs ~4 hand-offs to Polars' thread, even of nothing
+            alone = picked.lazy().filter(inside)
+            alone = alone.join(touched.lazy(), left_on=slot, right_on="m", how="anti")
+            plans.insert(0, alone.select(names))
+        found = pl.collect_all(plans, engine=SMALL, optimizations=PLAIN)
         # the minutes the range cuts (it starts or ends in one): raw rows within the range
         cut = [m // MINUTE_MS * MINUTE_MS for m in (q.start_ms, q.end_ms) if m % MINUTE_MS]
         if cut:
@@ -152,8 +148,9 @@ class MinutePath:
             [touched, dirty, added], engine=SMALL, optimizations=PLAIN
         )
         slot = pl.col("slot").dt.epoch("ms")
-        parts = [added_df.lazy().join(dirty_df.lazy(), left_on=slot, right_on="m", how="anti")]
-        if dirty_df.height:
+        parts = [added_df.lazy()]
+        if dirty_df.height:  # else the anti-join would keep every row, at ~4 hand-offs
+            parts = [parts[0].join(dirty_df.lazy(), left_on=slot, right_on="m", how="anti")]
             low, high = int(dirty_df["m"].min()), int(dirty_df["m"].max()) + MINUTE_MS  # type: ignore[arg-type]
             whole = replace(q, start_ms=low, end_ms=high, extremes=True)
             raw = self._raw_partials(whole, sources, dirty_df["m"])

@@ -98,9 +98,10 @@ class MinutePath:
         inside = (slot >= first) & (slot < stop)
         names = _names(q)
         plans = [merged.lazy().filter(inside).select(names)]
-        if picked.height:  # a join costs ~4 hand-offs to Polars' thread, even of nothing
+        if picked.height:
             alone = picked.lazy().filter(inside)
-            alone = alone.join(touched.lazy(), left_on=slot, right_on="m", how="anti")
+            if touched.height:  # a join costs ~4 hand-offs to Polars' thread, even of nothing
+                alone = alone.join(touched.lazy(), left_on=slot, right_on="m", how="anti")
             plans.insert(0, alone.select(names))
         found = pl.collect_all(plans, engine=SMALL, optimizations=PLAIN)
         # the minutes the range cuts (it starts or ends in one): raw rows within the range
